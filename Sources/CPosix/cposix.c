@@ -1,0 +1,112 @@
+#define _GNU_SOURCE
+#include "cposix.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/socket.h>
+
+_Static_assert(sizeof(cposix_peercred) == sizeof(struct ucred), "ucred layout");
+
+int cposix_peercred_get(int fd, cposix_peercred *out) {
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
+    if (len != sizeof cred) { errno = EPROTO; return -1; }
+    out->pid = cred.pid;
+    out->uid = cred.uid;
+    out->gid = cred.gid;
+    return 0;
+}
+
+int cposix_accept_cloexec(int fd) {
+    return accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+}
+
+int cposix_dup3_cloexec(int oldfd, int newfd) {
+    return dup3(oldfd, newfd, O_CLOEXEC);
+}
+
+ssize_t cposix_recv_datagram(int fd, void *buf, size_t len, int *truncated, int *fds_received) {
+    /* Room for a few fds: anything that arrives is counted and closed. */
+    union { char buf[CMSG_SPACE(sizeof(int) * 16)]; struct cmsghdr align; } control;
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof control.buf;
+    *truncated = 0;
+    *fds_received = 0;
+    ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+    if (n < 0) return -1;
+    if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) *truncated = 1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            int *fds = (int *)CMSG_DATA(c);
+            for (size_t i = 0; i < count; i++) {
+                int received;
+                memcpy(&received, fds + i, sizeof received);
+                close(received);
+                (*fds_received)++;
+            }
+        }
+    }
+    return n;
+}
+
+ssize_t cposix_send_datagram(int fd, const void *buf, size_t len, int fd_to_pass) {
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control;
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (fd_to_pass >= 0) {
+        memset(&control, 0, sizeof control);
+        msg.msg_control = control.buf;
+        msg.msg_controllen = sizeof control.buf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd_to_pass, sizeof(int));
+    }
+    return sendmsg(fd, &msg, MSG_NOSIGNAL);
+}
+
+static volatile sig_atomic_t stop_signal = 0;
+
+static void on_stop(int sig) { stop_signal = sig; }
+
+int cposix_install_stop_handler(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART: a blocking recvmsg returns EINTR */
+    if (sigaction(SIGTERM, &sa, NULL) != 0) return -1;
+    if (sigaction(SIGINT, &sa, NULL) != 0) return -1;
+    if (sigaction(SIGHUP, &sa, NULL) != 0) return -1;
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+int cposix_stop_signal(void) { return stop_signal; }
+
+uint64_t cposix_monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void cposix_realtime(int64_t *sec, int32_t *nsec) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    *sec = ts.tv_sec;
+    *nsec = (int32_t)ts.tv_nsec;
+}

@@ -1,0 +1,45 @@
+/* The few POSIX/Linux pieces Swift cannot import cleanly: struct ucred and
+ * accept4 (behind _GNU_SOURCE), the CMSG_* macros, and an async-signal-safe
+ * termination flag. Everything else is called from Swift through Glibc. */
+#ifndef DMOP_CPOSIX_H
+#define DMOP_CPOSIX_H
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+typedef struct {
+    int32_t pid;
+    uint32_t uid;
+    uint32_t gid;
+} cposix_peercred;
+
+/* SO_PEERCRED of a connected Unix socket. 0 or -1 with errno. */
+int cposix_peercred_get(int fd, cposix_peercred *out);
+
+/* accept4(fd, NULL, NULL, SOCK_CLOEXEC). */
+int cposix_accept_cloexec(int fd);
+
+/* dup3(oldfd, newfd, O_CLOEXEC). */
+int cposix_dup3_cloexec(int oldfd, int newfd);
+
+/* recvmsg of one datagram into buf. Returns the byte count or -1/errno.
+ * *truncated is set when the datagram was longer than len (MSG_TRUNC), or
+ * when the control data did not fit (MSG_CTRUNC). Any file descriptors that
+ * came with SCM_RIGHTS are closed at once; *fds_received says how many. */
+ssize_t cposix_recv_datagram(int fd, void *buf, size_t len, int *truncated, int *fds_received);
+
+/* sendmsg of one datagram, optionally with one fd in SCM_RIGHTS (fd_to_pass
+ * < 0: none). Returns bytes sent or -1/errno. MSG_NOSIGNAL is always set. */
+ssize_t cposix_send_datagram(int fd, const void *buf, size_t len, int fd_to_pass);
+
+/* SIGTERM/SIGINT/SIGHUP handler that only records the signal: blocking
+ * calls return EINTR (no SA_RESTART) and the loop asks cposix_stop_signal(). */
+int cposix_install_stop_handler(void);
+int cposix_stop_signal(void);
+
+/* Monotonic clock in nanoseconds (vDSO, no syscall in the steady state). */
+uint64_t cposix_monotonic_ns(void);
+/* Wall clock, seconds and nanoseconds since the epoch. */
+void cposix_realtime(int64_t *sec, int32_t *nsec);
+
+#endif

@@ -1,0 +1,249 @@
+/// A policy: which ops may reach the hypervisor, and on what arguments.
+/// Default deny: an op without a rule is refused. Format: dmop-broker.policy(5).
+public struct Policy: Sendable {
+    /// Where the policy came from, for audit lines ("policy/qemu-xen.policy").
+    public let source: String
+    public let rules: [PolicyRule]
+    /// Rules by op number, for the hot path.
+    private let table: [PolicyRule?]
+
+    public init(source: String, rules: [PolicyRule]) {
+        self.source = source
+        self.rules = rules
+        let highest = Catalogue.ops.map { Int($0.number) }.max() ?? 0
+        var table = [PolicyRule?](repeating: nil, count: highest + 1)
+        for rule in rules { table[Int(rule.op.number)] = rule }
+        self.table = table
+    }
+
+    @inline(__always)
+    public func rule(forOp number: UInt32) -> PolicyRule? {
+        guard number < UInt32(table.count) else { return nil }
+        return table[Int(number)]
+    }
+
+    /// Bit n set when op n is allowed (WELCOME's allowed_ops).
+    public var allowedOpsMask: UInt32 {
+        rules.reduce(0) { $0 | (1 << $1.op.number) }
+    }
+}
+
+public struct PolicyRule: Sendable, Equatable {
+    public let op: OpSpec
+    public let line: Int
+    public let conditions: [Condition]
+    /// "file:line" of the rule, for audit lines.
+    public let location: String
+}
+
+/// An argument condition on one input field of buffer 0.
+public struct Condition: Sendable, Equatable, CustomStringConvertible {
+    public enum Comparison: String, Sendable, CaseIterable {
+        case equal = "==", notEqual = "!=", lessOrEqual = "<=", greaterOrEqual = ">=", less = "<", greater = ">"
+    }
+    public enum Test: Sendable, Equatable {
+        case compare(Comparison, UInt64)
+        case oneOf([UInt64])
+    }
+    public let field: FieldSpec
+    public let test: Test
+
+    @inline(__always)
+    public func holds(in buffer: UnsafeRawBufferPointer) -> Bool {
+        guard let value = field.value(in: buffer) else { return false }
+        switch test {
+        case .compare(let comparison, let bound):
+            switch comparison {
+            case .equal: return value == bound
+            case .notEqual: return value != bound
+            case .lessOrEqual: return value <= bound
+            case .greaterOrEqual: return value >= bound
+            case .less: return value < bound
+            case .greater: return value > bound
+            }
+        case .oneOf(let values):
+            return values.contains(value)
+        }
+    }
+
+    public var description: String {
+        switch test {
+        case .compare(let comparison, let bound): "\(field.name) \(comparison.rawValue) \(bound)"
+        case .oneOf(let values): "\(field.name) in \(values.map(String.init).joined(separator: ","))"
+        }
+    }
+}
+
+/// A policy file that does not parse: file, line and column of the first
+/// problem, as compilers print them.
+public struct PolicyError: Error, Equatable, CustomStringConvertible {
+    public let file: String
+    public let line: Int
+    public let column: Int
+    public let message: String
+
+    public var description: String { "\(file):\(line):\(column): \(message)" }
+}
+
+// MARK: - Parser
+
+extension Policy {
+    /// Parses policy text. `file` names it in errors and audit lines.
+    ///
+    ///     # comment
+    ///     allow <op>
+    ///     allow <op> if <field> <cmp> <number> [and <field> in <n>,<n>...]
+    public static func parse(_ text: String, file: String) throws(PolicyError) -> Policy {
+        var rules: [PolicyRule] = []
+        var lineNumber = 0
+        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            lineNumber += 1
+            var scanner = LineScanner(line: Array(rawLine.utf8), file: file, lineNumber: lineNumber)
+            guard let keyword = scanner.word() else {
+                try scanner.expectEnd()
+                continue
+            }
+            guard keyword.text == "allow" else {
+                throw scanner.error(at: keyword.column, "unknown keyword '\(keyword.text)', expected 'allow'")
+            }
+            guard let opWord = scanner.word() else {
+                throw scanner.error(at: scanner.column, "'allow' needs an op name")
+            }
+            guard let op = Catalogue.op(named: opWord.text) else {
+                throw scanner.error(at: opWord.column, "unknown op '\(opWord.text)'; known ops: "
+                                    + Catalogue.ops.map(\.name).joined(separator: ", "))
+            }
+            if let earlier = rules.first(where: { $0.op == op }) {
+                throw scanner.error(at: opWord.column,
+                                    "op '\(op.name)' already has a rule at line \(earlier.line); merge the conditions")
+            }
+            var conditions: [Condition] = []
+            if let next = scanner.word() {
+                guard next.text == "if" else {
+                    throw scanner.error(at: next.column, "expected 'if' or end of line, found '\(next.text)'")
+                }
+                repeat {
+                    conditions.append(try scanner.condition(for: op))
+                    guard let joiner = scanner.word() else { break }
+                    guard joiner.text == "and" else {
+                        throw scanner.error(at: joiner.column, "expected 'and' or end of line, found '\(joiner.text)'")
+                    }
+                } while true
+            }
+            try scanner.expectEnd()
+            rules.append(PolicyRule(op: op, line: lineNumber, conditions: conditions,
+                                    location: "\(file):\(lineNumber)"))
+        }
+        return Policy(source: file, rules: rules)
+    }
+}
+
+/// Scans one line; columns are 1-based byte positions.
+private struct LineScanner {
+    let line: [UInt8]
+    let file: String
+    let lineNumber: Int
+    var index = 0
+
+    var column: Int { index + 1 }
+
+    init(line: [UInt8], file: String, lineNumber: Int) {
+        // A trailing CR (a file edited on another system) is whitespace.
+        self.line = line.last == UInt8(ascii: "\r") ? Array(line.dropLast()) : line
+        self.file = file
+        self.lineNumber = lineNumber
+    }
+
+    func error(at column: Int, _ message: String) -> PolicyError {
+        PolicyError(file: file, line: lineNumber, column: column, message: message)
+    }
+
+    private var atComment: Bool { index < line.count && line[index] == UInt8(ascii: "#") }
+
+    mutating func skipSpace() {
+        while index < line.count, line[index] == UInt8(ascii: " ") || line[index] == UInt8(ascii: "\t") { index += 1 }
+    }
+
+    static func isWordByte(_ byte: UInt8) -> Bool {
+        (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+            || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || byte == UInt8(ascii: "_")
+    }
+
+    /// The next identifier-like word, or nil at end of line or a comment.
+    mutating func word() -> (text: String, column: Int)? {
+        skipSpace()
+        guard index < line.count, !atComment, Self.isWordByte(line[index]) else { return nil }
+        let start = index
+        while index < line.count, Self.isWordByte(line[index]) { index += 1 }
+        return (String(decoding: line[start..<index], as: UTF8.self), start + 1)
+    }
+
+    mutating func expectEnd() throws(PolicyError) {
+        skipSpace()
+        guard index == line.count || atComment else {
+            let rest = String(decoding: line[index...], as: UTF8.self)
+            throw error(at: column, "unexpected '\(rest)'")
+        }
+    }
+
+    mutating func number(width: Int) throws(PolicyError) -> UInt64 {
+        skipSpace()
+        let start = index
+        guard let word = word() else { throw error(at: start + 1, "expected a number") }
+        let text = word.text
+        let parsed: UInt64?
+        if text.hasPrefix("0x") || text.hasPrefix("0X") {
+            parsed = UInt64(text.dropFirst(2), radix: 16)
+        } else {
+            parsed = UInt64(text, radix: 10)
+        }
+        guard let value = parsed else { throw error(at: word.column, "'\(text)' is not a number") }
+        if width < 8, value >> UInt64(width * 8) != 0 {
+            throw error(at: word.column, "\(text) does not fit the field's \(width) bytes")
+        }
+        return value
+    }
+
+    mutating func comparison() -> Condition.Comparison? {
+        skipSpace()
+        // Longest operators first, so "<=" is not read as "<".
+        for candidate in [Condition.Comparison.lessOrEqual, .greaterOrEqual, .equal, .notEqual, .less, .greater] {
+            let bytes = Array(candidate.rawValue.utf8)
+            if index + bytes.count <= line.count, Array(line[index..<(index + bytes.count)]) == bytes {
+                index += bytes.count
+                return candidate
+            }
+        }
+        return nil
+    }
+
+    mutating func condition(for op: OpSpec) throws(PolicyError) -> Condition {
+        guard let fieldWord = word() else { throw error(at: column, "expected a field name after 'if'/'and'") }
+        guard let field = op.field(named: fieldWord.text) else {
+            let names = op.fields.filter { $0.role == .input }.map(\.name)
+            throw error(at: fieldWord.column, "op '\(op.name)' has no field '\(fieldWord.text)'; its input fields: "
+                        + (names.isEmpty ? "none" : names.joined(separator: ", ")))
+        }
+        guard field.role == .input else {
+            throw error(at: fieldWord.column,
+                        "field '\(field.name)' is \(field.role == .output ? "an output" : "padding that must be zero"); only input fields take conditions")
+        }
+        if let comparison = comparison() {
+            return Condition(field: field, test: .compare(comparison, try number(width: field.width)))
+        }
+        let save = index
+        if let keyword = word(), keyword.text == "in" {
+            var values = [try number(width: field.width)]
+            while true {
+                skipSpace()
+                guard index < line.count, line[index] == UInt8(ascii: ",") else { break }
+                index += 1
+                values.append(try number(width: field.width))
+            }
+            return Condition(field: field, test: .oneOf(values))
+        }
+        index = save
+        skipSpace()
+        throw error(at: column, "expected one of == != < <= > >= or 'in' after '\(field.name)'")
+    }
+}

@@ -1,0 +1,92 @@
+import Glibc
+
+public enum Files {
+    /// Reads a whole (small) file. Policies are a few KiB; anything over
+    /// `limit` is refused rather than read.
+    public static func read(_ path: String, limit: Int = 1 << 20) throws(SystemError) -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open \(path)") }
+        defer { close(fd) }
+        var result: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("read \(path)")
+            }
+            if n == 0 { return result }
+            result += chunk[0..<n]
+            if result.count > limit { throw SystemError("read \(path) (over \(limit) bytes)", errno: EFBIG) }
+        }
+    }
+
+    /// Writes all of `bytes` to `fd`, retrying short writes and EINTR.
+    public static func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws(SystemError) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("write")
+            }
+            offset += n
+        }
+    }
+
+    /// Path of the running executable.
+    public static func selfExecutable() -> String? {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = buffer.withUnsafeMutableBytes { readlink("/proc/self/exe", $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count - 1) }
+        guard n > 0 else { return nil }
+        return String(decoding: buffer[0..<n], as: UTF8.self)
+    }
+}
+
+public enum Spawn {
+    /// Starts `path` with `arguments` (argv[0] included). `fds` maps a parent
+    /// fd to the child's fd number; every other fd is closed by CLOEXEC.
+    /// `stderrPath`, when given, receives the child's stderr.
+    public static func start(_ path: String, _ arguments: [String], fds: [(parent: Int32, child: Int32)] = [],
+                             stderrPath: String? = nil, environment: [String]? = nil) throws(SystemError) -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        for (parent, child) in fds {
+            // dup2 onto itself keeps CLOEXEC; go through a spare number then.
+            posix_spawn_file_actions_adddup2(&actions, parent, child)
+        }
+        if let stderrPath {
+            posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        }
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var envp: [UnsafeMutablePointer<CChar>?]? = environment.map { $0.map { strdup($0) } + [nil] }
+        defer { envp?.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc: Int32
+        if var envp {
+            rc = posix_spawn(&pid, path, &actions, nil, &argv, &envp)
+        } else {
+            rc = posix_spawn(&pid, path, &actions, nil, &argv, environ)
+        }
+        guard rc == 0 else { throw SystemError("posix_spawn \(path)", errno: rc) }
+        return pid
+    }
+
+    /// waitpid, retrying EINTR. Returns the raw status.
+    public static func wait(_ pid: pid_t) throws(SystemError) -> Int32 {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            if errno != EINTR { throw SystemError("waitpid") }
+        }
+        return status
+    }
+
+    /// "exit 0", "signal 9": for messages.
+    public static func describe(status: Int32) -> String {
+        let signal = status & 0x7f
+        if signal == 0 { return "exit \((status >> 8) & 0xff)" }
+        return "signal \(signal)"
+    }
+}

@@ -1,0 +1,206 @@
+import CPosix
+import Glibc
+
+/// A failed system call: which one, and errno.
+public struct SystemError: Error, Equatable, CustomStringConvertible {
+    public let call: String
+    public let errno: Int32
+
+    public init(_ call: String, errno: Int32 = Glibc.errno) {
+        self.call = call
+        self.errno = errno
+    }
+
+    public var description: String { "\(call): \(Errno.name(errno)) (\(String(cString: strerror(errno))))" }
+}
+
+public enum Errno {
+    /// Symbolic name of an errno value, for logs and test messages.
+    public static func name(_ value: Int32) -> String {
+        switch value {
+        case EPERM: "EPERM"
+        case ENOENT: "ENOENT"
+        case ESRCH: "ESRCH"
+        case EINTR: "EINTR"
+        case EIO: "EIO"
+        case E2BIG: "E2BIG"
+        case EBADF: "EBADF"
+        case EAGAIN: "EAGAIN"
+        case ENOMEM: "ENOMEM"
+        case EACCES: "EACCES"
+        case EFAULT: "EFAULT"
+        case EBUSY: "EBUSY"
+        case EEXIST: "EEXIST"
+        case ENOTDIR: "ENOTDIR"
+        case EINVAL: "EINVAL"
+        case ENOTTY: "ENOTTY"
+        case ENOSPC: "ENOSPC"
+        case EPIPE: "EPIPE"
+        case ENODATA: "ENODATA"
+        case EOPNOTSUPP: "EOPNOTSUPP"
+        case EADDRINUSE: "EADDRINUSE"
+        case ECONNRESET: "ECONNRESET"
+        case ECONNREFUSED: "ECONNREFUSED"
+        case ENOTSOCK: "ENOTSOCK"
+        case EMSGSIZE: "EMSGSIZE"
+        default: "errno \(value)"
+        }
+    }
+}
+
+/// An owned file descriptor, closed once when it goes away. The broker's
+/// long-lived fds (privcmd, the socket) are held this way so no path leaks
+/// one.
+public final class FileDescriptor {
+    public private(set) var rawValue: Int32
+
+    public init(owning rawValue: Int32) {
+        self.rawValue = rawValue
+    }
+
+    /// Gives up ownership without closing (e.g. before exec in a child).
+    public func release() -> Int32 {
+        let value = rawValue
+        rawValue = -1
+        return value
+    }
+
+    public func close() {
+        if rawValue >= 0 { _ = Glibc.close(rawValue) }
+        rawValue = -1
+    }
+
+    deinit { close() }
+}
+
+/// SOCK_SEQPACKET Unix sockets: one datagram per message.
+public enum SeqPacket {
+    public struct Credentials: Equatable, Sendable {
+        public let pid: Int32
+        public let uid: UInt32
+        public let gid: UInt32
+    }
+
+    /// Outcome of one receive.
+    public enum Received: Equatable {
+        /// A datagram of this many bytes, whole, with no fds attached.
+        case datagram(Int)
+        /// The datagram did not fit the buffer (MSG_TRUNC); it is gone.
+        case truncated
+        /// File descriptors came with it; they have been closed.
+        case fdsAttached(count: Int, bytes: Int)
+        /// The peer hung up (0 bytes on SEQPACKET means EOF).
+        case hangUp
+    }
+
+    public static func pair() throws(SystemError) -> (FileDescriptor, FileDescriptor) {
+        var fds: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
+            throw SystemError("socketpair")
+        }
+        return (FileDescriptor(owning: fds[0]), FileDescriptor(owning: fds[1]))
+    }
+
+    static func withAddress<R>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) throws(SystemError) -> R {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        guard !bytes.isEmpty, bytes.count < capacity else {
+            throw SystemError("socket path '\(path)' (must be 1...\(capacity - 1) bytes)", errno: ENAMETOOLONG)
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        return withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                body($0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+    }
+
+    public static func connect(path: String) throws(SystemError) -> FileDescriptor {
+        let fd = socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SystemError("socket") }
+        let owned = FileDescriptor(owning: fd)
+        let rc = try withAddress(path) { Glibc.connect(fd, $0, $1) }
+        guard rc == 0 else { throw SystemError("connect \(path)") }
+        return owned
+    }
+
+    /// Binds and listens on `path` with mode 0600. An existing path is only
+    /// replaced when it is a stale socket (nobody accepts on it); anything
+    /// else there (a file, a live socket) is an error, never clobbered.
+    public static func listen(path: String, backlog: Int32 = 1) throws(SystemError) -> FileDescriptor {
+        var status = stat()
+        if lstat(path, &status) == 0 {
+            guard (status.st_mode & S_IFMT) == S_IFSOCK else {
+                throw SystemError("\(path) exists and is not a socket; refusing to replace it", errno: EEXIST)
+            }
+            if let live = try? connect(path: path) {
+                live.close()
+                throw SystemError("\(path) is a live socket (another broker?)", errno: EADDRINUSE)
+            }
+            guard unlink(path) == 0 else { throw SystemError("unlink stale socket \(path)") }
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SystemError("socket") }
+        let owned = FileDescriptor(owning: fd)
+        // The umask makes the socket 0600 from its first moment: no window in
+        // which another user could connect.
+        let oldMask = umask(0o177)
+        let rc = try withAddress(path) { bind(fd, $0, $1) }
+        umask(oldMask)
+        guard rc == 0 else { throw SystemError("bind \(path)") }
+        guard chmod(path, 0o600) == 0 else { throw SystemError("chmod \(path)") }
+        guard Glibc.listen(fd, backlog) == 0 else { throw SystemError("listen \(path)") }
+        return owned
+    }
+
+    public static func accept(_ listener: Int32) throws(SystemError) -> FileDescriptor {
+        while true {
+            let fd = cposix_accept_cloexec(listener)
+            if fd >= 0 { return FileDescriptor(owning: fd) }
+            if errno == EINTR, cposix_stop_signal() == 0 { continue }
+            throw SystemError("accept")
+        }
+    }
+
+    public static func peerCredentials(_ fd: Int32) throws(SystemError) -> Credentials {
+        var cred = cposix_peercred()
+        guard cposix_peercred_get(fd, &cred) == 0 else { throw SystemError("getsockopt(SO_PEERCRED)") }
+        return Credentials(pid: cred.pid, uid: cred.uid, gid: cred.gid)
+    }
+
+    /// Receives one datagram into `buffer`. EINTR is returned as an error
+    /// so the caller can look at the stop flag.
+    public static func receive(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> Received {
+        var truncated: Int32 = 0
+        var fds: Int32 = 0
+        let n = cposix_recv_datagram(fd, buffer.baseAddress, buffer.count, &truncated, &fds)
+        if n < 0 { throw SystemError("recvmsg") }
+        if fds > 0 { return .fdsAttached(count: Int(fds), bytes: n) }
+        if truncated != 0 { return .truncated }
+        if n == 0 { return .hangUp }
+        return .datagram(n)
+    }
+
+    public static func send(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, passing fdToPass: Int32 = -1) throws(SystemError) {
+        while true {
+            let n = cposix_send_datagram(fd, bytes.baseAddress, bytes.count, fdToPass)
+            if n == bytes.count { return }
+            if n < 0, errno == EINTR, cposix_stop_signal() == 0 { continue }
+            if n >= 0 { throw SystemError("sendmsg (short: \(n) of \(bytes.count))", errno: EMSGSIZE) }
+            throw SystemError("sendmsg")
+        }
+    }
+
+    public static func send(_ fd: Int32, _ bytes: [UInt8], passing fdToPass: Int32 = -1) throws(SystemError) {
+        var failure: SystemError?
+        bytes.withUnsafeBytes { raw in
+            do throws(SystemError) { try send(fd, raw, passing: fdToPass) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+}

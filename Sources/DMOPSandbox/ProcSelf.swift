@@ -1,0 +1,53 @@
+import Glibc
+
+/// Small readers of /proc/self, used before confinement (they open files).
+public enum ProcSelf {
+    /// The whole of a small file, or nil.
+    public static func read(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0, errno == EINTR { continue }
+            guard n >= 0 else { return nil }
+            if n == 0 { break }
+            bytes.append(contentsOf: chunk[0..<n])
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// The value of `Key:` in a /proc/PID/status text, trimmed.
+    public static func statusField(_ key: String, in status: String) -> String? {
+        for line in status.split(separator: "\n") where line.hasPrefix(key + ":") {
+            return String(line.dropFirst(key.count + 1).drop(while: { $0 == " " || $0 == "\t" }))
+        }
+        return nil
+    }
+
+    /// A `Vm*:   123 kB` field in bytes.
+    public static func memoryField(_ key: String, in status: String) -> UInt64? {
+        guard let value = statusField(key, in: status) else { return nil }
+        let digits = value.prefix(while: { $0.isNumber })
+        return UInt64(digits).map { $0 * 1024 }
+    }
+
+    /// The open fds of `/proc/<pid>/fd` (pid nil: this process), not counting
+    /// the directory stream's own fd; nil when /proc cannot be read.
+    public static func openDescriptors(pid: Int32? = nil) -> [Int32]? {
+        let path = pid.map { "/proc/\($0)/fd" } ?? "/proc/self/fd"
+        guard let dir = opendir(path) else { return nil }
+        let own = dirfd(dir)
+        var fds: [Int32] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if let fd = Int32(name), pid != nil || fd != own { fds.append(fd) }
+        }
+        closedir(dir)
+        return fds.sorted()
+    }
+}

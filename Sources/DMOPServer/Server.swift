@@ -1,0 +1,208 @@
+import CPosix
+import DMOPCore
+import DMOPHypervisor
+import DMOPPosix
+import Glibc
+import Logging
+
+/// How one client session ended.
+public enum SessionEnd: Equatable {
+    /// The client hung up.
+    case hangUp
+    /// SIGTERM, SIGINT or SIGHUP arrived.
+    case stopped
+    /// The client broke the protocol; it was told why and disconnected.
+    case protocolViolation(ProtocolViolation)
+    /// The hello named no version or interface in common.
+    case helloRefused(ProtocolViolation)
+    /// SO_PEERCRED showed a uid that --peer-uid does not allow.
+    case peerRefused(uid: UInt32)
+    /// A socket error other than a hang-up.
+    case ioError(SystemError)
+}
+
+/// The request loop: one client at a time, one datagram at a time, answered
+/// in order. Synchronous and single-threaded on purpose: the seccomp filter
+/// stays small and nothing races.
+public final class BrokerServer {
+    public let domid: UInt16
+    public let policy: Policy
+    public let hypervisor: any Hypervisor
+    public let peerUID: UInt32?
+    private let audit: Logger
+
+    /// One receive and one reply buffer for the life of the process: a
+    /// request never allocates from a length the client chose.
+    private let receiveBuffer: UnsafeMutableRawBufferPointer
+    private let replyBuffer: UnsafeMutableRawBufferPointer
+
+    public init(domid: UInt16, policy: Policy, hypervisor: any Hypervisor, peerUID: UInt32?, audit: Logger) {
+        self.domid = domid
+        self.policy = policy
+        self.hypervisor = hypervisor
+        self.peerUID = peerUID
+        self.audit = audit
+        receiveBuffer = .allocate(byteCount: Wire.maxRequestSize, alignment: 16)
+        receiveBuffer.initializeMemory(as: UInt8.self, repeating: 0)
+        replyBuffer = .allocate(byteCount: Wire.maxReplySize, alignment: 16)
+        replyBuffer.initializeMemory(as: UInt8.self, repeating: 0)
+    }
+
+    deinit {
+        receiveBuffer.deallocate()
+        replyBuffer.deallocate()
+    }
+
+    /// The WELCOME this broker sends.
+    public var welcome: Welcome {
+        Welcome(version: Wire.protocolVersion, xenInterface: DMOPABI.xenInterfaceVersion,
+                xenVersion: hypervisor.xenVersion, domid: domid, maxBuffers: UInt16(DMOPABI.maxBuffers),
+                maxBufferSize: UInt32(DMOPABI.maxBufferSize), allowedOps: policy.allowedOpsMask)
+    }
+
+    /// Serves the connected client on `fd` until the session ends. The fd
+    /// stays open; the caller closes it.
+    public func serve(connection fd: Int32) -> SessionEnd {
+        let peer: SeqPacket.Credentials
+        do {
+            peer = try SeqPacket.peerCredentials(fd)
+        } catch {
+            return .ioError(error)
+        }
+        if let allowed = peerUID, peer.uid != allowed {
+            audit.warning("peer refused: peer_pid=\(peer.pid) peer_uid=\(peer.uid) allowed_uid=\(allowed)")
+            return .peerRefused(uid: peer.uid)
+        }
+        audit.info("session start: peer_pid=\(peer.pid) peer_uid=\(peer.uid) domid=\(domid) policy=\(policy.source) hypervisor=\(hypervisor.kind)")
+        var session = Session(peer: peer)
+        let end = loop(fd: fd, session: &session)
+        audit.info("session end: peer_pid=\(peer.pid) reason=\(describe(end)) requests=\(session.requests) forwarded=\(session.forwarded) refused=\(session.refused)")
+        return end
+    }
+
+    struct Session {
+        let peer: SeqPacket.Credentials
+        var helloDone = false
+        var requests = 0
+        var forwarded = 0
+        var refused = 0
+    }
+
+    private func loop(fd: Int32, session: inout Session) -> SessionEnd {
+        while true {
+            if cposix_stop_signal() != 0 { return .stopped }
+            let received: SeqPacket.Received
+            do {
+                received = try SeqPacket.receive(fd, into: receiveBuffer)
+            } catch {
+                if error.errno == EINTR { continue }
+                if error.errno == ECONNRESET { return .hangUp }
+                return .ioError(error)
+            }
+            let length: Int
+            switch received {
+            case .hangUp:
+                return .hangUp
+            case .truncated:
+                return violation(fd, ProtocolViolation(.oversized, "datagram longer than \(Wire.maxRequestSize) bytes"))
+            case .fdsAttached(let count, _):
+                return violation(fd, ProtocolViolation(.fdsAttached, "\(count) file descriptor(s) attached; closed"))
+            case .datagram(let n):
+                length = n
+            }
+            let bytes = UnsafeRawBufferPointer(rebasing: receiveBuffer[0..<length])
+            let message: ClientMessage
+            do {
+                message = try Wire.decodeClientMessage(bytes)
+            } catch {
+                return violation(fd, error)
+            }
+            switch message {
+            case .hello(let hello):
+                guard !session.helloDone else {
+                    return violation(fd, ProtocolViolation(.duplicateHello, "a second HELLO"))
+                }
+                switch Wire.negotiate(hello) {
+                case .failure(let refusal):
+                    audit.warning("hello refused: peer_pid=\(session.peer.pid) reason=\(refusal.reason.name) \(refusal.detail)")
+                    try? SeqPacket.send(fd, Wire.encodeRefused(refusal.reason, text: refusal.detail))
+                    return .helloRefused(refusal)
+                case .success(let version):
+                    var welcome = self.welcome
+                    welcome.version = version
+                    do { try SeqPacket.send(fd, Wire.encodeWelcome(welcome)) } catch { return .ioError(error) }
+                    session.helloDone = true
+                }
+            case .request(let frame):
+                guard session.helloDone else {
+                    return violation(fd, ProtocolViolation(.helloRequired, requestID: frame.requestID,
+                                                           "REQUEST before HELLO"))
+                }
+                let replyLength = handle(frame, session: &session)
+                do {
+                    try SeqPacket.send(fd, UnsafeRawBufferPointer(rebasing: replyBuffer[0..<replyLength]))
+                } catch {
+                    if error.errno == EPIPE || error.errno == ECONNRESET { return .hangUp }
+                    return .ioError(error)
+                }
+            }
+        }
+    }
+
+    /// Decides, forwards if allowed, audits, and encodes the reply into
+    /// replyBuffer. Returns the reply's length.
+    func handle(_ frame: RequestFrame, session: inout Session) -> Int {
+        let started = cposix_monotonic_ns()
+        session.requests += 1
+        let base = receiveBuffer.baseAddress!
+        let views = frame.buffers.map { UnsafeRawBufferPointer(start: base + $0.lowerBound, count: $0.count) }
+        let request = DMOPRequest(domid: frame.domid, buffers: views)
+        let decision = decide(restrictedDomid: domid, policy: policy, request: request)
+        let opName = request.opNumber.map { Catalogue.op(number: $0)?.name ?? "op\($0)" } ?? "-"
+
+        switch decision {
+        case .refuse(let reason, let detail):
+            session.refused += 1
+            let result = -reason.errno
+            audit.notice("peer_pid=\(session.peer.pid) peer_uid=\(session.peer.uid) domid=\(frame.domid) op=\(opName) verdict=refuse reason=\(reason.name) rule=- rc=\(result) latency_us=\(elapsedMicros(since: started)) detail=\"\(detail)\"")
+            return Wire.encodeReply(into: replyBuffer, domid: frame.domid, requestID: frame.requestID,
+                                    result: result, refusal: reason, returned: [])
+
+        case .forward(let rule):
+            session.forwarded += 1
+            let mutable = frame.buffers.map { UnsafeMutableRawBufferPointer(start: base + $0.lowerBound, count: $0.count) }
+            let rc = mutable.withUnsafeBufferPointer { hypervisor.dmOp(domid: frame.domid, buffers: $0) }
+            var returned: [(index: Int, bytes: UnsafeRawBufferPointer)] = []
+            if rc == 0 {
+                // Only what the op writes back, and only on success: Xen copies
+                // nothing back on failure.
+                if rule.op.writesBackPayload { returned.append((0, views[0])) }
+                if case .dirtyBitmap = rule.op.extraBuffer { returned.append((1, views[1])) }
+            }
+            audit.info("peer_pid=\(session.peer.pid) peer_uid=\(session.peer.uid) domid=\(frame.domid) op=\(opName) verdict=forward rule=\(rule.location) rc=\(rc) latency_us=\(elapsedMicros(since: started))")
+            return Wire.encodeReply(into: replyBuffer, domid: frame.domid, requestID: frame.requestID,
+                                    result: rc, refusal: nil, returned: returned)
+        }
+    }
+
+    private func violation(_ fd: Int32, _ violation: ProtocolViolation) -> SessionEnd {
+        audit.warning("protocol error: reason=\(violation.reason.name) request_id=\(violation.requestID) \(violation.detail); disconnecting")
+        try? SeqPacket.send(fd, Wire.encodeProtocolError(violation))
+        return .protocolViolation(violation)
+    }
+
+    private func elapsedMicros(since start: UInt64) -> UInt64 {
+        (cposix_monotonic_ns() &- start) / 1000
+    }
+
+    private func describe(_ end: SessionEnd) -> String {
+        switch end {
+        case .hangUp: "hang-up"
+        case .stopped: "signal"
+        case .protocolViolation(let v): "protocol-error:\(v.reason.name)"
+        case .helloRefused(let v): "hello-refused:\(v.reason.name)"
+        case .peerRefused(let uid): "peer-refused:uid=\(uid)"
+        case .ioError(let e): "io-error:\(e)"
+        }
+    }
+}

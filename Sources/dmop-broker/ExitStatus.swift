@@ -1,0 +1,39 @@
+/// Exit statuses of `dmop-broker`, one per reason, listed in dmop-broker(8).
+/// A toolstack reads them to tell why a broker went away.
+enum ExitStatus: Int32, CaseIterable {
+    /// Clean end: the client hung up (--socket-fd), or SIGTERM/SIGINT/SIGHUP.
+    case ok = 0
+    /// Bad command line (ArgumentParser's own code).
+    case usage = 64
+    /// The policy file could not be read or did not parse.
+    case policy = 65
+    /// The hypervisor device could not be opened or queried.
+    case hypervisorOpen = 66
+    /// IOCTL_PRIVCMD_RESTRICT failed or the domid is reserved.
+    case restrict = 67
+    /// The restriction did not take (a plain hypercall was not refused).
+    case restrictionNotVerified = 68
+    /// The socket could not be set up (inherit, bind, listen).
+    case socket = 69
+    /// Refused to run as root without --user (or --allow-root).
+    case rootRefused = 70
+    /// setgroups/setresgid/setresuid or a prctl failed.
+    case privilegeDrop = 71
+    /// Closing inherited fds or setting an rlimit failed.
+    case resourceLimits = 72
+    /// The seccomp filter could not be built or loaded.
+    case seccomp = 73
+    /// The ready fd could not be written.
+    case readyFd = 74
+    /// The simulated record file could not be opened.
+    case recordFile = 75
+    /// An I/O error on the client socket other than a hang-up.
+    case clientIO = 76
+    /// The peer's uid is not the one --peer-uid allows (--socket-fd mode).
+    case peerRefused = 77
+    /// A seccomp trap: the broker made a system call its filter lacks.
+    case seccompViolation = 78
+    /// The client broke the protocol and was disconnected (--socket-fd mode,
+    /// where the broker lives for that one client).
+    case clientViolation = 79
+}

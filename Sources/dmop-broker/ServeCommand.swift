@@ -1,0 +1,182 @@
+import ArgumentParser
+import CPosix
+import DMOPCore
+import DMOPHypervisor
+import DMOPPosix
+import DMOPServer
+import Glibc
+import Logging
+
+enum HypervisorKind: String, ExpressibleByArgument, CaseIterable {
+    case privcmd, simulated
+}
+
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve one guest's device model: restrict privcmd to --domid, confine, then forward allowed DMOPs.")
+
+    @Option(help: "The guest's domid; privcmd is restricted to it.")
+    var domid: Domid
+
+    @Option(help: "Listen on this Unix socket path (mode 0600; only a stale socket is replaced).")
+    var listen: String?
+
+    @Option(name: .customLong("socket-fd"), help: "Serve the connected SOCK_SEQPACKET socket inherited on this fd; exit when it hangs up.")
+    var socketFD: Int32?
+
+    @Option(help: "Policy file (dmop-broker.policy(5)).")
+    var policy: String
+
+    @Option(help: "privcmd (the real driver) or simulated (a model of privcmd and Xen).")
+    var hypervisor: HypervisorKind = .privcmd
+
+    @Option(help: "Path of the privcmd device.")
+    var privcmd: String = "/dev/xen/privcmd"
+
+    @Option(help: "Simulated mode: append one JSON line per call that reached the hypervisor to this file.")
+    var simulatedRecord: String?
+
+    @Option(help: "Simulated mode: the guest's number of vCPUs.")
+    var simulatedVcpus: UInt32 = 2
+
+    @Option(help: "Only serve a peer with this uid (SO_PEERCRED).")
+    var peerUid: UInt32?
+
+    @Option(help: "Write 'ready\\n' to this fd once serving, then close it.")
+    var readyFd: Int32?
+
+    @OptionGroup var confinement: ConfinementOptions
+
+    func validate() throws {
+        guard (listen == nil) != (socketFD == nil) else {
+            throw ValidationError("give exactly one of --listen PATH and --socket-fd N")
+        }
+        if simulatedRecord != nil && hypervisor != .simulated {
+            throw ValidationError("--simulated-record needs --hypervisor simulated")
+        }
+    }
+
+    func run() throws {
+        if cposix_install_stop_handler() != 0 { fail(.socket, "sigaction: \(SystemError("sigaction"))") }
+        let audit = Logger(label: "dmop-broker[\(getpid())]") { AuditLogHandler(label: $0) }
+
+        // 1. Arguments and policy.
+        let policy = loadPolicy(self.policy)
+
+        // 2. The hypervisor: open, restrict, prove the restriction.
+        let hypervisor = makeHypervisor()
+        do {
+            try hypervisor.restrict(to: domid.value)
+        } catch {
+            fail(.restrict, "restrict to domid \(domid.value): \(error)")
+        }
+        do {
+            try hypervisor.verifyRestricted()
+        } catch {
+            fail(.restrictionNotVerified, "restriction to domid \(domid.value) not in force: \(error)")
+        }
+
+        // 3. The socket.
+        let endpoint = openEndpoint()
+
+        // 4-5. Drop privileges and load the seccomp filter.
+        confinement.confine(hypervisor: hypervisor, endpoint: endpoint, readyFd: readyFd)
+
+        let server = BrokerServer(domid: domid.value, policy: policy, hypervisor: hypervisor,
+                                  peerUID: peerUid, audit: audit)
+        audit.info("serving domid=\(domid.value) hypervisor=\(hypervisor.kind) xen_version=\(hypervisor.xenVersion >> 16).\(hypervisor.xenVersion & 0xffff) policy=\(policy.source) allowed=\(policy.rules.map(\.op.name).joined(separator: ","))")
+
+        // 6. Ready.
+        if let readyFd {
+            do { try Files.writeAll(readyFd, Array("ready\n".utf8)) } catch { fail(.readyFd, "ready fd \(readyFd): \(error)") }
+            close(readyFd)
+        }
+
+        // 7. Serve.
+        switch endpoint {
+        case .connected(let fd):
+            let end = server.serve(connection: fd)
+            exitFor(end)
+        case .listening(let listener, let slot):
+            while cposix_stop_signal() == 0 {
+                let connection: FileDescriptor
+                do {
+                    connection = try SeqPacket.accept(listener)
+                } catch {
+                    if error.errno == EINTR { break }
+                    audit.error("accept failed: \(error)")
+                    continue
+                }
+                // Every client lives on the same fd number, so the seccomp
+                // filter can pin socket I/O to it.
+                guard cposix_dup3_cloexec(connection.rawValue, slot) == slot else {
+                    audit.error("dup3 failed: \(SystemError("dup3"))")
+                    continue
+                }
+                connection.close()
+                let end = server.serve(connection: slot)
+                shutdown(slot, Int32(SHUT_RDWR))
+                if end == .stopped { break }
+            }
+            Glibc.exit(ExitStatus.ok.rawValue)
+        }
+    }
+
+    func makeHypervisor() -> any Hypervisor {
+        do {
+            switch hypervisor {
+            case .privcmd:
+                return try PrivcmdHypervisor(path: privcmd)
+            case .simulated:
+                return try SimulatedHypervisor(guestDomid: domid.value, vcpus: simulatedVcpus,
+                                               recordPath: simulatedRecord)
+            }
+        } catch let error as HypervisorError where error.step == .recordFile {
+            fail(.recordFile, "\(error)")
+        } catch {
+            fail(.hypervisorOpen, "\(hypervisor.rawValue): \(error)")
+        }
+    }
+
+    enum Endpoint {
+        case connected(Int32)
+        /// The listening fd and the fixed fd number each client is moved to.
+        case listening(Int32, slot: Int32)
+    }
+
+    func openEndpoint() -> Endpoint {
+        if let socketFD {
+            var type: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            guard getsockopt(socketFD, SOL_SOCKET, SO_TYPE, &type, &length) == 0 else {
+                fail(.socket, "--socket-fd \(socketFD): \(SystemError("getsockopt(SO_TYPE)"))")
+            }
+            guard type == Int32(SOCK_SEQPACKET.rawValue) else {
+                fail(.socket, "--socket-fd \(socketFD) is not a SOCK_SEQPACKET socket")
+            }
+            _ = fcntl(socketFD, F_SETFD, FD_CLOEXEC)
+            return .connected(socketFD)
+        }
+        guard let listen else { fail(.usage, "no socket") }
+        let listener: FileDescriptor
+        do { listener = try SeqPacket.listen(path: listen) } catch { fail(.socket, "\(error)") }
+        // Reserve the client slot now, before the filter is loaded.
+        let slot = fcntl(listener.rawValue, F_DUPFD_CLOEXEC, 10)
+        guard slot >= 0 else { fail(.socket, "\(SystemError("fcntl(F_DUPFD_CLOEXEC)"))") }
+        return .listening(listener.release(), slot: slot)
+    }
+
+    func exitFor(_ end: SessionEnd) -> Never {
+        switch end {
+        case .hangUp, .stopped, .helloRefused:
+            Glibc.exit(ExitStatus.ok.rawValue)
+        case .protocolViolation:
+            Glibc.exit(ExitStatus.clientViolation.rawValue)
+        case .peerRefused:
+            Glibc.exit(ExitStatus.peerRefused.rawValue)
+        case .ioError:
+            Glibc.exit(ExitStatus.clientIO.rawValue)
+        }
+    }
+}

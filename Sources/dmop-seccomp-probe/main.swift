@@ -1,0 +1,2 @@
+// dmop-seccomp-probe: written next.
+import DMOPSandbox
