@@ -3,11 +3,24 @@
 // allows, for its one domain, from a deprivileged QEMU to Xen.
 import PackageDescription
 
+// Absolute paths for linker flags: SwiftPM may run the linker elsewhere.
+let packageDirectory = String(#filePath.dropLast("/Package.swift".count))
+
+// C products that a foreign process loads or execs must not need the Swift
+// runtime: swiftc links it by default; -nostartfiles drops swiftrt.o and the
+// Embedded mode drops -lswiftCore and its rpath (link step only; no Swift
+// code is compiled in these targets).
+let noSwiftRuntime: [String] = ["-nostartfiles", "-enable-experimental-feature", "Embedded"]
+
 let package = Package(
     name: "dmop-broker",
     products: [
         .executable(name: "dmop-broker", targets: ["dmop-broker"]),
         .library(name: "DMOPClient", targets: ["DMOPClient"]),
+        // Drop-in libxendevicemodel.so.1 (soname) forwarding to the broker.
+        // Not named libxendevicemodel.so, so no -lxendevicemodel can pick it up.
+        .library(name: "dmop-xendevicemodel", type: .dynamic, targets: ["xendevicemodel"]),
+        .executable(name: "dmop-qemu-wrapper", targets: ["dmop-qemu-wrapper"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -47,9 +60,25 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // libxendevicemodel.so.1 for unmodified QEMU (C: no Swift runtime in QEMU).
+        // Nothing may depend on this target: its link flags are the library's.
+        .target(name: "xendevicemodel", exclude: ["libxendevicemodel.map"],
+                cSettings: [.unsafeFlags(["-fvisibility=hidden"])],
+                linkerSettings: [
+                    .linkedLibrary("xentoolcore"),
+                    .unsafeFlags(noSwiftRuntime + [
+                        "-Xlinker", "-soname=libxendevicemodel.so.1",
+                        "-Xlinker", "--version-script=\(packageDirectory)/Sources/xendevicemodel/libxendevicemodel.map",
+                        "-Xlinker", "-z", "-Xlinker", "defs",
+                    ]),
+                ]),
+        // device_model_override= wrapper: broker, seccomp, exec QEMU.
+        .executableTarget(name: "dmop-qemu-wrapper",
+                          linkerSettings: [.linkedLibrary("seccomp"), .unsafeFlags(noSwiftRuntime)]),
+
         .testTarget(name: "DMOPBrokerTests", dependencies: [
             "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSandbox", "DMOPServer", "DMOPClient", "CXen",
-            "dmop-broker",
+            "dmop-broker", "dmop-qemu-wrapper",
         ]),
     ]
 )

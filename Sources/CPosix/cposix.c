@@ -93,7 +93,13 @@ int cposix_install_stop_handler(void) {
     if (sigaction(SIGINT, &sa, NULL) != 0) return -1;
     if (sigaction(SIGHUP, &sa, NULL) != 0) return -1;
     signal(SIGPIPE, SIG_IGN);
-    return 0;
+    /* A parent may have blocked these (the mask survives exec): unblock. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    return sigprocmask(SIG_UNBLOCK, &set, NULL);
 }
 
 int cposix_stop_signal(void) { return stop_signal; }

@@ -5,6 +5,11 @@
  * headers, none is typed by hand. */
 #ifndef DMOP_CXEN_H
 #define DMOP_CXEN_H
+/* The tools' view of the headers (as libxendevicemodel is built): the latest
+ * interface version (HVMMEM_unused) and the tools-only HVM_IOREQSRV_BUFIOREQ_*. */
+#ifndef __XEN_TOOLS__
+#define __XEN_TOOLS__ 1
+#endif
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/ioctl.h>
@@ -23,4 +28,6 @@ static inline domid_t cxen_domid_first_reserved(void) { return DOMID_FIRST_RESER
 static inline domid_t cxen_domid_invalid(void) { return DOMID_INVALID; }
 static inline domid_t cxen_domid_self(void) { return DOMID_SELF; }
 static inline uint32_t cxen_latest_interface_version(void) { return __XEN_LATEST_INTERFACE_VERSION__; }
+/* A cast, so it does not import: pin_memory_cacheattr's "delete" type. */
+static inline uint32_t cxen_dmop_delete_mem_cacheattr(void) { return XEN_DMOP_DELETE_MEM_CACHEATTR; }
 #endif

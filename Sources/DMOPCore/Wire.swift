@@ -96,12 +96,26 @@ public struct Refused: Equatable, Sendable {
     public var brokerMaxVersion: UInt16
     public var xenInterface: UInt32
     public var text: String
+
+    public init(reason: ReasonCode, brokerMinVersion: UInt16, brokerMaxVersion: UInt16, xenInterface: UInt32, text: String) {
+        self.reason = reason
+        self.brokerMinVersion = brokerMinVersion
+        self.brokerMaxVersion = brokerMaxVersion
+        self.xenInterface = xenInterface
+        self.text = text
+    }
 }
 
 public struct ProtocolErrorMessage: Equatable, Sendable {
     public var reason: ReasonCode
     public var requestID: UInt32
     public var text: String
+
+    public init(reason: ReasonCode, requestID: UInt32, text: String) {
+        self.reason = reason
+        self.requestID = requestID
+        self.text = text
+    }
 }
 
 /// A decoded REQUEST. The buffers are ranges of the datagram, so decoding

@@ -63,12 +63,26 @@ public enum Spawn {
         defer { for pointer in argv { free(pointer) } }
         var envp: [UnsafeMutablePointer<CChar>?]? = environment.map { $0.map { strdup($0) } + [nil] }
         defer { envp?.forEach { free($0) } }
+        // The child starts with no blocked signals and default handlers,
+        // whatever this (perhaps multi-threaded) process has set.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        var defaults = sigset_t()
+        sigfillset(&defaults)
+        sigdelset(&defaults, SIGKILL)
+        sigdelset(&defaults, SIGSTOP)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
         let rc: Int32
         if var envp {
-            rc = posix_spawn(&pid, path, &actions, nil, &argv, &envp)
+            rc = posix_spawn(&pid, path, &actions, &attributes, &argv, &envp)
         } else {
-            rc = posix_spawn(&pid, path, &actions, nil, &argv, environ)
+            rc = posix_spawn(&pid, path, &actions, &attributes, &argv, environ)
         }
         guard rc == 0 else { throw SystemError("posix_spawn \(path)", errno: rc) }
         return pid

@@ -30,9 +30,11 @@ public enum Sandbox {
         let limits = ResourceLimits.plan(descriptors: config.descriptors, addressSpace: config.addressSpaceLimit,
                                          fileGrowth: config.fileGrowthLimit)
         try limits.apply()
+        // Everything the report needs is gathered before the filter forbids it.
+        let confinement = Confinement(ids: ProcessIDs.current(), keptDescriptors: keep.sorted(), limits: limits,
+                                      mode: config.seccompMode, ruleCount: filter.profile.allowed.count)
         try loadFilter(filter, trapExitCode: config.trapExitCode)
-        return Confinement(ids: ProcessIDs.current(), keptDescriptors: keep.sorted(), limits: limits,
-                           mode: config.seccompMode, ruleCount: filter.profile.allowed.count)
+        return confinement
     }
 
     /// Loads `filter` after preparing the signal side: the Swift runtime's

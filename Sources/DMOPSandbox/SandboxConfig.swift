@@ -16,7 +16,7 @@ public enum ClientSocket: Equatable, Sendable {
     /// `--socket-fd N`: connected already, inherited from the toolstack.
     case inherited(fd: Int32)
     /// `--listen PATH`: the server accept4()s on `listener` and dup3()s each
-    /// connection onto `clientFd`, which is not open at confinement time.
+    /// connection onto `clientFd` (open as a placeholder at confinement, or not).
     case listening(listener: Int32, clientFd: Int32)
 
     /// The fd number recvmsg/sendmsg/getsockopt are bound to.
@@ -73,10 +73,14 @@ public struct SandboxDescriptors: Equatable, Sendable {
         return list
     }
 
-    /// Everything that stays open: stdio plus `mustBeOpen`.
+    /// Everything that stays open if it is open: stdio, `mustBeOpen`, and in
+    /// listening mode the fixed client number (the server may hold it with a
+    /// placeholder so that accept4 can never return that very number, which
+    /// dup3 would then refuse).
     public var kept: Set<Int32> {
         var set: Set<Int32> = [0, 1, 2]
         for entry in mustBeOpen { set.insert(entry.fd) }
+        set.insert(client.clientFd)
         return set
     }
 

@@ -103,6 +103,8 @@ public struct SeccompProfile: Sendable {
             ArgumentCondition(1, .equal(UInt64(SOL_SOCKET)), "SOL_SOCKET"),
             ArgumentCondition(2, .equal(UInt64(SO_PEERCRED)), "SO_PEERCRED"),
         ], "read the peer's uid to enforce --peer-uid"))
+        rules.append(SyscallRule("shutdown", [ArgumentCondition(0, .equal(client), "client socket")],
+                                 "end a finished connection in --listen mode before the next accept"))
         if case .listening(let listener, _) = d.client {
             rules.append(SyscallRule("accept4", [ArgumentCondition(0, .equal(fd(listener)), "listening socket")],
                                      "take the next connection in --listen mode"))

@@ -14,6 +14,8 @@
  *       (no broker): one TEST line per case, named raw.<case>, with the
  *       observed errno in the detail. These are the facts the simulated
  *       hypervisor must reproduce.
+ *   domain-fixture xen-version
+ *       Prints the running hypervisor's version as MAJOR.MINOR.
  *   domain-fixture check-restricted PID DOMID
  *       Takes a copy of PID's privcmd fd (pidfd_getfd; the restriction lives
  *       in the open file description, so the copy shares it) and proves,
@@ -39,6 +41,7 @@
 #include <unistd.h>
 
 #include <xen/xen.h>
+#include <xen/version.h>
 #include <xen/domctl.h>
 #include <xen/hvm/dm_op.h>
 #include <xen/hvm/hvm_op.h>
@@ -356,6 +359,7 @@ static void usage(void)
             "usage: domain-fixture create [--vcpus N] [--pv]\n"
             "       domain-fixture destroy DOMID\n"
             "       domain-fixture raw DOMID\n"
+            "       domain-fixture xen-version\n"
             "       domain-fixture check-restricted PID DOMID\n");
     exit(2);
 }
@@ -403,6 +407,21 @@ int main(int argc, char **argv)
             fprintf(stderr, "domain-fixture: destroydomain %u: %s (%d)\n", dom, xt_errname(rc), rc);
             return 1;
         }
+        return 0;
+    }
+    if (strcmp(argv[1], "xen-version") == 0 && argc == 2) {
+        privcmd_hypercall_t h;
+        long v;
+
+        memset(&h, 0, sizeof h);
+        h.op = __HYPERVISOR_xen_version;
+        h.arg[0] = XENVER_version;
+        v = ioctl(open_privcmd(), IOCTL_PRIVCMD_HYPERCALL, &h);
+        if (v < 0) {
+            fprintf(stderr, "domain-fixture: XENVER_version: %s\n", strerror(errno));
+            return 1;
+        }
+        printf("%ld.%ld\n", v >> 16, v & 0xffff);
         return 0;
     }
     if (strcmp(argv[1], "raw") == 0 && argc == 3) {
