@@ -21,6 +21,7 @@ let package = Package(
         // Not named libxendevicemodel.so, so no -lxendevicemodel can pick it up.
         .library(name: "dmop-xendevicemodel", type: .dynamic, targets: ["xendevicemodel"]),
         .executable(name: "dmop-qemu-wrapper", targets: ["dmop-qemu-wrapper"]),
+        .executable(name: "dmop-bench", targets: ["dmop-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -75,6 +76,11 @@ let package = Package(
         // device_model_override= wrapper: broker, seccomp, exec QEMU.
         .executableTarget(name: "dmop-qemu-wrapper",
                           linkerSettings: [.linkedLibrary("seccomp"), .unsafeFlags(noSwiftRuntime)]),
+        // Benchmarks (issue 6): echo floor vs brokered round trip, decision,
+        // start-up, memory. Loads the C library with dlopen, so no link to it.
+        .executableTarget(name: "dmop-bench", dependencies: [
+            "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPClient", "CPosix",
+        ]),
 
         .testTarget(name: "DMOPBrokerTests", dependencies: [
             "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSandbox", "DMOPServer", "DMOPClient", "CXen",

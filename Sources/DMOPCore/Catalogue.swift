@@ -43,6 +43,24 @@ public enum ExtraBuffer: Sendable, Equatable {
     /// modified_memory: buffer 1 is exactly count * 16 bytes of
     /// `xen_dm_op_modified_memory_extent`, whose pad must be zero.
     case extents(countField: String, extentSize: Int, padOffset: Int, padWidth: Int)
+
+    /// The payload field that sizes buffer 1.
+    var countFieldName: String? {
+        switch self {
+        case .none: nil
+        case .dirtyBitmap(let name): name
+        case .extents(let name, _, _, _): name
+        }
+    }
+}
+
+/// How an op changes which ioreq servers exist, read from buffer 0.
+public enum IoreqServerEffect: Sendable, Equatable {
+    case none
+    /// The id Xen wrote back is a new server.
+    case creates(FieldSpec)
+    /// The named server is gone.
+    case destroys(FieldSpec)
 }
 
 /// One `XEN_DMOP_*` op of <xen/hvm/dm_op.h>.
@@ -56,6 +74,34 @@ public struct OpSpec: Sendable, Equatable {
     public let writesBackPayload: Bool
     public let extraBuffer: ExtraBuffer
     public let fields: [FieldSpec]
+    /// The field that sizes buffer 1 (nr, nr_extents); nil for one-buffer ops.
+    public let extraBufferCountField: FieldSpec?
+    /// The input field naming an existing ioreq server (`id`), if any.
+    public let ioreqServerField: FieldSpec?
+    /// Must-be-zero fields, precomputed for the hot path.
+    public let mustBeZeroFields: [FieldSpec]
+    /// What a successful call does to the set of ioreq servers a session owns.
+    public let ioreqServerEffect: IoreqServerEffect
+
+    public init(name: String, number: UInt32, payloadSize: Int, writesBackPayload: Bool,
+                extraBuffer: ExtraBuffer, fields: [FieldSpec]) {
+        self.name = name
+        self.number = number
+        self.payloadSize = payloadSize
+        self.writesBackPayload = writesBackPayload
+        self.extraBuffer = extraBuffer
+        self.fields = fields
+        extraBufferCountField = extraBuffer.countFieldName.flatMap { name in fields.first { $0.name == name } }
+        ioreqServerField = fields.first { $0.name == "id" && $0.role == .input }
+        mustBeZeroFields = fields.filter { $0.role == .mustBeZero }
+        if let created = fields.first(where: { $0.name == "id" && $0.role == .output }) {
+            ioreqServerEffect = .creates(created)
+        } else if name == "destroy_ioreq_server", let destroyed = ioreqServerField {
+            ioreqServerEffect = .destroys(destroyed)
+        } else {
+            ioreqServerEffect = .none
+        }
+    }
 
     /// Exact number of buffers the broker accepts for the op. Xen is laxer
     /// for some (modified_memory with one buffer before XSA-506); the broker
@@ -69,7 +115,6 @@ public struct OpSpec: Sendable, Equatable {
         fields.first { $0.name == name }
     }
 
-    public var mustBeZeroFields: [FieldSpec] { fields.filter { $0.role == .mustBeZero } }
 }
 
 /// Sizes and offsets of the DMOP and privcmd ABI, from the imported C types.

@@ -30,12 +30,15 @@ public enum Decision: Equatable {
 
 /// The one question of the trusted core: may this request reach the
 /// hypervisor? Pure: the same inputs always give the same answer, and it
-/// touches nothing but its arguments.
+/// touches nothing but its arguments. `owned` is the ioreq servers the
+/// client's own session created (the only ones it may name).
 ///
 /// The checks run cheapest and most fundamental first: the target domain,
 /// then the op and the policy, then the buffers' shape, then must-be-zero
-/// fields, then the policy's argument conditions.
-public func decide(restrictedDomid: UInt16, policy: Policy, request: DMOPRequest) -> Decision {
+/// fields, then the policy's argument conditions, then ownership.
+/// (Rate limits are time, not input: the server applies them after.)
+public func decide(restrictedDomid: UInt16, policy: Policy, request: DMOPRequest,
+                   owned: OwnedIoreqServers = OwnedIoreqServers()) -> Decision {
     // Reserved domids (DOMID_SELF, DOMID_INVALID...) are never a guest: the
     // kernel would not see DOMID_INVALID as a mismatch on an unrestricted fd.
     guard request.domid < DMOPABI.firstReservedDomid else {
@@ -66,7 +69,7 @@ public func decide(restrictedDomid: UInt16, policy: Policy, request: DMOPRequest
     if DMOPABI.headerPad.value(in: header) != 0 {
         return .refuse(.nonzeroReserved, "\(op.name): xen_dm_op.pad is not zero")
     }
-    for field in op.fields where field.role == .mustBeZero && field.value(in: header) != 0 {
+    for field in op.mustBeZeroFields where field.value(in: header) != 0 {
         return .refuse(.nonzeroReserved, "\(op.name): \(field.name) is not zero")
     }
     if let refusal = checkExtraBuffer(op, header: header, request: request) {
@@ -75,6 +78,9 @@ public func decide(restrictedDomid: UInt16, policy: Policy, request: DMOPRequest
     for condition in rule.conditions where !condition.holds(in: header) {
         return .refuse(.conditionFailed, "\(op.name): condition '\(condition)' of \(rule.location) fails")
     }
+    if let idField = op.ioreqServerField, let id = idField.value(in: header), !owned.contains(UInt16(truncatingIfNeeded: id)) {
+        return .refuse(.notOwner, "\(op.name): ioreq server \(id) was not created by this session")
+    }
     return .forward(rule)
 }
 
@@ -82,15 +88,15 @@ private func checkExtraBuffer(_ op: OpSpec, header: UnsafeRawBufferPointer, requ
     switch op.extraBuffer {
     case .none:
         return nil
-    case .dirtyBitmap(let fieldName):
-        guard let pages = op.field(named: fieldName)?.value(in: header) else { return nil }
+    case .dirtyBitmap:
+        guard let pages = op.extraBufferCountField?.value(in: header) else { return nil }
         let needed = (pages + 7) / 8
         guard UInt64(request.buffers[1].count) >= needed else {
             return .refuse(.badBufferSize, "\(op.name): bitmap of \(request.buffers[1].count) bytes, \(pages) pages need \(needed)")
         }
         return nil
-    case .extents(let fieldName, let extentSize, let padOffset, let padWidth):
-        guard let count = op.field(named: fieldName)?.value(in: header) else { return nil }
+    case .extents(_, let extentSize, let padOffset, let padWidth):
+        guard let count = op.extraBufferCountField?.value(in: header) else { return nil }
         let extents = request.buffers[1]
         guard UInt64(extents.count) == count * UInt64(extentSize) else {
             return .refuse(.badBufferSize, "\(op.name): \(count) extents need \(count * UInt64(extentSize)) bytes, buffer 1 has \(extents.count)")

@@ -34,6 +34,16 @@ public struct PolicyRule: Sendable, Equatable {
     public let conditions: [Condition]
     /// "file:line" of the rule, for audit lines.
     public let location: String
+    /// Applied by the server after the decision; nil: no limit.
+    public let rateLimit: RateLimit?
+
+    public init(op: OpSpec, line: Int, conditions: [Condition], location: String, rateLimit: RateLimit? = nil) {
+        self.op = op
+        self.line = line
+        self.conditions = conditions
+        self.location = location
+        self.rateLimit = rateLimit
+    }
 }
 
 /// An argument condition on one input field of buffer 0.
@@ -93,6 +103,7 @@ extension Policy {
     ///     # comment
     ///     allow <op>
     ///     allow <op> if <field> <cmp> <number> [and <field> in <n>,<n>...]
+    ///     allow <op> [if ...] rate <n>/s [burst <m>]
     public static func parse(_ text: String, file: String) throws(PolicyError) -> Policy {
         var rules: [PolicyRule] = []
         var lineNumber = 0
@@ -118,21 +129,26 @@ extension Policy {
                                     "op '\(op.name)' already has a rule at line \(earlier.line); merge the conditions")
             }
             var conditions: [Condition] = []
-            if let next = scanner.word() {
-                guard next.text == "if" else {
-                    throw scanner.error(at: next.column, "expected 'if' or end of line, found '\(next.text)'")
-                }
+            var rateLimit: RateLimit?
+            var next = scanner.word()
+            if let word = next, word.text == "if" {
                 repeat {
                     conditions.append(try scanner.condition(for: op))
-                    guard let joiner = scanner.word() else { break }
-                    guard joiner.text == "and" else {
-                        throw scanner.error(at: joiner.column, "expected 'and' or end of line, found '\(joiner.text)'")
-                    }
+                    next = scanner.word()
+                    guard let joiner = next, joiner.text == "and" else { break }
                 } while true
+            }
+            if let word = next, word.text == "rate" {
+                rateLimit = try scanner.rateLimit()
+                next = scanner.word()
+            }
+            if let word = next {
+                let expected = conditions.isEmpty && rateLimit == nil ? "'if', 'rate'" : rateLimit == nil ? "'and', 'rate'" : "nothing"
+                throw scanner.error(at: word.column, "expected \(expected) or end of line, found '\(word.text)'")
             }
             try scanner.expectEnd()
             rules.append(PolicyRule(op: op, line: lineNumber, conditions: conditions,
-                                    location: "\(file):\(lineNumber)"))
+                                    location: "\(file):\(lineNumber)", rateLimit: rateLimit))
         }
         return Policy(source: file, rules: rules)
     }
@@ -215,6 +231,34 @@ private struct LineScanner {
             }
         }
         return nil
+    }
+
+    /// `<n>/s [burst <m>]`, after the word `rate`.
+    mutating func rateLimit() throws(PolicyError) -> RateLimit {
+        skipSpace()
+        let start = column
+        let perSecond = try number(width: 8)
+        skipSpace()
+        let unit = Array("/s".utf8)
+        guard index + unit.count <= line.count, Array(line[index..<(index + unit.count)]) == unit else {
+            throw error(at: column, "expected '/s' after the rate")
+        }
+        index += unit.count
+        guard perSecond >= 1, perSecond <= RateLimit.maximum else {
+            throw error(at: start, "rate must be 1...\(RateLimit.maximum) per second")
+        }
+        var burst = perSecond
+        let save = index
+        if let word = word(), word.text == "burst" {
+            let burstColumn = column + 1
+            burst = try number(width: 8)
+            guard burst >= 1, burst <= RateLimit.maximum else {
+                throw error(at: burstColumn, "burst must be 1...\(RateLimit.maximum)")
+            }
+        } else {
+            index = save
+        }
+        return RateLimit(perSecond: perSecond, burst: burst)
     }
 
     mutating func condition(for op: OpSpec) throws(PolicyError) -> Condition {

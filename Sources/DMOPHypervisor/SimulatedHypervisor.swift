@@ -70,7 +70,17 @@ public final class SimulatedHypervisor: Hypervisor {
     }
 
     /// A guest `guestDomid` with `vcpus` vcpus and everything else default.
+    /// Refuses what no HVM guest can be: a reserved domid, dom0, more than
+    /// HVM_MAX_VCPUS vcpus, or none.
     public convenience init(guestDomid: UInt16, vcpus: UInt32 = 1, recordPath: String? = nil) throws(HypervisorError) {
+        guard guestDomid != SimulatedXen.callerDomid, guestDomid < cxen_domid_first_reserved() else {
+            throw HypervisorError(step: .open, errno: EINVAL,
+                                  detail: "simulated guest domid \(guestDomid) is not a guest domid (1...\(cxen_domid_first_reserved() - 1))")
+        }
+        guard (1...SimulatedXen.Limits.vcpus).contains(vcpus) else {
+            throw HypervisorError(step: .open, errno: EINVAL,
+                                  detail: "simulated guest vcpus \(vcpus) out of range 1...\(SimulatedXen.Limits.vcpus)")
+        }
         try self.init(xen: SimulatedXen(.init(guestDomid: guestDomid, vcpus: vcpus)), recordPath: recordPath)
     }
 

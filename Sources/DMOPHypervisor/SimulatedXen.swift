@@ -60,7 +60,7 @@ public final class SimulatedXen {
                     legacyIoreqGfn: UInt64? = 0xfeffd, legacyBufioreqGfn: UInt64? = 0xfeffb,
                     boundEventPorts: UInt32 = 2, paddrBits: UInt32 = 48, nrPirqs: UInt32 = 56) {
             self.guestDomid = guestDomid
-            self.vcpus = vcpus
+            self.vcpus = min(vcpus, Limits.vcpus)
             self.isHVM = isHVM
             self.hap = hap
             self.logDirty = logDirty
@@ -90,6 +90,9 @@ public final class SimulatedXen {
         public static let pinnedCacheRanges = 64
         /// EVTCHN_2L_NR_CHANNELS for a 64-bit guest.
         public static let eventChannels: UInt32 = 4096
+        /// HVM_MAX_VCPUS (public/hvm/hvm_info_table.h): the most vcpus an HVM
+        /// guest can have; the model clamps to it.
+        public static let vcpus: UInt32 = 128
     }
 
     /// dom0: the caller of every hypercall.
@@ -585,17 +588,17 @@ public final class SimulatedXen {
             let (end, overflow) = extent.first_pfn.addingReportingOverflow(UInt64(extent.nr))
             if overflow || end <= extent.first_pfn || end > memory.maxMappedPfn { return -EINVAL }
             if data.opaque >= extent.nr { return -EINVAL }
-            for pfn in (extent.first_pfn + UInt64(data.opaque))..<end where memory.type(of: pfn).isRAM {
-                dirtyFrames.insert(pfn)
+            // Marked in the log-dirty bitmap; only a tracked VRAM range can
+            // show them, so only that part is kept.
+            if let vram = dirtyVRAM {
+                let low = max(extent.first_pfn + UInt64(data.opaque), vram.firstPfn)
+                let high = min(end, vram.firstPfn + UInt64(vram.frames))
+                if low < high {
+                    for pfn in low..<high where memory.type(of: pfn).isRAM { dirtyFrames.insert(pfn) }
+                }
             }
             data.nr_extents -= 1
             data.opaque = 0
-        }
-        // The log-dirty bits matter here only inside a tracked VRAM range.
-        if let vram = dirtyVRAM {
-            dirtyFrames = dirtyFrames.filter { $0 >= vram.firstPfn && $0 - vram.firstPfn < UInt64(vram.frames) }
-        } else {
-            dirtyFrames.removeAll()
         }
         return 0
     }

@@ -4,7 +4,7 @@ import Glibc
 
 /// One comparison on a system call argument (libseccomp `scmp_arg_cmp`).
 public struct ArgumentCondition: Equatable, Sendable, CustomStringConvertible {
-    public enum Comparison: Equatable, Sendable {
+    public enum Comparison: Hashable, Sendable {
         case equal(UInt64)
         case notEqual(UInt64)
         /// (arg & mask) == value

@@ -74,8 +74,9 @@ public final class BrokerServer {
             return .peerRefused(uid: peer.uid)
         }
         audit.info("session start: peer_pid=\(peer.pid) peer_uid=\(peer.uid) domid=\(domid) policy=\(policy.source) hypervisor=\(hypervisor.kind)")
-        var session = Session(peer: peer)
+        var session = Session(peer: peer, policy: policy, now: cposix_monotonic_ns())
         let end = loop(fd: fd, session: &session)
+        for line in session.throttle.summaries(now: cposix_monotonic_ns(), force: true) { audit.notice("\(line)") }
         audit.info("session end: peer_pid=\(peer.pid) reason=\(describe(end)) requests=\(session.requests) forwarded=\(session.forwarded) refused=\(session.refused)")
         return end
     }
@@ -86,6 +87,16 @@ public final class BrokerServer {
         var requests = 0
         var forwarded = 0
         var refused = 0
+        /// The ioreq servers this session created: the only ones it may name.
+        var owned = OwnedIoreqServers()
+        var limiter: RateLimiter
+        var throttle: AuditThrottle
+
+        init(peer: SeqPacket.Credentials, policy: Policy, now: UInt64) {
+            self.peer = peer
+            limiter = RateLimiter(policy: policy, now: now)
+            throttle = AuditThrottle(now: now)
+        }
     }
 
     private func loop(fd: Int32, session: inout Session) -> SessionEnd {
@@ -157,14 +168,25 @@ public final class BrokerServer {
         let base = receiveBuffer.baseAddress!
         let views = frame.buffers.map { UnsafeRawBufferPointer(start: base + $0.lowerBound, count: $0.count) }
         let request = DMOPRequest(domid: frame.domid, buffers: views)
-        let decision = decide(restrictedDomid: domid, policy: policy, request: request)
+        var decision = decide(restrictedDomid: domid, policy: policy, request: request, owned: session.owned)
         let opName = request.opNumber.map { Catalogue.op(number: $0)?.name ?? "op\($0)" } ?? "-"
+        for line in session.throttle.summaries(now: started) { audit.notice("\(line)") }
+        if case .forward(let rule) = decision, rule.rateLimit != nil,
+           !session.limiter.admit(op: rule.op.number, now: started) {
+            decision = .refuse(.rateLimited, "\(rule.op.name): over \(rule.location)'s limit")
+        }
 
         switch decision {
         case .refuse(let reason, let detail):
             session.refused += 1
             let result = -reason.errno
-            audit.notice("peer_pid=\(session.peer.pid) peer_uid=\(session.peer.uid) domid=\(frame.domid) op=\(opName) verdict=refuse reason=\(reason.name) rule=- rc=\(result) latency_us=\(elapsedMicros(since: started)) detail=\"\(detail)\"")
+            // Bounded under a flood: rate-limit refusals are only counted, other
+            // refusals are logged up to a number per interval, then counted.
+            if reason == .rateLimited {
+                session.throttle.countRateLimited(op: opName)
+            } else if session.throttle.admitRefusalLine(reason) {
+                audit.notice("peer_pid=\(session.peer.pid) peer_uid=\(session.peer.uid) domid=\(frame.domid) op=\(opName) verdict=refuse reason=\(reason.name) rule=- rc=\(result) latency_us=\(elapsedMicros(since: started)) detail=\"\(detail)\"")
+            }
             return Wire.encodeReply(into: replyBuffer, domid: frame.domid, requestID: frame.requestID,
                                     result: result, refusal: reason, returned: [])
 
@@ -174,6 +196,7 @@ public final class BrokerServer {
             let rc = mutable.withUnsafeBufferPointer { hypervisor.dmOp(domid: frame.domid, buffers: $0) }
             var returned: [(index: Int, bytes: UnsafeRawBufferPointer)] = []
             if rc == 0 {
+                session.owned.update(after: rule.op, header: views[0])
                 // Only what the op writes back, and only on success: Xen copies
                 // nothing back on failure.
                 if rule.op.writesBackPayload { returned.append((0, views[0])) }

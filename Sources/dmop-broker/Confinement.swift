@@ -1,10 +1,10 @@
 import ArgumentParser
 import DMOPHypervisor
+import DMOPSandbox
 import Glibc
+import Logging
 
-enum SeccompModeOption: String, ExpressibleByArgument, CaseIterable {
-    case enforce, log, trap
-}
+extension SeccompMode: ExpressibleByArgument {}
 
 /// Options of the confinement step of `serve` (dmop-broker(8), SECURITY).
 struct ConfinementOptions: ParsableArguments {
@@ -14,12 +14,44 @@ struct ConfinementOptions: ParsableArguments {
     @Flag(help: "Allow running as root without --user (tests only).")
     var allowRoot = false
 
-    @Option(help: "seccomp action for a system call outside the allow-list: enforce (kill), log, or trap (report and exit).")
-    var seccomp: SeccompModeOption = .enforce
+    @Option(help: "seccomp action for a system call outside the allow-list: enforce (kill the process), log (let it run, kernel logs it), or trap (report its name and exit 78).")
+    var seccomp: SeccompMode = .enforce
 
-    func confine(hypervisor: any Hypervisor, endpoint: ServeCommand.Endpoint, readyFd: Int32?) {
-        if geteuid() == 0 && user == nil && !allowRoot {
-            fail(.rootRefused, "started as root without --user; give --user NAME|UID:GID (or --allow-root for tests)")
+    /// Drops privileges, closes every other fd, sets rlimits and loads the
+    /// seccomp filter, in that order. Any failure is fatal: the process is
+    /// then half-confined and must not serve.
+    func confine(hypervisor: any Hypervisor, endpoint: ServeCommand.Endpoint, readyFd: Int32?, audit: Logger) {
+        let userSpec: UserSpec?
+        do {
+            userSpec = try user.map { try UserSpec.resolve($0) }
+        } catch {
+            fail(.usage, "--user \(user ?? ""): \(error)")
+        }
+        let client: ClientSocket
+        switch endpoint {
+        case .connected(let fd): client = .inherited(fd: fd)
+        case .listening(let listener, let slot): client = .listening(listener: listener, clientFd: slot)
+        }
+        let descriptors = SandboxDescriptors(
+            privcmd: (hypervisor as? PrivcmdHypervisor)?.fileDescriptor,
+            client: client,
+            ready: readyFd,
+            record: (hypervisor as? SimulatedHypervisor).flatMap { $0.recordFileDescriptor >= 0 ? $0.recordFileDescriptor : nil })
+        let config = SandboxConfig(user: userSpec, allowRoot: allowRoot, descriptors: descriptors,
+                                   seccompMode: seccomp, trapExitCode: ExitStatus.seccompViolation.rawValue)
+        do {
+            let confinement = try Sandbox.confine(config)
+            audit.info("\(confinement)")
+        } catch {
+            let status: ExitStatus = switch error.category {
+            case .usage: .usage
+            case .rootRefused: .rootRefused
+            case .privilegeDrop: .privilegeDrop
+            case .resourceLimits: .resourceLimits
+            case .seccomp: .seccomp
+            case .readyFd: .readyFd
+            }
+            fail(status, "\(error)")
         }
     }
 }

@@ -104,6 +104,9 @@ struct DemoCommand: ParsableCommand {
         try refusal("set_isa_irq_level for domid \(domid.value + 1) (another guest)") {
             try client.invoke("set_isa_irq_level", ["isa_irq": 1, "level": 1], domid: domid.value + 1)
         }
+        try refusal("set_ioreq_server_state of server \(id + 1) (not created by this session)") {
+            try client.invoke("set_ioreq_server_state", ["id": UInt64(id) + 1, "enabled": 1])
+        }
         try refusal("modified_memory with one buffer (the XSA-506 shape)") {
             try client.call(buffers: [Catalogue.op(named: "modified_memory")!.encodeHeader(["nr_extents": 1])])
         }

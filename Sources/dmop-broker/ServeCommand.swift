@@ -3,6 +3,7 @@ import CPosix
 import DMOPCore
 import DMOPHypervisor
 import DMOPPosix
+import DMOPSandbox
 import DMOPServer
 import Glibc
 import Logging
@@ -80,17 +81,18 @@ struct ServeCommand: ParsableCommand {
         // 3. The socket.
         let endpoint = openEndpoint()
 
-        // 4-5. Drop privileges and load the seccomp filter.
-        confinement.confine(hypervisor: hypervisor, endpoint: endpoint, readyFd: readyFd)
-
+        // The server allocates its buffers, and the first audit line warms
+        // up what logging touches, before the filter forbids new things.
         let server = BrokerServer(domid: domid.value, policy: policy, hypervisor: hypervisor,
                                   peerUID: peerUid, audit: audit)
-        audit.info("serving domid=\(domid.value) hypervisor=\(hypervisor.kind) xen_version=\(hypervisor.xenVersion >> 16).\(hypervisor.xenVersion & 0xffff) policy=\(policy.source) allowed=\(policy.rules.map(\.op.name).joined(separator: ","))")
+        audit.info("starting domid=\(domid.value) hypervisor=\(hypervisor.kind) xen_version=\(hypervisor.xenVersion >> 16).\(hypervisor.xenVersion & 0xffff) policy=\(policy.source) allowed=\(policy.rules.map(\.op.name).joined(separator: ","))")
 
-        // 6. Ready.
+        // 4-5. Drop privileges, close fds, rlimits, seccomp.
+        confinement.confine(hypervisor: hypervisor, endpoint: endpoint, readyFd: readyFd, audit: audit)
+
+        // 6. Ready: confined, and no client byte read yet.
         if let readyFd {
-            do { try Files.writeAll(readyFd, Array("ready\n".utf8)) } catch { fail(.readyFd, "ready fd \(readyFd): \(error)") }
-            close(readyFd)
+            do { try Sandbox.signalReady(fd: readyFd) } catch { fail(.readyFd, "\(error)") }
         }
 
         // 7. Serve.
@@ -124,7 +126,7 @@ struct ServeCommand: ParsableCommand {
     }
 
     func makeHypervisor() -> any Hypervisor {
-        do {
+        do throws(HypervisorError) {
             switch hypervisor {
             case .privcmd:
                 return try PrivcmdHypervisor(path: privcmd)
@@ -132,9 +134,8 @@ struct ServeCommand: ParsableCommand {
                 return try SimulatedHypervisor(guestDomid: domid.value, vcpus: simulatedVcpus,
                                                recordPath: simulatedRecord)
             }
-        } catch let error as HypervisorError where error.step == .recordFile {
-            fail(.recordFile, "\(error)")
         } catch {
+            if error.step == .recordFile { fail(.recordFile, "\(error)") }
             fail(.hypervisorOpen, "\(hypervisor.rawValue): \(error)")
         }
     }

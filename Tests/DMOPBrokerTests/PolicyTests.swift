@@ -103,3 +103,29 @@ struct PolicyTests {
         #expect(policy.rules.isEmpty && policy.allowedOpsMask == 0)
     }
 }
+
+@Suite("Policy parser: rate limits")
+struct PolicyRateTests {
+    func error(_ text: String) -> PolicyError? {
+        do { _ = try Policy.parse(text, file: "p.policy"); return nil } catch { return error }
+    }
+
+    @Test("rate limits: with and without conditions, default burst, errors")
+    func rates() throws {
+        let policy = try Policy.parse("""
+        allow inject_msi if addr >= 0xfee00000 rate 1000/s burst 50
+        allow set_isa_irq_level rate 20/s
+        allow nr_vcpus
+        """, file: "r.policy")
+        #expect(policy.rules[0].rateLimit == RateLimit(perSecond: 1000, burst: 50))
+        #expect(policy.rules[0].conditions.count == 1)
+        #expect(policy.rules[1].rateLimit == RateLimit(perSecond: 20, burst: 20))
+        #expect(policy.rules[2].rateLimit == nil)
+        #expect(error("allow nr_vcpus rate 0/s")?.column == 21)
+        #expect(error("allow nr_vcpus rate 10")?.message.contains("'/s'") == true)
+        #expect(error("allow nr_vcpus rate 10/s burst 0")?.message.contains("burst") == true)
+        #expect(error("allow nr_vcpus rate 2000000000/s")?.message.contains("rate must be") == true)
+        #expect(error("allow nr_vcpus rate 10/s rate 5/s")?.line == 1)
+        #expect(error("allow nr_vcpus rate 10/s if vcpus == 1") != nil)
+    }
+}

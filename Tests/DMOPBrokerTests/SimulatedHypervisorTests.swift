@@ -90,6 +90,20 @@ struct SimulatedHypervisorTests {
         #expect(try SimulationRecord.read(path: path).count == 2)
     }
 
+    @Test("the CLI's guest is refused when no HVM guest could be it", arguments: [
+        (UInt16(0), UInt32(1)), (cxen_domid_first_reserved(), 1), (5, 0), (5, SimulatedXen.Limits.vcpus + 1),
+    ])
+    func impossibleGuest(domid: UInt16, vcpus: UInt32) {
+        #expect(throws: HypervisorError.self) { _ = try SimulatedHypervisor(guestDomid: domid, vcpus: vcpus) }
+    }
+
+    @Test("the CLI's guest: domid and vcpus reach the model")
+    func cliGuest() throws {
+        let fd = try SimulatedHypervisor(guestDomid: 5, vcpus: SimulatedXen.Limits.vcpus)
+        #expect(fd.xen.configuration.guestDomid == 5)
+        #expect(fd.xen.configuration.vcpus == SimulatedXen.Limits.vcpus)
+    }
+
     @Test("an unwritable record path is a recordFile error naming the path")
     func recordFileError() {
         do {

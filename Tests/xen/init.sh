@@ -139,9 +139,11 @@ session() {
     rc=$?
     check "$label.broker-exit" "exit status $rc after SIGTERM" test $rc -eq 0
 
-    # The broker's own account: its start-up self-test and its audit trail.
-    check "$label.broker-log-serving" "$(grep -m1 'serving domid' "$log" | cut -c1-200)" \
-        grep -q "serving domid=$D hypervisor=privcmd" "$log"
+    # The broker's own account. Its start-up line comes after RESTRICT and
+    # the self-test (a HYPERCALL that must fail with EPERM); a failed
+    # self-test exits with status 68 before it.
+    check "$label.broker-log-start" "$(grep -m1 "domid=$D hypervisor=privcmd" "$log" | cut -c1-160)" \
+        grep -q "domid=$D hypervisor=privcmd" "$log"
     # Every request the clients saw answered has its audit line, with the same verdict.
     sent_refused=$(cat /run/client.out /run/reconnect.out | grep -c '^OBSERVED .* origin=1 ')
     sent_forwarded=$(cat /run/client.out /run/reconnect.out | grep -c '^OBSERVED .* origin=0 ')

@@ -1,0 +1,509 @@
+import CPosix
+import DMOPClient
+import DMOPCore
+import DMOPHypervisor
+import DMOPPosix
+import Glibc
+
+/// One measured round trip: does it once and returns the nanoseconds it
+/// took (the clock pair is inside, tight around the I/O or the call).
+struct RoundTrip {
+    enum Kind { case echo, swiftClient, cLibrary }
+    let label: String
+    let kind: Kind
+    /// Index of the echo row this one is compared with.
+    let floor: Int?
+    let run: () -> UInt64
+}
+
+/// Where each process runs while round trips are measured. The same policy
+/// applies to the echo child and to the broker, so each ratio compares like
+/// with like.
+struct Regime {
+    let title: String
+    /// CPUs of the bench process (the client side).
+    let client: [Int]
+    /// CPUs of the echo children and the brokers (the server side).
+    let server: [Int]
+}
+
+final class Bench {
+    let config: BenchConfig
+    let domid = BrokerProcess.domid
+    let temporary: String
+    var targets: [(String, Bool)] = []
+
+    init(_ config: BenchConfig) {
+        self.config = config
+        var template = Array("/tmp/dmop-bench.XXXXXX".utf8CString)
+        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            fail("mkdtemp: \(SystemError("mkdtemp"))")
+        }
+        temporary = String(cString: made)
+    }
+
+    // MARK: Requests, built once
+
+    let intxOp = Bench.op("set_pci_intx_level")
+    let vramOp = Bench.op("track_dirty_vram")
+    /// 32768 pages: the largest bitmap one 4096-byte privcmd buffer holds.
+    let vramPages: UInt32 = 32_768
+    /// Two ranges, alternated: each call starts a new range, so the
+    /// simulated hypervisor takes its constant-cost path (fill the bitmap)
+    /// instead of its per-frame dirty model, which is simulation, not broker.
+    let vramRanges: [UInt64] = [0x10_0000, 0x20_0000]
+
+    static func op(_ name: String) -> OpSpec {
+        guard let op = Catalogue.op(named: name) else { fail("\(name) is not in the catalogue") }
+        return op
+    }
+
+    /// set_pci_intx_level on 00:03.0 INTA, level 1 then 0 (assert, deassert).
+    lazy var intxBuffers: [[[UInt8]]] = (0...1).map { level in
+        [intxOp.encodeHeader(["domain": 0, "bus": 0, "device": 3, "intx": 0, "level": UInt64(1 - level)])]
+    }
+    lazy var vramBuffers: [[[UInt8]]] = vramRanges.map { pfn in
+        [vramOp.encodeHeader(["first_pfn": pfn, "nr": UInt64(vramPages)]),
+         [UInt8](repeating: 0, count: Int(vramPages + 7) / 8)]
+    }
+    /// nr_vcpus: not in qemu-xen.policy, so refused (the refusal path).
+    lazy var refusedBuffers: [[UInt8]] = [Bench.op("nr_vcpus").encodeHeader()]
+
+    // MARK: The run
+
+    func run() {
+        let allowed = Affinity.allowed()
+        print("dmop-bench\(config.quick ? " --quick (short run: figures only, no targets enforced)" : "")")
+        print("machine: \(Machine.description())")
+        print("broker:  \(config.broker) serve --hypervisor simulated --socket-fd (audit log to a file)")
+        print("policy:  \(config.policy)")
+        let library = CLibrary(path: config.library)
+        print("C lib:   \(library.map { $0.path + " (dlopen, DMOP_BROKER_FD)" } ?? "not built (\(config.library)); Swift client used for the ratio")")
+        print("pinning: every round trip is measured in three regimes, the same for echo and broker; rows of one")
+        print("         regime are interleaved in blocks so background load hits them alike. The headline ratio")
+        print("         uses 'one CPU' (client and server pinned to the same CPU): the most repeatable, and the")
+        print("         strictest (smallest floor, so broker work weighs most).")
+        fflush(nil)
+
+        let roundTrips = roundTripRows(library: library, allowed: allowed)
+        let decision = decisionRows()
+        let startup = startupRows()
+        let memory = memoryRows()
+
+        Table.section("targets")
+        let ratio = roundTrips.headline
+        check("ratio brokered/echo (\(ratio.path)) median <= 1.15", ratio.median <= 1.15, fixed(ratio.median, 2))
+        check("ratio brokered/echo (\(ratio.path)) p99 <= 1.30", ratio.p99 <= 1.30, fixed(ratio.p99, 2))
+        check("decision (set_pci_intx_level) median <= 200 ns", decision.median <= 200, fixed(decision.median, 0) + " ns")
+        check("broker start-up median <= 10 ms", startup.median <= 10_000_000, Unit.milliseconds.format(startup.median))
+        check("broker Private_Dirty <= 1024 kB", memory.last.privateDirtyKiB <= 1024, "\(memory.last.privateDirtyKiB) kB")
+        let rssGrowth = memory.last.rssKiB - memory.first.rssKiB
+        let dirtyGrowth = memory.last.privateDirtyKiB - memory.first.privateDirtyKiB
+        check("no growth \(memory.firstCount) -> \(memory.lastCount) requests", rssGrowth <= 0 && dirtyGrowth <= 0,
+              "VmRSS \(rssGrowth >= 0 ? "+" : "")\(rssGrowth) kB, Private_Dirty \(dirtyGrowth >= 0 ? "+" : "")\(dirtyGrowth) kB")
+        if ratio.isFallback {
+            print("note: the C library is not built; the ratio below is for the Swift client")
+        }
+
+        _ = rmdirAll(temporary)
+        let missed = targets.filter { !$0.1 }.count
+        print("ratio brokered/echo median=\(fixed(ratio.median, 2)) p99=\(fixed(ratio.p99, 2))")
+        fflush(nil)
+        if config.check && missed > 0 { exit(2) }
+    }
+
+    func check(_ label: String, _ met: Bool, _ value: String) {
+        targets.append((label, met))
+        Table.text(label, leftAligned(value, 40) + (config.quick ? "" : (met ? "  met" : "  MISSED")))
+    }
+
+    // MARK: Round trips
+
+    struct Headline {
+        let path: String
+        let median: Double
+        let p99: Double
+        let isFallback: Bool
+    }
+
+    struct RoundTripResults {
+        let headline: Headline
+    }
+
+    func roundTripRows(library: CLibrary?, allowed: [Int]) -> RoundTripResults {
+        // Brokers: one for the Swift client, one for the C library (its
+        // session is per process), each on its own socketpair.
+        var swiftBroker = BrokerProcess.start(config, auditLog: temporary + "/audit-swift.log")
+        let client: BrokerClient
+        do {
+            guard let connection = swiftBroker.connection else { fail("broker connection gone") }
+            swiftBroker.connection = nil
+            client = try BrokerClient(connection: connection)
+        } catch {
+            fail("hello to the broker: \(error)")
+        }
+        // Message sizes of the floor: the Swift client's real request, and
+        // the broker's real reply.
+        func probe(_ buffers: [[UInt8]], _ name: String) -> (request: Int, reply: Int) {
+            let reply: Reply
+            do { reply = try client.call(buffers: buffers) } catch { fail("\(name): \(error)") }
+            guard reply.result == 0 else { fail("\(name): result \(reply.result) from the broker") }
+            let request = Wire.encodeRequest(domid: domid, requestID: 0, buffers: buffers).count
+            let replySize = Wire.replyHeaderSize + reply.buffers.reduce(0) { $0 + Wire.replyDescriptorSize + $1.bytes.count }
+            return (request, replySize)
+        }
+        let small = probe(intxBuffers[0], "set_pci_intx_level")
+        let large = probe(vramBuffers[0], "track_dirty_vram")
+        _ = probe(vramBuffers[1], "track_dirty_vram")
+
+        let executable = Files.selfExecutable() ?? CommandLine.arguments[0]
+        let smallEcho = EchoServer.start(executable: executable, replySize: small.reply)
+        let largeEcho = EchoServer.start(executable: executable, replySize: large.reply)
+
+        var cBroker: BrokerProcess?
+        var cHandle: OpaquePointer?
+        if let library {
+            var broker = BrokerProcess.start(config, auditLog: temporary + "/audit-clib.log")
+            guard let connection = broker.connection else { fail("broker connection gone") }
+            broker.connection = nil
+            cHandle = library.openSession(fd: connection.release())
+            cBroker = broker
+        }
+
+        // The rows. Request bytes of the echo rows are the Swift client's
+        // real requests, so the sizes match byte for byte.
+        let receive = UnsafeMutableRawBufferPointer.allocate(byteCount: Wire.maxRequestSize, alignment: 16)
+        defer { receive.deallocate() }
+        func stable(_ bytes: [UInt8]) -> UnsafeRawBufferPointer {
+            let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 16)
+            copy.copyBytes(from: bytes)
+            return UnsafeRawBufferPointer(copy)
+        }
+        let smallRequest = stable(Wire.encodeRequest(domid: domid, requestID: 1, buffers: intxBuffers[0]))
+        let largeRequest = stable(Wire.encodeRequest(domid: domid, requestID: 1, buffers: vramBuffers[0]))
+        precondition(smallRequest.count == small.request && largeRequest.count == large.request)
+
+        func echo(_ fd: Int32, _ request: UnsafeRawBufferPointer, _ replySize: Int) -> UInt64 {
+            var truncated: Int32 = 0
+            var fds: Int32 = 0
+            let started = now()
+            let sent = cposix_send_datagram(fd, request.baseAddress, request.count, -1)
+            let n = cposix_recv_datagram(fd, receive.baseAddress, receive.count, &truncated, &fds)
+            let elapsed = now() &- started
+            guard sent == request.count, n == replySize else { fail("echo: sent \(sent), received \(n) of \(replySize)") }
+            return elapsed
+        }
+        // Each row alternates its own two variants (intx level 1/0, the two
+        // VRAM ranges).
+        var turns = [0, 0, 0, 0]
+        func swiftCall(_ variants: [[[UInt8]]], _ name: String, _ turn: inout Int) -> UInt64 {
+            turn &+= 1
+            let started = now()
+            let reply: Reply
+            do { reply = try client.call(buffers: variants[turn & 1]) } catch { fail("\(name): \(error)") }
+            let elapsed = now() &- started
+            guard reply.result == 0 else { fail("\(name): result \(reply.result)") }
+            return elapsed
+        }
+
+        var rows: [RoundTrip] = []
+        rows.append(RoundTrip(label: "echo floor, \(small.request) B -> \(small.reply) B", kind: .echo, floor: nil) {
+            echo(smallEcho.connection.rawValue, smallRequest, small.reply)
+        })
+        let smallFloor = rows.count - 1
+        rows.append(RoundTrip(label: "set_pci_intx_level, Swift client", kind: .swiftClient, floor: smallFloor) {
+            swiftCall(self.intxBuffers, "set_pci_intx_level", &turns[0])
+        })
+        let bitmap = UnsafeMutablePointer<UInt>.allocate(capacity: Int(vramPages) / (8 * MemoryLayout<UInt>.size))
+        defer { bitmap.deallocate() }
+        if let library, let cHandle {
+            rows.append(RoundTrip(label: "set_pci_intx_level, C library", kind: .cLibrary, floor: smallFloor) {
+                turns[2] &+= 1
+                let started = now()
+                let rc = library.setPciIntxLevel(cHandle, self.domid, 0, 0, 3, 0, UInt32(turns[2] & 1))
+                let elapsed = now() &- started
+                guard rc == 0 else { fail("xendevicemodel_set_pci_intx_level: \(rc), errno \(errno)") }
+                return elapsed
+            })
+        }
+        rows.append(RoundTrip(label: "echo floor, \(large.request) B -> \(large.reply) B", kind: .echo, floor: nil) {
+            echo(largeEcho.connection.rawValue, largeRequest, large.reply)
+        })
+        let largeFloor = rows.count - 1
+        rows.append(RoundTrip(label: "track_dirty_vram 4096 B bitmap, Swift client", kind: .swiftClient, floor: largeFloor) {
+            swiftCall(self.vramBuffers, "track_dirty_vram", &turns[1])
+        })
+        if let library, let cHandle {
+            rows.append(RoundTrip(label: "track_dirty_vram 4096 B bitmap, C library", kind: .cLibrary, floor: largeFloor) {
+                turns[3] &+= 1
+                let started = now()
+                let rc = library.trackDirtyVram(cHandle, self.domid, self.vramRanges[turns[3] & 1], self.vramPages, bitmap)
+                let elapsed = now() &- started
+                guard rc == 0 else { fail("xendevicemodel_track_dirty_vram: \(rc), errno \(errno)") }
+                return elapsed
+            })
+        }
+
+        // The regimes.
+        let oneCPU = config.cpu ?? allowed.last ?? 0
+        guard allowed.contains(oneCPU) else { fail("--cpu \(oneCPU) is not one this process may use (\(allowed))") }
+        var regimes = [Regime(title: "round trip, one CPU: client and server both pinned to CPU \(oneCPU)",
+                              client: [oneCPU], server: [oneCPU])]
+        if let other = allowed.first(where: { $0 != oneCPU }) {
+            regimes.append(Regime(title: "round trip, two CPUs: client pinned to CPU \(other), server to CPU \(oneCPU)",
+                                  client: [other], server: [oneCPU]))
+        }
+        regimes.append(Regime(title: "round trip, unpinned: all of CPUs \(allowed) for every process",
+                              client: allowed, server: allowed))
+
+        let servers = [smallEcho.pid, largeEcho.pid, swiftBroker.pid] + (cBroker.map { [$0.pid] } ?? [])
+        var headline: Headline?
+        for regime in regimes {
+            Affinity.set(0, regime.client)
+            for pid in servers { Affinity.set(pid, regime.server) }
+            let summaries = measure(rows)
+            Table.section(regime.title)
+            Table.header()
+            for (index, row) in rows.enumerated() {
+                var note = ""
+                if let floor = row.floor {
+                    note = "x\(fixed(summaries[index].median / summaries[floor].median, 2)) median, "
+                        + "x\(fixed(summaries[index].p99 / summaries[floor].p99, 2)) p99 of echo"
+                }
+                Table.row(row.label, summaries[index], .microseconds, note: note)
+            }
+            fflush(nil)
+            if headline == nil {
+                let wanted: RoundTrip.Kind = library == nil ? .swiftClient : .cLibrary
+                guard let index = rows.firstIndex(where: { $0.kind == wanted && $0.floor == smallFloor }) else {
+                    fail("no headline row")
+                }
+                headline = Headline(path: "set_pci_intx_level, \(wanted == .cLibrary ? "C library" : "Swift client"), one CPU",
+                                    median: summaries[index].median / summaries[smallFloor].median,
+                                    p99: summaries[index].p99 / summaries[smallFloor].p99,
+                                    isFallback: library == nil)
+            }
+        }
+        Affinity.set(0, allowed)
+
+        // Hang up everything: each server must end cleanly.
+        if let library, let cHandle { _ = library.close(cHandle) }
+        cBroker?.stop()
+        client.connection.close()
+        swiftBroker.stop()
+        smallEcho.stop()
+        largeEcho.stop()
+        smallRequest.deallocate()
+        largeRequest.deallocate()
+        guard let headline else { fail("no regime measured") }
+        return RoundTripResults(headline: headline)
+    }
+
+    /// Warms every row up, then runs them round-robin in blocks until each
+    /// has `iterations` samples.
+    func measure(_ rows: [RoundTrip]) -> [Summary] {
+        let warmup = min(2_000, config.iterations)
+        for row in rows { for _ in 0..<warmup { _ = row.run() } }
+        var samples = rows.map { _ in Samples(capacity: config.iterations) }
+        let block = config.quick ? 500 : 1_000
+        var done = 0
+        while done < config.iterations {
+            let n = min(block, config.iterations - done)
+            for (index, row) in rows.enumerated() {
+                for _ in 0..<n { samples[index].add(row.run()) }
+            }
+            done += n
+        }
+        return samples.map { $0.summary() }
+    }
+
+    // MARK: Decision, in-process
+
+    func decisionRows() -> Summary {
+        let policy: Policy
+        do {
+            let text = try Files.read(config.policy)
+            policy = try Policy.parse(String(decoding: text, as: UTF8.self), file: config.policy)
+        } catch {
+            fail("policy \(config.policy): \(error)")
+        }
+        Table.section("in-process (no socket), per call: batches of 1000 calls timed, so the clock is not in the figure")
+        Table.header()
+        let batch = 1_000
+        let batches = config.decisions / batch
+
+        func timeDecisions(_ buffers: [[UInt8]], forward: Bool) -> Summary {
+            var samples = Samples(capacity: batches)
+            let views = buffers.map { bytes in
+                let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 16)
+                copy.copyBytes(from: bytes)
+                return UnsafeRawBufferPointer(copy)
+            }
+            defer { views.forEach { $0.deallocate() } }
+            let request = DMOPRequest(domid: domid, buffers: views)
+            for round in 0..<(batches + batches / 10) {
+                let started = now()
+                for _ in 0..<batch {
+                    guard decide(restrictedDomid: domid, policy: policy, request: request).isForward == forward else {
+                        fail("decision is not \(forward ? "forward" : "refuse")")
+                    }
+                }
+                // The first tenth warms up.
+                if round >= batches / 10 { samples.add(now() &- started) }
+            }
+            return samples.summary().perCall(batch)
+        }
+        let intx = timeDecisions(intxBuffers[0], forward: true)
+        Table.row("decide: set_pci_intx_level (forward, 5 conditions)", intx, .nanoseconds)
+        Table.row("decide: track_dirty_vram 4096 B (forward)", timeDecisions(vramBuffers[0], forward: true), .nanoseconds)
+        Table.row("decide: nr_vcpus (refused, not in policy)", timeDecisions(refusedBuffers, forward: false), .nanoseconds)
+
+        // The simulated hypervisor behind the broker, alone: its share of
+        // the brokered rows (a real DMOP costs hypervisor time instead).
+        let hypervisor: SimulatedHypervisor
+        do {
+            hypervisor = try SimulatedHypervisor(guestDomid: domid, vcpus: 2)
+            try hypervisor.restrict(to: domid)
+        } catch {
+            fail("simulated hypervisor: \(error)")
+        }
+        func timeDMOp(_ variants: [[[UInt8]]]) -> Summary {
+            let copies = variants.map { buffers in
+                buffers.map { bytes in
+                    let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 16)
+                    copy.copyBytes(from: bytes)
+                    return copy
+                }
+            }
+            defer { copies.forEach { $0.forEach { $0.deallocate() } } }
+            var samples = Samples(capacity: batches)
+            let rounds = max(batches / 10, 10)
+            for round in 0..<(rounds + rounds / 10) {
+                let started = now()
+                for i in 0..<batch {
+                    let rc = copies[i & 1].withUnsafeBufferPointer { hypervisor.dmOp(domid: domid, buffers: $0) }
+                    guard rc == 0 else { fail("simulated dmOp: \(rc)") }
+                }
+                if round >= rounds / 10 { samples.add(now() &- started) }
+            }
+            return samples.summary().perCall(batch)
+        }
+        Table.row("simulated hypervisor dmOp: set_pci_intx_level", timeDMOp(intxBuffers), .nanoseconds)
+        Table.row("simulated hypervisor dmOp: track_dirty_vram 4096 B", timeDMOp(vramBuffers), .nanoseconds)
+        fflush(nil)
+        return intx
+    }
+
+    // MARK: Start-up
+
+    func startupRows() -> Summary {
+        // Two untimed runs first: a toolstack starts brokers from a binary
+        // already in the page cache.
+        for _ in 0..<2 {
+            var broker = BrokerProcess.start(config, auditLog: temporary + "/audit-startup.log")
+            broker.stop()
+        }
+        var samples = Samples(capacity: config.startupRuns)
+        for _ in 0..<config.startupRuns {
+            var broker = BrokerProcess.start(config, auditLog: temporary + "/audit-startup.log")
+            samples.add(broker.startupNanoseconds)
+            broker.stop()
+        }
+        let summary = samples.summary()
+        Table.section("broker start-up: posix_spawn to 'ready' read from --ready-fd (unpinned)")
+        Table.header()
+        Table.row("dmop-broker serve --hypervisor simulated", summary, .milliseconds)
+        fflush(nil)
+        return summary
+    }
+
+    // MARK: Memory
+
+    struct MemoryResults {
+        let firstCount: Int
+        let first: MemoryFigures
+        let lastCount: Int
+        let last: MemoryFigures
+    }
+
+    /// One broker serves a QEMU-like mix (mostly set_pci_intx_level, every
+    /// tenth a track_dirty_vram, every hundredth a refused op) through the
+    /// Swift client, 8 requests in flight; its memory is read at each
+    /// checkpoint with nothing in flight.
+    func memoryRows() -> MemoryResults {
+        var broker = BrokerProcess.start(config, auditLog: temporary + "/audit-memory.log")
+        guard let connection = broker.connection else { fail("broker connection gone") }
+        broker.connection = nil
+        let client: BrokerClient
+        do { client = try BrokerClient(connection: connection) } catch { fail("hello: \(error)") }
+
+        enum Kind { case intx, vram, refused }
+        func kind(_ i: Int) -> Kind { i % 100 == 99 ? .refused : (i % 10 == 5 ? .vram : .intx) }
+        func buffers(_ i: Int) -> [[UInt8]] {
+            switch kind(i) {
+            case .intx: intxBuffers[i & 1]
+            case .vram: vramBuffers[(i / 10) & 1]
+            case .refused: refusedBuffers
+            }
+        }
+
+        Table.section("broker memory: a QEMU-like mix, 8 in flight; VmRSS (/proc/PID/status), Private_Dirty (smaps_rollup)")
+        print(leftAligned("requests served", Table.labelWidth) + rightAligned("VmRSS", 13) + rightAligned("Private_Dirty", 16))
+        func report(_ count: Int) -> MemoryFigures {
+            let figures = MemoryFigures.of(broker.pid)
+            print(leftAligned("  " + String(count), Table.labelWidth) + rightAligned("\(figures.rssKiB) kB", 13)
+                  + rightAligned("\(figures.privateDirtyKiB) kB", 16))
+            fflush(nil)
+            return figures
+        }
+        _ = report(0)
+        let depth = 8
+        var sent = 0
+        var received = 0
+        var results: [(Int, MemoryFigures)] = []
+        let started = now()
+        for checkpoint in config.memoryCheckpoints {
+            while received < checkpoint {
+                while sent < checkpoint && sent - received < depth {
+                    do { try client.send(buffers: buffers(sent)) } catch { fail("send: \(error)") }
+                    sent += 1
+                }
+                let reply: Reply
+                do { reply = try client.nextReply() } catch { fail("reply: \(error)") }
+                switch kind(received) {
+                case .refused:
+                    guard reply.origin == .broker, reply.reason == .opNotAllowed else { fail("nr_vcpus was not refused: \(reply)") }
+                case .intx, .vram:
+                    guard reply.result == 0 else { fail("request \(received): result \(reply.result)") }
+                }
+                received += 1
+            }
+            results.append((checkpoint, report(checkpoint)))
+        }
+        let seconds = Double(now() &- started) / 1e9
+        print("  (\(received) requests in \(fixed(seconds, 1)) s)")
+        client.connection.close()
+        broker.stop()
+        guard let first = results.first, let last = results.last else { fail("no memory checkpoints") }
+        return MemoryResults(firstCount: first.0, first: first.1, lastCount: last.0, last: last.1)
+    }
+}
+
+extension Summary {
+    /// A batch summary as per-call figures.
+    func perCall(_ batch: Int) -> Summary {
+        let n = Double(batch)
+        return Summary(count: count * batch, median: median / n, p99: p99 / n, min: min / n, max: max / n)
+    }
+}
+
+/// Removes the bench's own temporary directory (flat: audit logs only).
+func rmdirAll(_ path: String) -> Bool {
+    guard let directory = opendir(path) else { return false }
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name != "." && name != ".." { unlink(path + "/" + name) }
+    }
+    closedir(directory)
+    return rmdir(path) == 0
+}

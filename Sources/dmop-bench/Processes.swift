@@ -1,0 +1,247 @@
+import DMOPPosix
+import Glibc
+
+/// Prints one line to stderr and exits 1: a benchmark that measured a
+/// failing request would report nonsense, so any failure stops the run.
+func fail(_ message: String) -> Never {
+    fflush(nil)
+    var line = "dmop-bench: \(message)\n"
+    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    exit(1)
+}
+
+// MARK: - CPU affinity
+
+enum Affinity {
+    /// sched_{get,set}affinity are behind _GNU_SOURCE, which Swift's Glibc
+    /// module does not define (swift-notes.md section 4); glibc exports them
+    /// all the same, so take them from the loaded libc.
+    typealias Call = @convention(c) (pid_t, Int, UnsafeMutablePointer<cpu_set_t>?) -> Int32
+    static let getAffinity = libc("sched_getaffinity")
+    static let setAffinity = libc("sched_setaffinity")
+
+    static func libc(_ name: String) -> Call {
+        // A nil handle is RTLD_DEFAULT: the symbol as the process resolves it.
+        guard let address = dlsym(nil, name) else { fail("libc has no \(name)") }
+        return unsafeBitCast(address, to: Call.self)
+    }
+
+    /// The CPUs this process may run on, in order.
+    static func allowed() -> [Int] {
+        var set = cpu_set_t()
+        guard getAffinity(0, MemoryLayout<cpu_set_t>.size, &set) == 0 else {
+            fail("sched_getaffinity: \(SystemError("sched_getaffinity"))")
+        }
+        var cpus: [Int] = []
+        withUnsafeBytes(of: &set) { raw in
+            for cpu in 0..<(raw.count * 8) where raw[cpu / 8] & UInt8(1 << (cpu % 8)) != 0 { cpus.append(cpu) }
+        }
+        return cpus
+    }
+
+    /// Pins every thread of `pid` (0: this thread) to `cpus`. cpu_set_t is
+    /// an array of unsigned long, so on little-endian x86-64 CPU n is bit
+    /// n % 8 of byte n / 8; CPU_SET is a macro Swift cannot import.
+    static func set(_ pid: pid_t, _ cpus: [Int]) {
+        var set = cpu_set_t()
+        withUnsafeMutableBytes(of: &set) { raw in
+            for cpu in cpus { raw[cpu / 8] |= UInt8(1 << (cpu % 8)) }
+        }
+        let threads = pid == 0 ? [0] : threadIDs(of: pid)
+        for tid in threads {
+            guard setAffinity(tid, MemoryLayout<cpu_set_t>.size, &set) == 0 else {
+                fail("sched_setaffinity(\(tid), \(cpus)): \(SystemError("sched_setaffinity"))")
+            }
+        }
+    }
+
+    private static func threadIDs(of pid: pid_t) -> [pid_t] {
+        guard let directory = opendir("/proc/\(pid)/task") else { return [pid] }
+        defer { closedir(directory) }
+        var tids: [pid_t] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if let tid = pid_t(name) { tids.append(tid) }
+        }
+        return tids.isEmpty ? [pid] : tids
+    }
+}
+
+// MARK: - Child processes
+
+enum Children {
+    /// Moves `fd` to a number >= 10 (close-on-exec) so that posix_spawn's
+    /// dup2 onto 3 or 4 in the child never meets the same number (dup2 onto
+    /// itself would keep CLOEXEC and the child would not get the fd).
+    static func high(_ fd: FileDescriptor) -> FileDescriptor {
+        let moved = fcntl(fd.rawValue, F_DUPFD_CLOEXEC, 10)
+        guard moved >= 0 else { fail("fcntl(F_DUPFD_CLOEXEC): \(SystemError("fcntl"))") }
+        fd.close()
+        return FileDescriptor(owning: moved)
+    }
+
+    /// A SOCK_SEQPACKET socketpair with both ends at high numbers.
+    static func seqpacketPair() -> (FileDescriptor, FileDescriptor) {
+        do {
+            let (a, b) = try SeqPacket.pair()
+            return (high(a), high(b))
+        } catch {
+            fail("socketpair: \(error)")
+        }
+    }
+
+    /// Waits for `pid` to exit, up to `seconds`; then SIGKILL (only our own
+    /// child). Returns the raw wait status.
+    @discardableResult
+    static func reap(_ pid: pid_t, seconds: Int = 10) -> Int32 {
+        var status: Int32 = 0
+        for _ in 0..<(seconds * 100) {
+            let rc = waitpid(pid, &status, WNOHANG)
+            if rc == pid { return status }
+            if rc < 0 && errno != EINTR { return -1 }
+            usleep(10_000)
+        }
+        kill(pid, SIGKILL)
+        return (try? Spawn.wait(pid)) ?? -1
+    }
+}
+
+/// The echo child: `dmop-bench echo-server` on the other end of a socketpair.
+struct EchoServer {
+    let pid: pid_t
+    let connection: FileDescriptor
+
+    static func start(executable: String, replySize: Int) -> EchoServer {
+        let (mine, theirs) = Children.seqpacketPair()
+        let pid: pid_t
+        do {
+            pid = try Spawn.start(executable, [executable, "echo-server", "--fd", "3", "--reply-size", String(replySize)],
+                                  fds: [(theirs.rawValue, 3)])
+        } catch {
+            fail("spawn echo server: \(error)")
+        }
+        theirs.close()
+        return EchoServer(pid: pid, connection: mine)
+    }
+
+    func stop() {
+        connection.close()
+        let status = Children.reap(pid)
+        if status != 0 { fail("echo server ended with \(Spawn.describe(status: status))") }
+    }
+}
+
+/// A `dmop-broker serve --hypervisor simulated --socket-fd 3 --ready-fd 4`
+/// child, as a toolstack starts one: stderr (the audit log) to a file.
+struct BrokerProcess {
+    let pid: pid_t
+    /// Our end of the socketpair; nil once handed to a client.
+    var connection: FileDescriptor?
+    /// posix_spawn to "ready\n" read from the ready pipe.
+    let startupNanoseconds: UInt64
+
+    static let domid: UInt16 = 5
+
+    static func start(_ config: BenchConfig, auditLog: String) -> BrokerProcess {
+        let (mine, theirs) = Children.seqpacketPair()
+        var pipeFDs: [Int32] = [-1, -1]
+        guard pipe(&pipeFDs) == 0 else { fail("pipe: \(SystemError("pipe"))") }
+        let readEnd = Children.high(FileDescriptor(owning: pipeFDs[0]))
+        let writeEnd = Children.high(FileDescriptor(owning: pipeFDs[1]))
+        var arguments = [config.broker, "serve", "--hypervisor", "simulated", "--domid", String(domid),
+                         "--policy", config.policy, "--socket-fd", "3", "--ready-fd", "4"]
+        if geteuid() == 0 { arguments.append("--allow-root") }
+        // What DESIGN.md recommends for the toolstack's environment.
+        let environment = ["SWIFT_BACKTRACE=enable=no", "TZ=UTC", "PATH=/usr/bin:/bin"]
+
+        let started = now()
+        let pid: pid_t
+        do {
+            pid = try Spawn.start(config.broker, arguments, fds: [(theirs.rawValue, 3), (writeEnd.rawValue, 4)],
+                                  stderrPath: auditLog, environment: environment)
+        } catch {
+            fail("spawn \(config.broker): \(error)")
+        }
+        writeEnd.close()
+        var poller = pollfd(fd: readEnd.rawValue, events: Int16(POLLIN), revents: 0)
+        var ready = [UInt8](repeating: 0, count: 8)
+        var got = 0
+        while got < 6 {
+            let rc = poll(&poller, 1, 15_000)
+            if rc < 0 && errno == EINTR { continue }
+            guard rc == 1 else { fail("broker not ready within 15 s; audit log \(auditLog)") }
+            let n = ready.withUnsafeMutableBytes { read(readEnd.rawValue, $0.baseAddress! + got, $0.count - got) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                fail("broker closed its ready fd without 'ready' (\(Spawn.describe(status: Children.reap(pid, seconds: 2)))); audit log \(auditLog)")
+            }
+            got += n
+        }
+        let elapsed = now() &- started
+        guard ready[0..<6] == Array("ready\n".utf8)[...] else { fail("broker wrote \(ready[0..<got]) on its ready fd") }
+        theirs.close()
+        return BrokerProcess(pid: pid, connection: mine, startupNanoseconds: elapsed)
+    }
+
+    /// Closes our end if we still hold it; the broker sees the hang-up and
+    /// must exit 0.
+    mutating func stop() {
+        connection?.close()
+        connection = nil
+        let status = Children.reap(pid)
+        if status != 0 { fail("broker \(pid) ended with \(Spawn.describe(status: status))") }
+    }
+}
+
+// MARK: - Memory
+
+struct MemoryFigures {
+    /// VmRSS of /proc/PID/status, kB.
+    let rssKiB: Int
+    /// Private_Dirty of /proc/PID/smaps_rollup, kB: what this one broker
+    /// costs that no other broker can share.
+    let privateDirtyKiB: Int
+
+    static func of(_ pid: pid_t) -> MemoryFigures {
+        MemoryFigures(rssKiB: field("VmRSS:", in: "/proc/\(pid)/status"),
+                      privateDirtyKiB: field("Private_Dirty:", in: "/proc/\(pid)/smaps_rollup"))
+    }
+
+    private static func field(_ name: String, in path: String) -> Int {
+        let bytes: [UInt8]
+        do { bytes = try Files.read(path) } catch { fail("\(error)") }
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix(name) {
+            let digits = line.dropFirst(name.count).filter { $0.isNumber }
+            if let value = Int(digits) { return value }
+        }
+        fail("no \(name) in \(path)")
+    }
+}
+
+// MARK: - The machine
+
+enum Machine {
+    static func description() -> String {
+        var cpu = "unknown CPU"
+        if let bytes = try? Files.read("/proc/cpuinfo", limit: 4 << 20) {
+            for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("model name") {
+                if let colon = line.firstIndex(of: ":") {
+                    cpu = String(line[line.index(after: colon)...].drop { $0 == " " })
+                }
+                break
+            }
+        }
+        var names = utsname()
+        uname(&names)
+        let release = withUnsafeBytes(of: names.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let online = sysconf(Int32(_SC_NPROCESSORS_ONLN))
+        var hypervisor = ""
+        if let bytes = try? Files.read("/proc/cpuinfo", limit: 4 << 20),
+           String(decoding: bytes, as: UTF8.self).contains(" hypervisor") {
+            hypervisor = ", virtual machine"
+        }
+        return "\(cpu), \(online) CPUs online\(hypervisor), Linux \(release)"
+    }
+}

@@ -1,0 +1,97 @@
+// dmop-bench (issue 6): what a brokered DMOP costs against the bare socket
+// round trip, the decision alone, broker start-up, and broker memory; in
+// one run, as a table with median and p99. The last line is the headline:
+//   ratio brokered/echo median=X p99=Y
+// for set_pci_intx_level through the C library (the Swift client when the
+// library is not built), both processes pinned to one CPU.
+import DMOPPosix
+import Glibc
+
+let arguments = CommandLine.arguments
+if arguments.count >= 2 && arguments[1] == "echo-server" {
+    EchoMode.run(arguments.dropFirst(2))
+}
+
+struct BenchConfig {
+    var quick = false
+    var check = false
+    var broker: String
+    var policy = "policy/qemu-xen.policy"
+    var library: String
+    var iterations = 100_000
+    var startupRuns = 30
+    var memoryCheckpoints = [100_000, 1_000_000]
+    var decisions = 1_000_000
+    var cpu: Int?
+
+    static let usage = """
+        usage: dmop-bench [--quick] [--check] [--broker PATH] [--policy PATH] [--xendevicemodel PATH]
+                          [--iterations N] [--startup-runs N] [--cpu N]
+          --quick            short run for CI: figures printed, no targets enforced
+          --check            exit 2 when a target is missed (never with --quick)
+          --broker PATH      dmop-broker to measure (default: next to dmop-bench)
+          --policy PATH      policy the brokers serve (default: policy/qemu-xen.policy)
+          --xendevicemodel PATH  the drop-in libxendevicemodel (default: libdmop-xendevicemodel.so next to dmop-bench)
+          --iterations N     round trips per row and pinning regime (default 100000; quick 3000)
+          --startup-runs N   broker start-ups to time (default 30; quick 5)
+          --cpu N            the CPU of the one-CPU regime (default: the last one allowed)
+        """
+
+    static func parse(_ arguments: [String]) -> BenchConfig {
+        let directory: String
+        if let executable = Files.selfExecutable(), let slash = executable.lastIndex(of: "/") {
+            directory = String(executable[..<slash])
+        } else {
+            directory = "."
+        }
+        var config = BenchConfig(broker: directory + "/dmop-broker",
+                                 library: directory + "/libdmop-xendevicemodel.so")
+        var iterations: Int?
+        var startupRuns: Int?
+        var rest = arguments[...]
+        func value(_ flag: String) -> String {
+            guard let value = rest.popFirst() else { fail("\(flag) needs a value\n\(usage)") }
+            return value
+        }
+        func number(_ flag: String) -> Int {
+            let text = value(flag)
+            guard let n = Int(text), n > 0 else { fail("\(flag): '\(text)' is not a positive number") }
+            return n
+        }
+        while let flag = rest.popFirst() {
+            switch flag {
+            case "--quick": config.quick = true
+            case "--check": config.check = true
+            case "--broker": config.broker = value(flag)
+            case "--policy": config.policy = value(flag)
+            case "--xendevicemodel": config.library = value(flag)
+            case "--iterations": iterations = number(flag)
+            case "--startup-runs": startupRuns = number(flag)
+            case "--cpu":
+                let text = value(flag)
+                guard let cpu = Int(text), cpu >= 0 else { fail("--cpu: '\(text)' is not a CPU number") }
+                config.cpu = cpu
+            case "-h", "--help":
+                print(usage)
+                exit(0)
+            default: fail("unknown option \(flag)\n\(usage)")
+            }
+        }
+        if config.quick {
+            config.check = false
+            config.iterations = 3_000
+            config.startupRuns = 5
+            config.memoryCheckpoints = [10_000, 50_000]
+            config.decisions = 100_000
+        }
+        if let iterations { config.iterations = iterations }
+        if let startupRuns { config.startupRuns = startupRuns }
+        guard access(config.broker, X_OK) == 0 else { fail("no executable broker at \(config.broker) (build it, or give --broker)") }
+        guard access(config.policy, R_OK) == 0 else { fail("no policy at \(config.policy) (run from the package root, or give --policy)") }
+        return config
+    }
+}
+
+let config = BenchConfig.parse(Array(arguments.dropFirst()))
+let bench = Bench(config)
+bench.run()

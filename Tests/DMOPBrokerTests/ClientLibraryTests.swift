@@ -1,0 +1,261 @@
+import Foundation
+import Glibc
+import Testing
+
+/// The drop-in libxendevicemodel.so.1 (Sources/xendevicemodel) and
+/// dmop-qemu-wrapper, tested through C programs compiled against the system
+/// <xendevicemodel.h> (Tests/clib).
+@Suite("libxendevicemodel replacement and dmop-qemu-wrapper")
+struct ClientLibraryTests {
+    let broker = TestSupport.brokerPath
+    var rootArguments: [String] { geteuid() == 0 ? ["--allow-root"] : [] }
+
+    // MARK: - ABI
+
+    /// Every function of Xen 4.17's library, with the same symbol versions,
+    /// under the same soname, and no Swift runtime pulled into QEMU.
+    @Test func exportsXensSymbolsAndVersions() throws {
+        func versioned(_ path: String) throws -> Set<String> {
+            let nm = try ProcessRun.run("/usr/bin/nm", ["-D", "--defined-only", "--with-symbol-versions", path])
+            #expect(nm.status == 0, "\(nm)")
+            return Set(nm.output.split(separator: "\n").compactMap { line -> String? in
+                let fields = line.split(separator: " ")
+                guard fields.count == 3, fields[1] == "T" else { return nil }
+                return String(fields[2])
+            })
+        }
+        let ours = try versioned(ClientLibraryFixture.libraryPath)
+        let xens = try versioned("/usr/lib/x86_64-linux-gnu/libxendevicemodel.so.1")
+        #expect(xens.count == 26, "Debian's library exports \(xens.count) functions")
+        #expect(ours == xens, "only ours: \(ours.subtracting(xens).sorted()); only Xen's: \(xens.subtracting(ours).sorted())")
+        #expect(ours.contains("xendevicemodel_nr_vcpus@@VERS_1.4"))
+
+        let dynamic = try ProcessRun.run("/usr/bin/readelf", ["-d", ClientLibraryFixture.libraryPath])
+        #expect(dynamic.output.contains("Library soname: [libxendevicemodel.so.1]"), "\(dynamic.output)")
+        #expect(!dynamic.output.contains("libswift"), "the library needs the Swift runtime:\n\(dynamic.output)")
+        let wrapper = try ProcessRun.run("/usr/bin/readelf", ["-d", ClientLibraryFixture.wrapperPath])
+        #expect(!wrapper.output.contains("libswift"), "the wrapper needs the Swift runtime:\n\(wrapper.output)")
+    }
+
+    // MARK: - Against Xen's own library
+
+    /// The same calls through Debian's libxendevicemodel (on a fake privcmd)
+    /// and through ours (on a mock broker) give identical transcripts: the
+    /// same buffers byte for byte, the same local rejections, results,
+    /// errnos and outputs.
+    @Test func buffersAndResultsMatchXensLibrary() throws {
+        let fixture = try ClientLibraryFixture.get()
+        let dir = try fixture.scratch("golden")
+        let realTranscript = dir.appendingPathComponent("real.txt").path
+        let oursTranscript = dir.appendingPathComponent("ours.txt").path
+
+        let real = try ProcessRun.run(fixture.golden, ["real", realTranscript])
+        #expect(real.status == 0, "\(real)")
+        let ours = try ProcessRun.run(fixture.golden, ["ours", oursTranscript], environment: fixture.ourLibraryEnvironment)
+        #expect(ours.status == 0, "\(ours)")
+
+        let expected = try String(contentsOfFile: realTranscript, encoding: .utf8)
+        let actual = try String(contentsOfFile: oursTranscript, encoding: .utf8)
+        let requests = expected.split(separator: "\n").filter { $0.hasPrefix("  REQ ") }.count
+        #expect(requests >= 40, "Xen's library issued only \(requests) DM_OPs: the fake privcmd did not engage")
+        let a = expected.split(separator: "\n", omittingEmptySubsequences: false)
+        let b = actual.split(separator: "\n", omittingEmptySubsequences: false)
+        if let first = zip(a, b).enumerated().first(where: { $0.element.0 != $0.element.1 }) {
+            Issue.record("transcripts differ at line \(first.offset + 1):\n Xen's: \(first.element.0)\n ours:  \(first.element.1)")
+        }
+        #expect(a.count == b.count, "Xen's transcript has \(a.count) lines, ours \(b.count)")
+    }
+
+    /// Eight threads share one handle; the mock broker answers batches of
+    /// requests newest first; every reply still reaches its own caller.
+    @Test func concurrentCallsGetTheirOwnReplies() throws {
+        let fixture = try ClientLibraryFixture.get()
+        let run = try ProcessRun.run(fixture.golden, ["pipeline"], environment: fixture.ourLibraryEnvironment)
+        #expect(run.status == 0, "\(run)")
+        let counts = ProcessRun.counts(run.output, program: "golden pipeline")
+        #expect(counts?.failed == 0 && (counts?.passed ?? 0) > 9000, "\(run)")
+        #expect(run.output.contains("batches answered newest first"), "\(run)")
+    }
+
+    // MARK: - Against the broker
+
+    /// Every function against dmop-broker on the simulated hypervisor:
+    /// outputs, errnos, refusals, restrict, threads, the broker's exit when
+    /// its client goes away, DMOP_BROKER_SOCKET, open failures and skew.
+    @Test func endToEndWithTheBroker() throws {
+        let fixture = try ClientLibraryFixture.get()
+        let dir = try fixture.scratch("e2e")
+        let policy = ClientLibraryFixture.clibSources.appendingPathComponent("e2e.policy").path
+        let run = try ProcessRun.run(fixture.e2e, [broker, policy, dir.path],
+                                     environment: fixture.ourLibraryEnvironment, timeout: 180)
+        #expect(run.status == 0, "\(run)")
+        let counts = ProcessRun.counts(run.output, program: "e2e")
+        #expect(counts?.failed == 0 && (counts?.passed ?? 0) > 1000, "\(run)")
+        // The reasons a failed open logs (no logger given: stderr).
+        for message in ["neither DMOP_BROKER_FD nor DMOP_BROKER_SOCKET is set",
+                        "is not a socket", "not SOCK_SEQPACKET",
+                        "reason 43 VERSION_UNSUPPORTED",
+                        "dmop-broker was built for Xen interface 0x00040f00",
+                        "lost the dmop-broker session"] {
+            #expect(run.output.contains(message), "no \"\(message)\" in:\n\(run.output)")
+        }
+        // The broker saw the refusals as refusals.
+        #expect(run.output.contains("reason=OP_NOT_ALLOWED"))
+        #expect(run.output.contains("reason=DOMID_MISMATCH"))
+        #expect(run.output.contains("reason=CONDITION_FAILED"))
+    }
+
+    // MARK: - dmop-qemu-wrapper
+
+    /// A broker stand-in script that records its pid, then runs the real one.
+    private func brokerShim(in dir: URL, exec target: String) throws -> (script: String, pidFile: String) {
+        let pidFile = dir.appendingPathComponent("broker.pid").path
+        let script = dir.appendingPathComponent("broker.sh").path
+        try "#!/bin/sh\necho $$ > '\(pidFile)'\nexec \(target) \"$@\"\n"
+            .write(toFile: script, atomically: true, encoding: .utf8)
+        chmod(script, 0o755)
+        return (script, pidFile)
+    }
+
+    private func wrapperArguments(_ fixture: ClientLibraryFixture, broker: String,
+                                  policy: String = TestSupport.policyPath("qemu-xen.policy"),
+                                  extra: [String] = []) -> [String] {
+        ["--qemu", fixture.fakeQEMU, "--broker", broker, "--policy", policy,
+         "--library-dir", fixture.libraryDirectory.path, "--ready-timeout", "20",
+         "--broker-arg=--hypervisor", "--broker-arg", "simulated"]
+            + rootArguments.map { "--broker-arg=\($0)" } + extra
+    }
+
+    private func pid(from file: String) -> pid_t? {
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return nil }
+        return pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    /// QEMU's argv as libxl builds it with dm_restrict=1.
+    static let libxlArguments = ["-xen-domid", "5", "-no-shutdown", "-chardev",
+                                 "socket,id=libxl-cmd,path=/tmp/qmp,server=on,wait=off", "-S",
+                                 "-mon", "chardev=libxl-cmd,mode=control", "-nodefaults",
+                                 "-no-user-config", "-name", "guest", "-machine", "xenfv",
+                                 "-m", "32", "-xen-domid-restrict", "-runas", "nobody"]
+
+    /// The stand-in QEMU finds the broker on DMOP_BROKER_FD, cannot issue
+    /// DM_OP, IRQFD or IOEVENTFD ioctls itself, gets its DMOPs through the
+    /// library; the broker exits once the stand-in has exited.
+    @Test func wrapperRunsQEMUConfinedWithItsBroker() throws {
+        let fixture = try ClientLibraryFixture.get()
+        let dir = try fixture.scratch("wrapper")
+        let shim = try brokerShim(in: dir, exec: broker)
+        let run = try ProcessRun.run(ClientLibraryFixture.wrapperPath,
+                                     wrapperArguments(fixture, broker: shim.script) + ["--"] + Self.libxlArguments,
+                                     environment: ["FAKE_QEMU_LIBDIR": fixture.libraryDirectory.path])
+        #expect(run.status == 0, "\(run)")
+        let counts = ProcessRun.counts(run.output, program: "fake-qemu")
+        #expect(counts?.failed == 0 && (counts?.passed ?? 0) >= 30, "\(run)")
+        #expect(run.output.contains("dmop-broker pid"), "\(run)")
+        let brokerPID = try #require(pid(from: shim.pidFile), "the broker never started:\n\(run)")
+        #expect(ProcessRun.waitForExit(brokerPID, timeout: 10),
+                "broker \(brokerPID) still running after the stand-in QEMU exited")
+        #expect(run.output.contains("session end"), "\(run)")
+    }
+
+    @Test func wrapperRefusesQEMUWithoutItsOwnRestriction() throws {
+        let fixture = try ClientLibraryFixture.get()
+        let dir = try fixture.scratch("norestrict")
+        let shim = try brokerShim(in: dir, exec: broker)
+        let argv = Self.libxlArguments.filter { $0 != "-xen-domid-restrict" }
+        let run = try ProcessRun.run(ClientLibraryFixture.wrapperPath,
+                                     wrapperArguments(fixture, broker: shim.script) + argv,
+                                     environment: ["FAKE_QEMU_LIBDIR": fixture.libraryDirectory.path])
+        #expect(run.status == 64, "\(run)")   // EX_USAGE
+        #expect(run.output.contains("-xen-domid-restrict"), "\(run)")
+        #expect(!run.output.contains("fake-qemu"), "QEMU ran:\n\(run)")
+        #expect(pid(from: shim.pidFile) == nil, "a broker was started for a refused QEMU")
+
+        // A guest named like the option does not count as the option.
+        let sneaky = ["-xen-domid", "5", "-name", "-xen-domid-restrict"]
+        let run2 = try ProcessRun.run(ClientLibraryFixture.wrapperPath,
+                                      wrapperArguments(fixture, broker: shim.script) + sneaky)
+        #expect(run2.status == 64, "\(run2)")
+    }
+
+    /// allow-unrestricted in the configuration file runs QEMU anyway, and
+    /// says so.
+    @Test func wrapperOverrideIsExplicitAndLogged() throws {
+        let fixture = try ClientLibraryFixture.get()
+        let dir = try fixture.scratch("override")
+        let config = dir.appendingPathComponent("wrapper.conf").path
+        try "# test\nallow-unrestricted = yes\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let argv = ["-xen-domid", "7", "-nodefaults"]
+        let run = try ProcessRun.run(ClientLibraryFixture.wrapperPath,
+                                     ["--config", config] + wrapperArguments(fixture, broker: broker) + argv,
+                                     environment: ["FAKE_QEMU_LIBDIR": fixture.libraryDirectory.path,
+                                                   "FAKE_QEMU_UNRESTRICTED": "1"])
+        #expect(run.status == 0, "\(run)")
+        #expect(run.output.contains("WARNING: running QEMU without -xen-domid-restrict"), "\(run)")
+        #expect(ProcessRun.counts(run.output, program: "fake-qemu")?.failed == 0, "\(run)")
+    }
+
+    /// A broker that never becomes ready: the wrapper gives up at its
+    /// timeout, kills it and never runs QEMU.
+    @Test func wrapperFailsClosedWhenTheBrokerIsNotReady() throws {
+        let fixture = try ClientLibraryFixture.get()
+        let dir = try fixture.scratch("notready")
+        let shim = try brokerShim(in: dir, exec: "/bin/sleep 60 #")
+        let run = try ProcessRun.run(ClientLibraryFixture.wrapperPath,
+                                     wrapperArguments(fixture, broker: shim.script)
+                                         + ["--ready-timeout", "1"] + Self.libxlArguments,
+                                     timeout: 30)
+        #expect(run.status == 69, "\(run)")   // EX_UNAVAILABLE
+        #expect(run.output.contains("not ready within 1000 ms"), "\(run)")
+        #expect(run.seconds < 10, "\(run)")
+        #expect(!run.output.contains("fake-qemu"), "QEMU ran:\n\(run)")
+        let sleeper = try #require(pid(from: shim.pidFile))
+        #expect(ProcessRun.waitForExit(sleeper, timeout: 5), "the stuck broker \(sleeper) was not killed")
+    }
+
+    /// A broker that exits at once (its policy file does not exist).
+    @Test func wrapperFailsClosedWhenTheBrokerExits() throws {
+        let fixture = try ClientLibraryFixture.get()
+        let run = try ProcessRun.run(ClientLibraryFixture.wrapperPath,
+                                     wrapperArguments(fixture, broker: broker, policy: "/nonexistent.policy")
+                                         + Self.libxlArguments)
+        #expect(run.status == 69, "\(run)")
+        #expect(run.output.contains("before it was ready"), "\(run)")
+        #expect(!run.output.contains("fake-qemu"), "QEMU ran:\n\(run)")
+    }
+
+    @Test func wrapperRejectsBadConfiguration() throws {
+        let fixture = try ClientLibraryFixture.get()
+        let dir = try fixture.scratch("config")
+
+        // No library where the wrapper is told to find it.
+        let empty = dir.appendingPathComponent("empty").path
+        try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
+        var run = try ProcessRun.run(ClientLibraryFixture.wrapperPath,
+                                     wrapperArguments(fixture, broker: broker, extra: ["--library-dir", empty])
+                                         + Self.libxlArguments)
+        #expect(run.status == 78 && run.output.contains("libxendevicemodel.so.1 is missing"), "\(run)")
+
+        // No -xen-domid: not a Xen device model.
+        run = try ProcessRun.run(ClientLibraryFixture.wrapperPath,
+                                 wrapperArguments(fixture, broker: broker) + ["-xen-domid-restrict", "-m", "32"])
+        #expect(run.status == 64 && run.output.contains("no -xen-domid"), "\(run)")
+
+        // A reserved domid.
+        run = try ProcessRun.run(ClientLibraryFixture.wrapperPath,
+                                 wrapperArguments(fixture, broker: broker) + ["-xen-domid", "32752", "-xen-domid-restrict"])
+        #expect(run.status == 64 && run.output.contains("not a guest domain id"), "\(run)")
+
+        // An unknown setting names its file and line.
+        let config = dir.appendingPathComponent("bad.conf").path
+        try "qemu = /bin/true\n\npolcy = x\n".write(toFile: config, atomically: true, encoding: .utf8)
+        run = try ProcessRun.run(ClientLibraryFixture.wrapperPath, ["--config", config] + Self.libxlArguments)
+        #expect(run.status == 78 && run.output.contains("bad.conf:3: polcy: unknown setting"), "\(run)")
+
+        // No policy anywhere.
+        let noPolicy = dir.appendingPathComponent("nopolicy.conf").path
+        try "library-dir = \(fixture.libraryDirectory.path)\n".write(toFile: noPolicy, atomically: true, encoding: .utf8)
+        run = try ProcessRun.run(ClientLibraryFixture.wrapperPath, ["--config", noPolicy] + Self.libxlArguments)
+        #expect(run.status == 78 && run.output.contains("no policy"), "\(run)")
+    }
+}
