@@ -79,7 +79,15 @@ let package = Package(
         // Benchmarks (issue 6): echo floor vs brokered round trip, decision,
         // start-up, memory. Loads the C library with dlopen, so no link to it.
         .executableTarget(name: "dmop-bench", dependencies: [
-            "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPClient", "CPosix",
+            "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPClient", "DMOPServer", "CPosix",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Fuzz targets (issue 5): scripts/fuzz builds them with libFuzzer
+        // (-DDMOP_FUZZING); a plain build gives replay tools for their inputs.
+        .executableTarget(name: "dmop-fuzz-decoder", dependencies: ["DMOPCore"]),
+        .executableTarget(name: "dmop-fuzz-request", dependencies: [
+            "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPServer", "CXen",
+            .product(name: "Logging", package: "swift-log"),
         ]),
 
         .testTarget(name: "DMOPBrokerTests", dependencies: [

@@ -65,7 +65,7 @@ public final class SimulatedHypervisor: Hypervisor {
         var call = privcmd_hypercall_t()
         call.op = UInt64(__HYPERVISOR_xen_version)
         call.arg.0 = UInt64(XENVER_version)
-        let rc = Self.hypercall(xen: xen, restricted: false, call)
+        let rc = Self.hypercall(xen: xen, call)
         xenVersion = rc > 0 ? UInt32(truncatingIfNeeded: rc) : 0
     }
 
@@ -135,10 +135,10 @@ public final class SimulatedHypervisor: Hypervisor {
         // Refused before the argument is read.
         if isRestricted { return -Int64(EPERM) }
         guard let call else { return -Int64(EFAULT) }
-        return Self.hypercall(xen: xen, restricted: false, call)
+        return Self.hypercall(xen: xen, call)
     }
 
-    private static func hypercall(xen: SimulatedXen, restricted: Bool, _ call: privcmd_hypercall_t) -> Int64 {
+    private static func hypercall(xen: SimulatedXen, _ call: privcmd_hypercall_t) -> Int64 {
         guard call.op == UInt64(__HYPERVISOR_xen_version) else { return -Int64(ENOSYS) }
         guard call.arg.0 == UInt64(XENVER_version) else { return -Int64(ENOSYS) }
         return Int64(xen.configuration.xenVersion)

@@ -648,9 +648,11 @@ public final class SimulatedXen {
             let (src, o1) = source.addingReportingOverflow(i)
             let (dst, o2) = destination.addingReportingOverflow(i)
             if o1 || o2 || dst > gfnLimit { return -EINVAL }
-            if src == dst { continue }
+            // Xen needs a RAM source even when it maps the frame onto itself;
+            // without this check first, src == dst walked all `size` frames.
             let type = memory.type(of: src)
             guard type.isRAM else { return -EINVAL }
+            if src == dst { continue }
             memory.set(dst...dst, to: type)
             memory.set(src...src, to: .invalid)
         }

@@ -1,4 +1,6 @@
 import CPosix
+import DMOPCore
+import DMOPPosix
 import Glibc
 import Logging
 
@@ -9,8 +11,8 @@ import Logging
 public struct AuditLogHandler: LogHandler {
     public var logLevel: Logger.Level = .info
     public var metadata: Logger.Metadata = [:]
-    private let fd: Int32
-    private let label: String
+    let fd: Int32
+    let label: String
 
     public init(label: String, fd: Int32 = 2) {
         self.label = label
@@ -51,9 +53,132 @@ public struct AuditLogHandler: LogHandler {
     /// "2026-11-22T04:45:12.123456Z", computed from the epoch without libc's
     /// time-zone machinery.
     static func timestamp() -> String {
+        var clock = AuditClock()
+        var bytes = LineBuffer(capacity: AuditClock.timestampLength)
+        defer { bytes.deallocate() }
+        clock.appendTimestamp(to: &bytes)
+        return String(decoding: bytes.bytes, as: UTF8.self)
+    }
+}
+
+/// Bytes in raw memory, reused from line to line: appending a byte is a
+/// store, with none of Array's uniqueness or exclusivity checks.
+struct LineBuffer {
+    private(set) var base: UnsafeMutablePointer<UInt8>
+    private(set) var capacity: Int
+    private(set) var count = 0
+
+    init(capacity: Int) {
+        base = .allocate(capacity: capacity)
+        self.capacity = capacity
+    }
+
+    func deallocate() { base.deallocate() }
+
+    var bytes: UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(start: base, count: count) }
+
+    mutating func removeAll() { count = 0 }
+
+    @inline(__always)
+    mutating func reserve(_ more: Int) {
+        if count + more > capacity { grow(to: count + more) }
+    }
+
+    /// Long lines (a long policy path in a refusal) grow the buffer; it
+    /// never shrinks, so the steady state allocates nothing.
+    private mutating func grow(to needed: Int) {
+        let larger = max(needed, capacity * 2)
+        let moved = UnsafeMutablePointer<UInt8>.allocate(capacity: larger)
+        moved.update(from: base, count: count)
+        base.deallocate()
+        base = moved
+        capacity = larger
+    }
+
+    @inline(__always)
+    mutating func append(_ byte: UInt8) {
+        reserve(1)
+        base[count] = byte
+        count += 1
+    }
+
+    mutating func append(_ raw: UnsafeBufferPointer<UInt8>) {
+        guard let source = raw.baseAddress, raw.count > 0 else { return }
+        reserve(raw.count)
+        (base + count).update(from: source, count: raw.count)
+        count += raw.count
+    }
+
+    mutating func append(_ text: String) {
+        // A native string is contiguous UTF-8 already: one copy, no transcoding.
+        var text = text
+        text.withUTF8 { append($0) }
+    }
+
+    /// Decimal digits of `value`, as String(value) spells them.
+    mutating func appendDecimal(_ value: UInt64) {
+        var digits = 1
+        var rest = value
+        while rest >= 10 { rest /= 10; digits += 1 }
+        reserve(digits)
+        rest = value
+        for position in stride(from: count + digits - 1, through: count, by: -1) {
+            base[position] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: rest % 10)
+            rest /= 10
+        }
+        count += digits
+    }
+
+    mutating func appendDecimal(_ value: Int64) {
+        if value < 0 { append(UInt8(ascii: "-")) }
+        appendDecimal(value.magnitude)
+    }
+
+    /// String(value) with zeros added on the left up to `width`, as the
+    /// String-based formatting this replaced did.
+    mutating func appendPadded(_ value: Int64, _ width: Int) {
+        var length = value < 0 ? 2 : 1
+        var rest = value.magnitude
+        while rest >= 10 { rest /= 10; length += 1 }
+        for _ in length..<max(length, width) { append(UInt8(ascii: "0")) }
+        appendDecimal(value)
+    }
+}
+
+/// UTC timestamps as bytes. The date and time to the second are cached, so
+/// in the steady state a line costs one clock read and six digits.
+struct AuditClock {
+    static let timestampLength = 27
+    private var cachedSecond = Int64.min
+    /// "YYYY-MM-DDTHH:MM:SS" of cachedSecond, in fixed storage (32 bytes:
+    /// room for any Int64 year).
+    private var prefix: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+    private var prefixLength = 0
+
+    mutating func appendTimestamp(to out: inout LineBuffer) {
         var seconds: Int64 = 0
         var nanos: Int32 = 0
         cposix_realtime(&seconds, &nanos)
+        if seconds != cachedSecond {
+            var text = LineBuffer(capacity: 32)
+            Self.formatPrefix(seconds, into: &text)
+            prefixLength = min(text.count, MemoryLayout.size(ofValue: prefix))
+            withUnsafeMutableBytes(of: &prefix) { raw in
+                raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(text.bytes)[0..<prefixLength]))
+            }
+            text.deallocate()
+            cachedSecond = seconds
+        }
+        withUnsafeBytes(of: &prefix) { raw in
+            out.append(UnsafeBufferPointer(start: raw.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                           count: prefixLength))
+        }
+        out.append(UInt8(ascii: "."))
+        out.appendPadded(Int64(nanos / 1000), 6)
+        out.append(UInt8(ascii: "Z"))
+    }
+
+    private static func formatPrefix(_ seconds: Int64, into out: inout LineBuffer) {
         let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
         let secondOfDay = seconds - days * 86_400
         // Howard Hinnant's civil-from-days.
@@ -66,11 +191,157 @@ public struct AuditLogHandler: LogHandler {
         let day = dayOfYear - (153 * mp + 2) / 5 + 1
         let month = mp < 10 ? mp + 3 : mp - 9
         let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        func pad(_ value: Int64, _ width: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
+        out.appendPadded(year, 4)
+        out.append(UInt8(ascii: "-"))
+        out.appendPadded(month, 2)
+        out.append(UInt8(ascii: "-"))
+        out.appendPadded(day, 2)
+        out.append(UInt8(ascii: "T"))
+        out.appendPadded(secondOfDay / 3600, 2)
+        out.append(UInt8(ascii: ":"))
+        out.appendPadded(secondOfDay / 60 % 60, 2)
+        out.append(UInt8(ascii: ":"))
+        out.appendPadded(secondOfDay % 60, 2)
+    }
+}
+
+/// The per-request audit lines of the broker's hot path, byte for byte what
+/// AuditLogHandler writes for the same message, built in one buffer reused
+/// from line to line: no String, no Logger.Message, no metadata, one
+/// write(2). Only used when the broker's Logger holds a plain
+/// AuditLogHandler (no metadata); anything else goes through the Logger.
+public final class AuditLineWriter {
+    public let logLevel: Logger.Level
+    private let fd: Int32
+    /// " <label> " as bytes.
+    private let label: [UInt8]
+    /// State behind a pointer: stored `var`s of a class would cost a
+    /// dynamic exclusivity check on every append.
+    private let state: UnsafeMutablePointer<State>
+
+    private struct State {
+        var line: LineBuffer
+        var clock: AuditClock
+        /// A finished line not yet written.
+        var pending = false
+    }
+
+    public init(fd: Int32, label: String, logLevel: Logger.Level) {
+        self.fd = fd
+        self.label = Array(" \(label) ".utf8)
+        self.logLevel = logLevel
+        state = .allocate(capacity: 1)
+        state.initialize(to: State(line: LineBuffer(capacity: 512), clock: AuditClock()))
+    }
+
+    deinit {
+        flush()
+        state.pointee.line.deallocate()
+        state.deinitialize(count: 1)
+        state.deallocate()
+    }
+
+    /// The fast path for `logger`, or nil when its handler is not one this
+    /// writer reproduces exactly.
+    public convenience init?(_ logger: Logger) {
+        guard let handler = logger.handler as? AuditLogHandler, handler.metadata.isEmpty else { return nil }
+        self.init(fd: handler.fd, label: handler.label, logLevel: handler.logLevel)
+    }
+
+    /// Starts a line: "<timestamp> <label> <level> ". False when `level` is
+    /// below the handler's level (the line is then not written).
+    public func begin(_ level: Logger.Level) -> Bool {
+        guard level >= logLevel else { return false }
+        flush()
+        state.pointee.line.removeAll()
+        state.pointee.clock.appendTimestamp(to: &state.pointee.line)
+        label.withUnsafeBufferPointer { state.pointee.line.append($0) }
+        // The two levels of the per-request lines without a String; the
+        // same bytes as level.rawValue.
+        switch level {
+        case .info: append("info")
+        case .notice: append("notice")
+        default: state.pointee.line.append(level.rawValue)
         }
-        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(secondOfDay / 3600, 2)):"
-            + "\(pad(secondOfDay / 60 % 60, 2)):\(pad(secondOfDay % 60, 2)).\(pad(Int64(nanos / 1000), 6))Z"
+        state.pointee.line.append(UInt8(ascii: " "))
+        return true
+    }
+
+    public func append(_ text: StaticString) {
+        state.pointee.line.append(UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    /// Named apart from append(_: StaticString) so that a literal never
+    /// picks the String overload.
+    public func append(string text: String) {
+        state.pointee.line.append(text)
+    }
+
+    public func append<T: BinaryInteger>(_ value: T) {
+        if let signed = Int64(exactly: value) {
+            state.pointee.line.appendDecimal(signed)
+        } else {
+            state.pointee.line.appendDecimal(UInt64(truncatingIfNeeded: value))
+        }
+    }
+
+    /// Ends the line. It is written by the next flush(), which the broker
+    /// calls right after sending the reply (so the client does not wait for
+    /// the log write), or at the latest by the next begin().
+    public func end() {
+        state.pointee.line.append(UInt8(ascii: "\n"))
+        state.pointee.pending = true
+    }
+
+    /// Writes the finished line, if any, with one write(2).
+    public func flush() {
+        guard state.pointee.pending else { return }
+        state.pointee.pending = false
+        let bytes = state.pointee.line.bytes
+        guard let base = bytes.baseAddress else { return }
+        var offset = 0
+        while offset < bytes.count {
+            let n = write(fd, base + offset, bytes.count - offset)
+            if n > 0 { offset += n } else if n < 0 && errno == EINTR { continue } else { break }
+        }
+    }
+}
+
+// The two lines of every request, as BrokerServer.handle wrote them through
+// the Logger; the same text either way.
+extension BrokerServer {
+    func auditForward(_ peer: SeqPacket.Credentials, _ domid: UInt16, _ opName: String, _ rule: String,
+                      _ rc: Int32, _ latencyMicros: UInt64) {
+        guard let line = auditLines else {
+            audit.info("peer_pid=\(peer.pid) peer_uid=\(peer.uid) domid=\(domid) op=\(opName) verdict=forward rule=\(rule) rc=\(rc) latency_us=\(latencyMicros)")
+            return
+        }
+        guard line.begin(.info) else { return }
+        line.append("peer_pid="); line.append(peer.pid)
+        line.append(" peer_uid="); line.append(peer.uid)
+        line.append(" domid="); line.append(domid)
+        line.append(" op="); line.append(string: opName)
+        line.append(" verdict=forward rule="); line.append(string: rule)
+        line.append(" rc="); line.append(rc)
+        line.append(" latency_us="); line.append(latencyMicros)
+        line.end()
+    }
+
+    func auditRefusal(_ peer: SeqPacket.Credentials, _ domid: UInt16, _ opName: String, _ reason: ReasonCode,
+                      _ rc: Int32, _ latencyMicros: UInt64, _ detail: String) {
+        guard let line = auditLines else {
+            audit.notice("peer_pid=\(peer.pid) peer_uid=\(peer.uid) domid=\(domid) op=\(opName) verdict=refuse reason=\(reason.name) rule=- rc=\(rc) latency_us=\(latencyMicros) detail=\"\(detail)\"")
+            return
+        }
+        guard line.begin(.notice) else { return }
+        line.append("peer_pid="); line.append(peer.pid)
+        line.append(" peer_uid="); line.append(peer.uid)
+        line.append(" domid="); line.append(domid)
+        line.append(" op="); line.append(string: opName)
+        line.append(" verdict=refuse reason="); line.append(string: reason.name)
+        line.append(" rule=- rc="); line.append(rc)
+        line.append(" latency_us="); line.append(latencyMicros)
+        line.append(" detail=\""); line.append(string: detail); line.append("\"")
+        line.end()
     }
 }

@@ -29,7 +29,9 @@ public final class BrokerServer {
     public let policy: Policy
     public let hypervisor: any Hypervisor
     public let peerUID: UInt32?
-    private let audit: Logger
+    let audit: Logger
+    /// The per-request lines without String building (nil: through `audit`).
+    let auditLines: AuditLineWriter?
 
     /// One receive and one reply buffer for the life of the process: a
     /// request never allocates from a length the client chose.
@@ -42,6 +44,7 @@ public final class BrokerServer {
         self.hypervisor = hypervisor
         self.peerUID = peerUID
         self.audit = audit
+        auditLines = AuditLineWriter(audit)
         receiveBuffer = .allocate(byteCount: Wire.maxRequestSize, alignment: 16)
         receiveBuffer.initializeMemory(as: UInt8.self, repeating: 0)
         replyBuffer = .allocate(byteCount: Wire.maxReplySize, alignment: 16)
@@ -150,10 +153,16 @@ public final class BrokerServer {
                                                            "REQUEST before HELLO"))
                 }
                 let replyLength = handle(frame, session: &session)
+                // The request's audit line goes out once the reply is sent:
+                // before the next read, never after any later line.
+                defer { auditLines?.flush() }
                 do {
                     try SeqPacket.send(fd, UnsafeRawBufferPointer(rebasing: replyBuffer[0..<replyLength]))
                 } catch {
                     if error.errno == EPIPE || error.errno == ECONNRESET { return .hangUp }
+                    // A client that never reads leaves the broker blocked in
+                    // sendmsg; a stop signal still ends it cleanly.
+                    if error.errno == EINTR, cposix_stop_signal() != 0 { return .stopped }
                     return .ioError(error)
                 }
             }
@@ -185,7 +194,7 @@ public final class BrokerServer {
             if reason == .rateLimited {
                 session.throttle.countRateLimited(op: opName)
             } else if session.throttle.admitRefusalLine(reason) {
-                audit.notice("peer_pid=\(session.peer.pid) peer_uid=\(session.peer.uid) domid=\(frame.domid) op=\(opName) verdict=refuse reason=\(reason.name) rule=- rc=\(result) latency_us=\(elapsedMicros(since: started)) detail=\"\(detail)\"")
+                auditRefusal(session.peer, frame.domid, opName, reason, result, elapsedMicros(since: started), detail)
             }
             return Wire.encodeReply(into: replyBuffer, domid: frame.domid, requestID: frame.requestID,
                                     result: result, refusal: reason, returned: [])
@@ -202,7 +211,7 @@ public final class BrokerServer {
                 if rule.op.writesBackPayload { returned.append((0, views[0])) }
                 if case .dirtyBitmap = rule.op.extraBuffer { returned.append((1, views[1])) }
             }
-            audit.info("peer_pid=\(session.peer.pid) peer_uid=\(session.peer.uid) domid=\(frame.domid) op=\(opName) verdict=forward rule=\(rule.location) rc=\(rc) latency_us=\(elapsedMicros(since: started))")
+            auditForward(session.peer, frame.domid, opName, rule.location, rc, elapsedMicros(since: started))
             return Wire.encodeReply(into: replyBuffer, domid: frame.domid, requestID: frame.requestID,
                                     result: rc, refusal: nil, returned: returned)
         }

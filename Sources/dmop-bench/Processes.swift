@@ -55,7 +55,7 @@ enum Affinity {
         }
     }
 
-    private static func threadIDs(of pid: pid_t) -> [pid_t] {
+    static func threadIDs(of pid: pid_t) -> [pid_t] {
         guard let directory = opendir("/proc/\(pid)/task") else { return [pid] }
         defer { closedir(directory) }
         var tids: [pid_t] = []
@@ -66,6 +66,24 @@ enum Affinity {
             if let tid = pid_t(name) { tids.append(tid) }
         }
         return tids.isEmpty ? [pid] : tids
+    }
+}
+
+// MARK: - Scheduling class
+
+enum Scheduling {
+    /// SCHED_FIFO priority 1 for every thread of `pid` (0: this thread), or
+    /// back to SCHED_OTHER. The bench's round trips run this way so that
+    /// other work on the machine (builds, other tenants) cannot preempt the
+    /// measured processes mid-round-trip; echo and broker alike.
+    static func set(_ pid: pid_t, realtime: Bool) -> Bool {
+        var parameter = sched_param()
+        parameter.sched_priority = realtime ? 1 : 0
+        let policy = realtime ? SCHED_FIFO : SCHED_OTHER
+        for tid in pid == 0 ? [0] : Affinity.threadIDs(of: pid) {
+            if sched_setscheduler(tid, policy, &parameter) != 0 { return false }
+        }
+        return true
     }
 }
 
@@ -144,7 +162,8 @@ struct BrokerProcess {
 
     static let domid: UInt16 = 5
 
-    static func start(_ config: BenchConfig, auditLog: String) -> BrokerProcess {
+    static func start(_ config: BenchConfig, auditLog defaultLog: String) -> BrokerProcess {
+        let auditLog = config.auditLog ?? defaultLog
         let (mine, theirs) = Children.seqpacketPair()
         var pipeFDs: [Int32] = [-1, -1]
         guard pipe(&pipeFDs) == 0 else { fail("pipe: \(SystemError("pipe"))") }
@@ -192,6 +211,31 @@ struct BrokerProcess {
         connection = nil
         let status = Children.reap(pid)
         if status != 0 { fail("broker \(pid) ended with \(Spawn.describe(status: status))") }
+    }
+}
+
+// MARK: - CPU time
+
+enum CPUTime {
+    /// Nanoseconds on CPU so far (first field of schedstat), 0 if unknown.
+    static func thisThread() -> UInt64 { read("/proc/thread-self/schedstat") }
+    static func process(_ pid: pid_t) -> UInt64 { read("/proc/\(pid)/schedstat") }
+
+    private static func read(_ path: String) -> UInt64 {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return 0 }
+        defer { close(fd) }
+        var buffer = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        return withUnsafeMutableBytes(of: &buffer) { raw -> UInt64 in
+            let n = Glibc.read(fd, raw.baseAddress, raw.count)
+            guard n > 0 else { return 0 }
+            var value: UInt64 = 0
+            for byte in raw.prefix(n) {
+                guard byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") else { break }
+                value = value &* 10 &+ UInt64(byte - UInt8(ascii: "0"))
+            }
+            return value
+        }
     }
 }
 

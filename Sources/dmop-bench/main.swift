@@ -11,6 +11,12 @@ let arguments = CommandLine.arguments
 if arguments.count >= 2 && arguments[1] == "echo-server" {
     EchoMode.run(arguments.dropFirst(2))
 }
+if arguments.count >= 2 && arguments[1] == "load" {
+    LoadMode.run(arguments.dropFirst(2))
+}
+if arguments.count >= 2 && arguments[1] == "serve-unconfined" {
+    UnconfinedServeMode.run(arguments.dropFirst(2))
+}
 
 struct BenchConfig {
     var quick = false
@@ -23,10 +29,19 @@ struct BenchConfig {
     var memoryCheckpoints = [100_000, 1_000_000]
     var decisions = 1_000_000
     var cpu: Int?
+    /// SCHED_FIFO for the round trips (when permitted).
+    var realtime = true
+    /// Where the brokers' stderr (the audit log) goes; default a file in a
+    /// private temporary directory, as a toolstack logs to a file.
+    var auditLog: String?
 
     static let usage = """
         usage: dmop-bench [--quick] [--check] [--broker PATH] [--policy PATH] [--xendevicemodel PATH]
-                          [--iterations N] [--startup-runs N] [--cpu N]
+                          [--iterations N] [--startup-runs N] [--cpu N] [--no-realtime] [--audit-log PATH]
+               dmop-bench load --socket PATH [--requests N] [--op intx|vram|mix]
+                 (drive a broker started by hand, e.g. under perf record)
+               dmop-bench serve-unconfined --listen PATH [--policy PATH]
+                 (the broker's request loop in-process without seccomp, for valgrind --tool=callgrind)
           --quick            short run for CI: figures printed, no targets enforced
           --check            exit 2 when a target is missed (never with --quick)
           --broker PATH      dmop-broker to measure (default: next to dmop-bench)
@@ -35,6 +50,10 @@ struct BenchConfig {
           --iterations N     round trips per row and pinning regime (default 100000; quick 3000)
           --startup-runs N   broker start-ups to time (default 30; quick 5)
           --cpu N            the CPU of the one-CPU regime (default: the last one allowed)
+          --audit-log PATH   the brokers' stderr (audit log) to PATH, e.g. /dev/null to see its cost
+                             (default: a file in a private directory under /tmp)
+          --no-realtime      measure round trips at normal priority (default: SCHED_FIFO 1 for the
+                             bench, echo and broker processes alike, when permitted)
         """
 
     static func parse(_ arguments: [String]) -> BenchConfig {
@@ -62,6 +81,8 @@ struct BenchConfig {
             switch flag {
             case "--quick": config.quick = true
             case "--check": config.check = true
+            case "--no-realtime": config.realtime = false
+            case "--audit-log": config.auditLog = value(flag)
             case "--broker": config.broker = value(flag)
             case "--policy": config.policy = value(flag)
             case "--xendevicemodel": config.library = value(flag)

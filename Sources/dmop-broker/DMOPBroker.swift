@@ -8,7 +8,7 @@ struct DMOPBroker: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dmop-broker",
         abstract: "Forward only the DMOPs a policy allows, for one Xen domain, from a deprivileged device model.",
-        subcommands: [ServeCommand.self, DemoCommand.self, PolicyCommand.self]
+        subcommands: [ServeCommand.self, DemoCommand.self, PolicyCommand.self, SeccompProfileCommand.self]
     )
 }
 

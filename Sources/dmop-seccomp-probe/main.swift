@@ -30,7 +30,7 @@ func report(_ rc: Int, _ err: Int32 = errno) -> Never {
 }
 
 let actions = [
-    "allowed", "ioctl-other-request", "ioctl-restrict", "ioctl-other-fd", "openat", "socket", "connect",
+    "allowed", "crash", "mmap-over-cap", "ioctl-dm-op", "ioctl-other-request", "ioctl-restrict", "ioctl-other-fd", "openat", "socket", "connect",
     "execve", "fork", "clone3", "mprotect-exec", "mmap-exec", "ptrace", "kill-other", "sendmsg-other-fd",
     "recvmsg-other-fd", "write-other-fd", "getsockopt-other-option", "shutdown-other-fd", "read-client", "dup-client",
     "accept-other-fd", "dup3-other-target",
@@ -167,12 +167,23 @@ func runProbe() -> Never {
         guard received == .datagram(4), buffer.prefix(4).elementsEqual("ping".utf8) else { die("received \(received)", 4) }
         do { try SeqPacket.send(connected, Array("pong".utf8)) } catch { die("\(error)", 4) }
         // Heap growth through brk and mmap, and a large realloc (mremap).
-        var big = [UInt8](repeating: 1, count: 8 << 20)
-        big.append(contentsOf: [UInt8](repeating: 2, count: 8 << 20))
+        var big = [UInt8](repeating: 1, count: 2 << 20)
+        big.append(contentsOf: [UInt8](repeating: 2, count: 2 << 20))
         if listening { shutdown(connected, Int32(SHUT_RDWR)) }
         do { try Sandbox.signalReady(fd: readyPipe[1]) } catch { die("\(error)", 4) }
         say("allowed: ok (\(simulated ? "no ioctl" : "ENOTTY from DM_OP"), peer pid \(credentials.pid), ping/pong, \(big.count) bytes)")
         exit(0)
+    case "crash":
+        // A Swift runtime trap after confinement: must end in SIGILL, not in
+        // a SIGSYS from the backtracer's system calls.
+        let values = [Int](repeating: 0, count: 1)
+        say("crashing: \(values[Int(parent) & 0x7fff_ffff | 1])")
+        exit(0)
+    case "mmap-over-cap":
+        // An allowed call that RLIMIT_AS must refuse: twice the cap.
+        let size = Int(ResourceLimits.defaultAddressSpace) * 2
+        let block = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        report(block == MAP_FAILED ? -1 : 0)
     case "ioctl-dm-op": report(ioctlRC(privcmd, dmOp))
     case "ioctl-other-request": report(ioctlRC(privcmd, UInt(cxen_ioctl_privcmd_hypercall())))
     case "ioctl-restrict": report(ioctlRC(privcmd, UInt(cxen_ioctl_privcmd_restrict())))

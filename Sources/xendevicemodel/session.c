@@ -507,6 +507,10 @@ static void session_break(xentoollog_logger *lg, const char *fmt, ...)
                  "lost the dmop-broker session: %s; every further call fails "
                  "with EIO", why);
     S.state = SESSION_BROKEN;
+    /* Whatever broke it, end it for both sides: the broker sees the
+     * hang-up and exits, a thread blocked in recv wakes up. */
+    if (S.fd >= 0)
+        shutdown(S.fd, SHUT_RDWR);
     for (w = S.waiters; w; w = w->next) {
         if (!w->done) {
             w->done = true;
@@ -681,7 +685,9 @@ int dmop_session_call(xendevicemodel_handle *dmod, domid_t domid,
     pthread_mutex_lock(&S.lock);
     if (S.state != SESSION_READY) {
         pthread_mutex_unlock(&S.lock);
-        dmop_log(lg, XTL_ERROR, -1, "no dmop-broker session");
+        /* Debug only: losing the session was logged once, at XTL_ERROR,
+         * and QEMU's hot paths would repeat this line per interrupt. */
+        dmop_log(lg, XTL_DEBUG, -1, "no dmop-broker session");
         errno = EIO;
         return -1;
     }

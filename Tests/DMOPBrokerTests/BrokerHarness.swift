@@ -33,7 +33,8 @@ final class BrokerUnderTest {
     private var exitStatus: Int32?
 
     init(mode: Mode = .socketPair, domid: UInt16 = 5, policy: String = TestSupport.policyPath("qemu-xen.policy"),
-         extraArguments: [String] = [], waitForReady: Bool = true, listenPath: String? = nil) throws {
+         extraArguments: [String] = [], waitForReady: Bool = true, listenPath: String? = nil,
+         brokerPath: String = TestSupport.brokerPath) throws {
         directory = TestSupport.temporaryDirectory()
         recordPath = directory.appendingPathComponent("record.jsonl").path
         auditPath = directory.appendingPathComponent("audit.log").path
@@ -42,7 +43,7 @@ final class BrokerUnderTest {
         var readyPipe: [Int32] = [-1, -1]
         guard pipe(&readyPipe) == 0 else { throw SystemError("pipe") }
         for fd in readyPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        var arguments = [TestSupport.brokerPath, "serve", "--hypervisor", "simulated", "--domid", String(domid),
+        var arguments = [brokerPath, "serve", "--hypervisor", "simulated", "--domid", String(domid),
                          "--policy", policy, "--simulated-record", recordPath, "--ready-fd", "4"]
         var fds: [(parent: Int32, child: Int32)] = [(readyPipe[1], 4)]
         var brokerEnd: FileDescriptor?
@@ -58,7 +59,7 @@ final class BrokerUnderTest {
         }
         if geteuid() == 0 && !extraArguments.contains("--user") { arguments.append("--allow-root") }
         arguments += extraArguments
-        pid = try Spawn.start(TestSupport.brokerPath, arguments, fds: fds, stderrPath: auditPath,
+        pid = try Spawn.start(brokerPath, arguments, fds: fds, stderrPath: auditPath,
                               environment: ["SWIFT_BACKTRACE=enable=no", "PATH=/usr/bin:/bin"])
         brokerEnd?.close()
         close(readyPipe[1])

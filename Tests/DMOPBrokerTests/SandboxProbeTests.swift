@@ -26,15 +26,15 @@ enum SeccompProbe {
     }
 
     /// Root runs the probe with --allow-root unless a --user is given.
-    static func run(_ arguments: [String]) throws -> Outcome {
+    static func run(_ arguments: [String],
+                    environment: [String] = ["SWIFT_BACKTRACE=enable=no", "PATH=/usr/bin:/bin"]) throws -> Outcome {
         let directory = TestSupport.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let errPath = directory.appendingPathComponent("stderr").path
         var argv = [path]
         if geteuid() == 0, !arguments.contains("--user") { argv.append("--allow-root") }
         argv += ["--trap-exit-code", String(ExitCodes.seccompViolation)] + arguments
-        let pid = try Spawn.start(path, argv, stderrPath: errPath,
-                                  environment: ["SWIFT_BACKTRACE=enable=no", "PATH=/usr/bin:/bin"])
+        let pid = try Spawn.start(path, argv, stderrPath: errPath, environment: environment)
         let status = try Spawn.wait(pid)
         let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
         return Outcome(status: status, stderr: stderr)
@@ -106,6 +106,19 @@ struct SandboxProbeTests {
         let outcome = try SeccompProbe.run(flags + ["allowed"])
         #expect(outcome.exitCode == 0, "\(outcome)")
         #expect(outcome.stderr.contains("probe: allowed: ok"), "\(outcome)")
+    }
+
+    @Test("a crash after confinement ends in SIGILL, with the Swift backtracer left enabled", arguments: ["enforce", "trap"])
+    func crashIsACrash(mode: String) throws {
+        let outcome = try SeccompProbe.run(["--mode", mode, "crash"], environment: ["SWIFT_BACKTRACE=enable=yes", "PATH=/usr/bin:/bin"])
+        #expect(outcome.confined, "\(outcome)")
+        #expect(outcome.signal == SIGILL, "\(outcome)")
+    }
+
+    @Test("RLIMIT_AS: an allowed mmap beyond the cap fails with ENOMEM")
+    func addressSpaceCap() throws {
+        let outcome = try SeccompProbe.run(["mmap-over-cap"])
+        #expect(outcome.confined && outcome.result?.rc == -1 && outcome.result?.errno == "ENOMEM", "\(outcome)")
     }
 
     @Test("positive control: DM_OP on the privcmd fd reaches the kernel (ENOTTY from /dev/null)")

@@ -129,3 +129,19 @@ struct SandboxProfileTests {
         #expect(plan.processes == 0 && plan.coreSize == 0)
     }
 }
+
+@Suite("dmop-broker seccomp-profile")
+struct SeccompProfileCommandTests {
+    @Test("prints every rule of the serve profile, and the PFC with --pfc")
+    func command() throws {
+        let result = try runBroker(["seccomp-profile", "--pfc"])
+        #expect(result.status == 0, "\(result.output)")
+        let profile = try SeccompProfile(descriptors: SandboxDescriptors(privcmd: 3, client: .listening(listener: 4, clientFd: 10)),
+                                         mode: .enforce)
+        #expect(result.output.hasPrefix(profile.render()), "\(result.output)")
+        #expect(result.output.contains("# filter for arch x86_64"), "\(result.output)")
+        let simulated = try runBroker(["seccomp-profile", "--hypervisor", "simulated", "--socket-fd", "3"])
+        #expect(simulated.status == 0 && !simulated.output.contains("\n  ioctl "), "\(simulated.output)")
+        #expect(simulated.output.contains("client=3 (inherited)"), "\(simulated.output)")
+    }
+}

@@ -90,9 +90,11 @@ struct SimulatedHypervisorTests {
         #expect(try SimulationRecord.read(path: path).count == 2)
     }
 
-    @Test("the CLI's guest is refused when no HVM guest could be it", arguments: [
-        (UInt16(0), UInt32(1)), (cxen_domid_first_reserved(), 1), (5, 0), (5, SimulatedXen.Limits.vcpus + 1),
-    ])
+    static let impossibleGuests: [(UInt16, UInt32)] = [
+        (0, 1), (cxen_domid_first_reserved(), 1), (5, 0), (5, SimulatedXen.Limits.vcpus + 1),
+    ]
+
+    @Test("the CLI's guest is refused when no HVM guest could be it", arguments: impossibleGuests)
     func impossibleGuest(domid: UInt16, vcpus: UInt32) {
         #expect(throws: HypervisorError.self) { _ = try SimulatedHypervisor(guestDomid: domid, vcpus: vcpus) }
     }

@@ -16,10 +16,11 @@
  *       hypervisor must reproduce.
  *   domain-fixture xen-version
  *       Prints the running hypervisor's version as MAJOR.MINOR.
- *   domain-fixture check-restricted PID DOMID
- *       Takes a copy of PID's privcmd fd (pidfd_getfd; the restriction lives
- *       in the open file description, so the copy shares it) and proves,
- *       without side effects, that it is restricted to exactly DOMID.
+ *   domain-fixture check-broker PID DOMID UID:GID PREFIX
+ *       The confined broker seen from outside: credentials, no_new_privs,
+ *       seccomp, open fds, and (through a pidfd_getfd copy of its privcmd
+ *       fd) that privcmd is restricted to exactly DOMID. Checks are named
+ *       PREFIX.broker-*.
  *
  * Every number (domctl and dmop op numbers, ioctl numbers, interface
  * versions) comes from Debian's libxen-dev headers, which are the same Xen
@@ -247,6 +248,35 @@ static int cmd_raw(domid_t dom)
     op.u.set_isa_irq_level.isa_irq = 16; /* ISA IRQs are 0..15 */
     expect("raw.isa-irq-16", dm_op(fd, dom, &op, 1, DMOP_SIZE, 0), -EINVAL);
 
+    /* The interrupt ops QEMU issues most, on a domain that never ran. */
+    memset(&op, 0, sizeof op);
+    op.op = XEN_DMOP_set_isa_irq_level;
+    op.u.set_isa_irq_level.isa_irq = 4;
+    op.u.set_isa_irq_level.level = 1;
+    expect("raw.isa-irq-4-high", dm_op(fd, dom, &op, 1, DMOP_SIZE, 0), 0);
+    op.u.set_isa_irq_level.level = 0;
+    expect("raw.isa-irq-4-low", dm_op(fd, dom, &op, 1, DMOP_SIZE, 0), 0);
+    op.u.set_isa_irq_level.level = 2;
+    expect("raw.isa-irq-level-2", dm_op(fd, dom, &op, 1, DMOP_SIZE, 0), -EINVAL);
+
+    memset(&op, 0, sizeof op);
+    op.op = XEN_DMOP_set_pci_link_route;
+    op.u.set_pci_link_route.link = 0;
+    op.u.set_pci_link_route.isa_irq = 5;
+    expect("raw.pci-link-route", dm_op(fd, dom, &op, 1, DMOP_SIZE, 0), 0);
+    op.u.set_pci_link_route.link = 4;
+    expect("raw.pci-link-4", dm_op(fd, dom, &op, 1, DMOP_SIZE, 0), -EINVAL);
+
+    memset(&op, 0, sizeof op);
+    op.op = XEN_DMOP_set_pci_intx_level;
+    op.u.set_pci_intx_level.device = 3;
+    op.u.set_pci_intx_level.level = 1;
+    expect("raw.pci-intx-high", dm_op(fd, dom, &op, 1, DMOP_SIZE, 0), 0);
+    op.u.set_pci_intx_level.level = 0;
+    expect("raw.pci-intx-low", dm_op(fd, dom, &op, 1, DMOP_SIZE, 0), 0);
+    op.u.set_pci_intx_level.device = 32;
+    expect("raw.pci-intx-device-32", dm_op(fd, dom, &op, 1, DMOP_SIZE, 0), -EINVAL);
+
     memset(&op, 0, sizeof op);
     op.op = XEN_DMOP_modified_memory;
     expect("raw.modified-memory-1-buf", dm_op(fd, dom, &op, 1, DMOP_SIZE, 0), -EINVAL);
@@ -281,75 +311,156 @@ static int cmd_raw(domid_t dom)
     return xt_failed ? 1 : 0;
 }
 
-/*
- * The broker's privcmd fd, seen from outside. Side-effect free:
- *  - HYPERCALL with a NULL argument: privcmd answers EPERM on a restricted
- *    fd before it reads the argument, EFAULT on an unrestricted one;
- *  - DM_OP with num=0 returns 0 without a hypercall, but only after the
- *    domid check: 0 for DOMID, EPERM for any other domid proves the
- *    restriction names exactly DOMID.
- */
-static int cmd_check_restricted(pid_t pid, domid_t dom)
+/* The value of "Key:" in /proc/PID/status, whitespace squeezed; "" if absent. */
+static void status_field(const char *status, const char *key, char *out, size_t size)
 {
-    char dir[64], path[PATH_MAX + 1], link[PATH_MAX + 1];
-    int pidfd, found = 0;
+    size_t klen = strlen(key), n = 0;
+    const char *p = status;
+
+    out[0] = 0;
+    while (p && *p) {
+        if (strncmp(p, key, klen) == 0 && p[klen] == ':') {
+            p += klen + 1;
+            while (*p && *p != '\n' && n + 1 < size) {
+                if (*p == ' ' || *p == '\t') {
+                    if (n > 0 && out[n - 1] != ' ')
+                        out[n++] = ' ';
+                } else {
+                    out[n++] = *p;
+                }
+                p++;
+            }
+            if (n > 0 && out[n - 1] == ' ')
+                n--;
+            out[n] = 0;
+            return;
+        }
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+}
+
+/*
+ * The confined broker, seen from outside (one process: every fork counts
+ * under TCG). PREFIX names the checks.
+ *  - /proc/PID/status: the dropped uid and gid, no groups, no capabilities,
+ *    no_new_privs, a seccomp filter;
+ *  - open fds beyond stdio: only privcmd and sockets, exactly one privcmd;
+ *  - that privcmd fd, copied with pidfd_getfd (the restriction lives in the
+ *    open file description, so the copy shares it), without side effects:
+ *    HYPERCALL with a NULL argument is EPERM on a restricted fd (checked
+ *    before the argument is read) and EFAULT on an unrestricted one; DM_OP
+ *    with num=0 returns 0 without a hypercall, but only after the domid
+ *    check: 0 for DOMID and EPERM for other domids proves the restriction
+ *    names exactly DOMID.
+ */
+static int cmd_check_broker(pid_t pid, domid_t dom, unsigned uid, unsigned gid, const char *prefix)
+{
+    char path[64], link[PATH_MAX + 1], status[8192], v[256], want[64], name[128], extra[512] = "";
+    int pidfd, fd, n, found = 0;
+    size_t el = 0;
     DIR *d;
     struct dirent *e;
 
-    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
-    d = opendir(dir);
+#define NAME(suffix) (snprintf(name, sizeof name, "%s.%s", prefix, suffix), name)
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    n = fd < 0 ? -1 : (int)read(fd, status, sizeof status - 1);
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0) {
+        xt_check(NAME("broker-status"), 0, "cannot read %s: %s", path, strerror(errno));
+        return 1;
+    }
+    status[n] = 0;
+    snprintf(want, sizeof want, "%u %u %u %u", uid, uid, uid, uid);
+    status_field(status, "Uid", v, sizeof v);
+    xt_check(NAME("broker-uid"), strcmp(v, want) == 0, "Uid: %s", v);
+    snprintf(want, sizeof want, "%u %u %u %u", gid, gid, gid, gid);
+    status_field(status, "Gid", v, sizeof v);
+    xt_check(NAME("broker-gid"), strcmp(v, want) == 0, "Gid: %s", v);
+    status_field(status, "Groups", v, sizeof v);
+    xt_check(NAME("broker-groups"), v[0] == 0, "Groups: '%s'", v);
+    status_field(status, "NoNewPrivs", v, sizeof v);
+    xt_check(NAME("broker-no-new-privs"), strcmp(v, "1") == 0, "NoNewPrivs: %s", v);
+    status_field(status, "Seccomp", v, sizeof v);
+    xt_check(NAME("broker-seccomp"), strcmp(v, "2") == 0, "Seccomp: %s (2 = filter)", v);
+    {
+        char eff[64], prm[64], amb[64];
+        status_field(status, "CapEff", eff, sizeof eff);
+        status_field(status, "CapPrm", prm, sizeof prm);
+        status_field(status, "CapAmb", amb, sizeof amb);
+        xt_check(NAME("broker-no-caps"),
+                 strtoull(eff, NULL, 16) == 0 && strtoull(prm, NULL, 16) == 0 && strtoull(amb, NULL, 16) == 0 &&
+                     eff[0] && prm[0],
+                 "CapEff: %s CapPrm: %s CapAmb: %s", eff, prm, amb);
+    }
+
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    d = opendir(path);
     if (!d) {
-        xt_check("broker.privcmd-fd", 0, "cannot list %s: %s", dir, strerror(errno));
+        xt_check(NAME("broker-fds"), 0, "cannot list %s: %s", path, strerror(errno));
         return 1;
     }
     pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (pidfd < 0) {
-        xt_check("broker.privcmd-fd", 0, "pidfd_open(%d): %s", (int)pid, strerror(errno));
-        closedir(d);
-        return 1;
-    }
+    if (pidfd < 0)
+        xt_check(NAME("broker-pidfd"), 0, "pidfd_open(%d): %s", (int)pid, strerror(errno));
     while ((e = readdir(d)) != NULL) {
-        ssize_t n;
-        int target, fd;
         privcmd_dm_op_t arg;
-        char name[96];
+        ssize_t len;
+        int target, copy;
 
         if (e->d_name[0] == '.')
             continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        n = readlink(path, link, sizeof link - 1);
-        if (n < 0)
-            continue;
-        link[n] = 0;
-        if (strcmp(link, PRIVCMD) != 0)
-            continue;
-        found++;
         target = atoi(e->d_name);
-        fd = (int)syscall(SYS_pidfd_getfd, pidfd, target, 0);
-        if (fd < 0) {
-            xt_check("broker.privcmd-fd", 0, "pidfd_getfd(fd %d): %s", target, strerror(errno));
+        len = readlinkat(dirfd(d), e->d_name, link, sizeof link - 1);
+        if (len < 0)
+            continue;
+        link[len] = 0;
+        if (target <= 2)
+            continue; /* stdio: whatever the toolstack gave (here a log file) */
+        if (strncmp(link, "socket:", 7) == 0)
+            continue;
+        if (strcmp(link, PRIVCMD) != 0) {
+            el += (size_t)snprintf(extra + el, el < sizeof extra ? sizeof extra - el : 0, " %d->%s", target, link);
+            if (el >= sizeof extra)
+                el = sizeof extra - 1;
             continue;
         }
-        snprintf(name, sizeof name, "broker.fd%d-hypercall-refused", target);
-        expect(name, xioctl(fd, IOCTL_PRIVCMD_HYPERCALL, NULL), -EPERM);
-
+        found++;
+        if (pidfd < 0)
+            continue;
+        copy = (int)syscall(SYS_pidfd_getfd, pidfd, target, 0);
+        if (copy < 0) {
+            xt_check(NAME("broker-privcmd-copy"), 0, "pidfd_getfd(fd %d): %s", target, strerror(errno));
+            continue;
+        }
+        n = xioctl(copy, IOCTL_PRIVCMD_HYPERCALL, NULL);
+        xt_check(NAME("broker-privcmd-hypercall-refused"), n == -EPERM, "fd %d: rc=%d (%s), EPERM when restricted",
+                 target, n, xt_errname(n));
         memset(&arg, 0, sizeof arg);
         arg.dom = dom;
-        snprintf(name, sizeof name, "broker.fd%d-serves-domid", target);
-        expect(name, xioctl(fd, IOCTL_PRIVCMD_DM_OP, &arg), 0);
-
+        n = xioctl(copy, IOCTL_PRIVCMD_DM_OP, &arg);
+        xt_check(NAME("broker-privcmd-serves-domid"), n == 0, "fd %d: DM_OP(dom %u, num=0) rc=%d (%s)", target,
+                 dom, n, xt_errname(n));
         arg.dom = (domid_t)(dom + 1);
-        snprintf(name, sizeof name, "broker.fd%d-refuses-domid+1", target);
-        expect(name, xioctl(fd, IOCTL_PRIVCMD_DM_OP, &arg), -EPERM);
+        n = xioctl(copy, IOCTL_PRIVCMD_DM_OP, &arg);
+        xt_check(NAME("broker-privcmd-refuses-domid+1"), n == -EPERM, "fd %d: DM_OP(dom %u, num=0) rc=%d (%s)",
+                 target, arg.dom, n, xt_errname(n));
         arg.dom = 0;
-        snprintf(name, sizeof name, "broker.fd%d-refuses-dom0", target);
-        expect(name, xioctl(fd, IOCTL_PRIVCMD_DM_OP, &arg), -EPERM);
-        close(fd);
+        n = xioctl(copy, IOCTL_PRIVCMD_DM_OP, &arg);
+        xt_check(NAME("broker-privcmd-refuses-dom0"), n == -EPERM, "fd %d: DM_OP(dom 0, num=0) rc=%d (%s)", target,
+                 n, xt_errname(n));
+        close(copy);
     }
     closedir(d);
-    close(pidfd);
-    /* One fd: a second one would be a leak the sandbox should have closed. */
-    xt_check("broker.privcmd-fd-count", found == 1, "%d privcmd fd(s) in pid %d", found, (int)pid);
+    if (pidfd >= 0)
+        close(pidfd);
+    xt_check(NAME("broker-fds"), extra[0] == 0, "beyond stdio, privcmd and sockets:%s", extra[0] ? extra : " none");
+    /* One: a second one would be a leak the sandbox should have closed. */
+    xt_check(NAME("broker-privcmd-fd-count"), found == 1, "%d privcmd fd(s) in pid %d", found, (int)pid);
+#undef NAME
     return xt_failed ? 1 : 0;
 }
 
@@ -360,7 +471,7 @@ static void usage(void)
             "       domain-fixture destroy DOMID\n"
             "       domain-fixture raw DOMID\n"
             "       domain-fixture xen-version\n"
-            "       domain-fixture check-restricted PID DOMID\n");
+            "       domain-fixture check-broker PID DOMID UID:GID PREFIX\n");
     exit(2);
 }
 
@@ -429,12 +540,13 @@ int main(int argc, char **argv)
             return 2;
         return cmd_raw(dom);
     }
-    if (strcmp(argv[1], "check-restricted") == 0 && argc == 4) {
+    if (strcmp(argv[1], "check-broker") == 0 && argc == 6) {
         char *end;
         long pid = strtol(argv[2], &end, 10);
-        if (*end || pid <= 0 || parse_domid(argv[3], &dom) != 0)
-            return 2;
-        return cmd_check_restricted((pid_t)pid, dom);
+        unsigned uid, gid;
+        if (*end || pid <= 0 || parse_domid(argv[3], &dom) != 0 || sscanf(argv[4], "%u:%u", &uid, &gid) != 2)
+            usage();
+        return cmd_check_broker((pid_t)pid, dom, uid, gid, argv[5]);
     }
     usage();
     return 2;

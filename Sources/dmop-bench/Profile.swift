@@ -1,0 +1,52 @@
+import DMOPCore
+import DMOPHypervisor
+import DMOPPosix
+import DMOPServer
+import Glibc
+import Logging
+
+/// `dmop-bench serve-unconfined --listen PATH --policy PATH`: the broker's
+/// request loop (BrokerServer, the audit handler, the simulated hypervisor)
+/// in this process, without the sandbox step of `dmop-broker serve`.
+/// valgrind cannot run the real broker (it does not implement seccomp(2)),
+/// so this is what `valgrind --tool=callgrind` profiles; driven by
+/// `dmop-bench load`. Never a way to serve a guest.
+enum UnconfinedServeMode {
+    static func run(_ arguments: ArraySlice<String>) -> Never {
+        var listenPath: String?
+        var policyPath = "policy/qemu-xen.policy"
+        var rest = arguments
+        while let flag = rest.popFirst() {
+            guard let value = rest.popFirst() else { fail("serve-unconfined: \(flag) needs a value") }
+            switch flag {
+            case "--listen": listenPath = value
+            case "--policy": policyPath = value
+            default: fail("serve-unconfined: unknown option \(flag)")
+            }
+        }
+        guard let listenPath else { fail("serve-unconfined: --listen PATH is required") }
+        let domid = BrokerProcess.domid
+        let policy: Policy
+        let hypervisor: SimulatedHypervisor
+        let listener: FileDescriptor
+        do {
+            policy = try Policy.parse(String(decoding: try Files.read(policyPath), as: UTF8.self), file: policyPath)
+            hypervisor = try SimulatedHypervisor(guestDomid: domid, vcpus: 2)
+            try hypervisor.restrict(to: domid)
+            listener = try SeqPacket.listen(path: listenPath)
+        } catch {
+            fail("serve-unconfined: \(error)")
+        }
+        let audit = Logger(label: "dmop-broker[\(getpid())]") { AuditLogHandler(label: $0) }
+        let server = BrokerServer(domid: domid, policy: policy, hypervisor: hypervisor, peerUID: nil, audit: audit)
+        // FileDescriptor closes in deinit: keep both alive while their raw
+        // numbers are in use.
+        let end = withExtendedLifetime(listener) { () -> SessionEnd in
+            let connection: FileDescriptor
+            do { connection = try SeqPacket.accept(listener.rawValue) } catch { fail("serve-unconfined: \(error)") }
+            return withExtendedLifetime(connection) { server.serve(connection: connection.rawValue) }
+        }
+        unlink(listenPath)
+        exit(end == .hangUp ? 0 : 1)
+    }
+}
