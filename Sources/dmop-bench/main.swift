@@ -34,10 +34,13 @@ struct BenchConfig {
     /// Where the brokers' stderr (the audit log) goes; default a file in a
     /// private temporary directory, as a toolstack logs to a file.
     var auditLog: String?
+    /// One part only (roundtrip, decision, startup, memory): for profiling.
+    var only: String?
 
     static let usage = """
         usage: dmop-bench [--quick] [--check] [--broker PATH] [--policy PATH] [--xendevicemodel PATH]
                           [--iterations N] [--startup-runs N] [--cpu N] [--no-realtime] [--audit-log PATH]
+                          [--only roundtrip|decision|startup|memory]
                dmop-bench load --socket PATH [--requests N] [--op intx|vram|mix]
                  (drive a broker started by hand, e.g. under perf record)
                dmop-bench serve-unconfined --listen PATH [--policy PATH]
@@ -52,6 +55,7 @@ struct BenchConfig {
           --cpu N            the CPU of the one-CPU regime (default: the last one allowed)
           --audit-log PATH   the brokers' stderr (audit log) to PATH, e.g. /dev/null to see its cost
                              (default: a file in a private directory under /tmp)
+          --only PART        run one part (no ratio line unless PART is roundtrip); for profiling
           --no-realtime      measure round trips at normal priority (default: SCHED_FIFO 1 for the
                              bench, echo and broker processes alike, when permitted)
         """
@@ -83,6 +87,12 @@ struct BenchConfig {
             case "--check": config.check = true
             case "--no-realtime": config.realtime = false
             case "--audit-log": config.auditLog = value(flag)
+            case "--only":
+                let part = value(flag)
+                guard ["roundtrip", "decision", "startup", "memory"].contains(part) else {
+                    fail("--only: '\(part)' is not roundtrip, decision, startup or memory")
+                }
+                config.only = part
             case "--broker": config.broker = value(flag)
             case "--policy": config.policy = value(flag)
             case "--xendevicemodel": config.library = value(flag)

@@ -11,14 +11,15 @@ struct DemoCommand: ParsableCommand {
         commandName: "demo",
         abstract: "Run a broker on the simulated hypervisor and a QEMU-like client; print a transcript.")
 
-    @Option(help: "Policy for the demo broker.")
-    var policy: String = "policy/qemu-xen.policy"
+    @Option(help: "Policy for the demo broker (default: policy/qemu-xen.policy of the source tree, or /etc/dmop-broker/qemu-xen.policy).")
+    var policy: String?
 
     @Option(help: "Domid of the simulated guest.")
     var domid: Domid = Domid(argument: "5")!
 
     func run() throws {
         guard let executable = Files.selfExecutable() else { fail(.usage, "cannot find my own executable") }
+        let policy = self.policy ?? Self.defaultPolicy(executable: executable)
         let workDirectory = makeTemporaryDirectory()
         let record = workDirectory + "/record.jsonl"
         let auditLog = workDirectory + "/audit.log"
@@ -149,6 +150,20 @@ struct DemoCommand: ParsableCommand {
             say("  FAILED  \(label): not refused by the broker (result \(reply.result))")
             throw ExitCode.failure
         }
+    }
+
+    /// The shipped policy: in the working directory's source tree, above the
+    /// build directory the executable lives in, or where scripts/install puts it.
+    static func defaultPolicy(executable: String) -> String {
+        let relative = "policy/qemu-xen.policy"
+        var candidates = [relative]
+        var directory = executable
+        while let slash = directory.lastIndex(of: "/"), slash != directory.startIndex {
+            directory = String(directory[..<slash])
+            candidates.append(directory + "/" + relative)
+        }
+        candidates.append("/etc/dmop-broker/qemu-xen.policy")
+        return candidates.first { access($0, R_OK) == 0 } ?? relative
     }
 
     func section(_ title: String) { say("\n== \(title)") }

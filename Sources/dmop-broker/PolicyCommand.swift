@@ -1,5 +1,6 @@
 import ArgumentParser
 import DMOPCore
+import DMOPHypervisor
 import DMOPPosix
 import Glibc
 
@@ -7,7 +8,7 @@ struct PolicyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "policy",
         abstract: "Check policy files and explain decisions.",
-        subcommands: [Check.self, Explain.self]
+        subcommands: [Check.self, Explain.self, Learn.self]
     )
 
     struct Check: ParsableCommand {
@@ -97,6 +98,39 @@ struct PolicyCommand: ParsableCommand {
             case .refuse(let reason, let detail):
                 print("refuse: \(reason.name) (errno \(Errno.name(reason.errno))): \(detail)")
             }
+        }
+    }
+}
+
+extension PolicyCommand {
+    struct Learn: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print a minimal policy for what a session really did.",
+            discussion: "Feed it the audit log (stderr) of a broker that ran the device model, or a --simulated-record file; review the result and add argument conditions before use.")
+
+        @Option(help: "An audit log of dmop-broker serve (repeatable).")
+        var audit: [String] = []
+
+        @Option(help: "A --simulated-record file (repeatable).")
+        var record: [String] = []
+
+        func validate() throws {
+            if audit.isEmpty && record.isEmpty { throw ValidationError("give at least one --audit or --record file") }
+        }
+
+        func run() throws {
+            var learner = PolicyLearner()
+            for path in audit {
+                let bytes = try Files.read(path, limit: 1 << 30)
+                learner.addSource(path)
+                for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") { learner.noteAuditLine(line) }
+            }
+            for path in record {
+                let bytes = try Files.read(path, limit: 1 << 30)
+                learner.addSource(path)
+                for entry in try SimulationRecord.parse(bytes) { learner.noteForwarded(opNumber: entry.op) }
+            }
+            print(learner.render(), terminator: "")
         }
     }
 }

@@ -1,0 +1,255 @@
+#!/bin/sh
+# PID 1 of the Debian dom0 that scripts/xen-qemu-test boots (after the tiny
+# initramfs switch_roots to the ext4 rootfs on /dev/vda).
+#
+# Starts the real toolstack (xenstored, xen-init-dom0, xenconsoled), then
+# `xl create`s HVM guests whose device model is Debian's unmodified
+# qemu-system-xen, and checks what reached Xen and how:
+#   xq-plain  baseline: qemu-xen as libxl runs it, dm_restrict=1, no broker
+#   xq-brk    SeaBIOS, vga="none", QEMU under dmop-qemu-wrapper
+#   xq-vga    SeaBIOS, vga="stdvga", QEMU under dmop-qemu-wrapper
+#   xq-nomap  like xq-brk with a policy that lacks map_io_range_to_ioreq_server
+# Results are "TEST <name> PASS|FAIL <detail>" lines in /xq-out/results.txt
+# (also on the console); the host reads /xq-out from the disk image after
+# the VM has powered off. XQ-END on the console marks a complete run.
+# Settings arrive as kernel command-line words: xq_guests (default
+# plain+brk+vga+nomap), xq_wait (seconds a good boot may take, default 60),
+# xq_fail_wait (seconds the nomap guest is given, default 25).
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/xen-4.17/bin
+OUT=/xq-out
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mount -o remount,rw /
+dmesg -n 1
+rm -rf $OUT; mkdir -p $OUT
+up() { cut -d' ' -f1 /proc/uptime; }
+since() { awk -v a="$1" -v b="$(up)" 'BEGIN { printf "%.2f", b - a }'; }
+log() { echo "XQ[$(up)] $*"; }
+result() { echo "TEST $1 $2 $3" | tee -a $OUT/results.txt; }
+pass() { result "$1" PASS "$2"; }
+fail() { result "$1" FAIL "$2"; }
+finish() {
+    log "XQ-END"
+    cp /var/log/xen/* $OUT/ 2>/dev/null
+    sync
+    reboot -f
+    sleep 10
+    echo b >/proc/sysrq-trigger
+}
+log "dom0 up, kernel $(uname -r)"
+
+# ---- toolstack ------------------------------------------------------------
+for m in xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc; do modprobe $m || log "modprobe $m failed"; done
+mkdir -p /proc/xen
+mount -t xenfs xenfs /proc/xen
+mkdir -p /run/xen /run/xenstored /var/log/xen /var/lib/xen
+rm -f /var/log/xen/*
+ip link set lo up 2>/dev/null
+export XENSTORED_ROOTDIR=/run/xenstored
+xenstored --pid-file /run/xenstore.pid
+i=0
+while ! xenstore-read -s / >/dev/null 2>&1; do
+    i=$((i + 1)); [ $i -gt 300 ] && break; sleep 0.1
+done
+xen-init-dom0 >/dev/null 2>&1
+xenconsoled --pid-file /run/xenconsoled.pid --log=guest --log-dir=/var/log/xen
+XV=$(xl info 2>/dev/null | awk '/^xen_version/ { print $3 }')
+if [ -n "$XV" ] && [ -c /dev/xen/privcmd ]; then
+    pass dom0.toolstack "xenstored, xen-init-dom0, xenconsoled up; Xen $XV; qemu $(dpkg-query -W -f='${Version}' qemu-system-xen)"
+else
+    fail dom0.toolstack "xl info failed or no /dev/xen/privcmd"
+    finish
+fi
+
+# pid_of_dm DOMID: QEMU's pid (the wrapper execs QEMU in place: same pid).
+pid_of_dm() { pgrep -f -- "^/usr/libexec/xen-qemu-system-i386 .*-xen-domid $1 " | head -1; }
+# pid_of_broker DOMID
+pid_of_broker() { pgrep -f -- "dmop-broker serve --domid $1 " | head -1; }
+# marker DOMID REGEX: does the guest's debug output (port 0xe9) match?
+marker() { xl dmesg | grep -q -E "\(d$1\).*($2)"; }
+
+# ---- one guest --------------------------------------------------------------
+# run_guest NAME WAIT EXPECT(boot|fail) BROKER(0|1): creates the guest, waits
+# for "No bootable device" (or WAIT seconds), runs the checks, destroys it.
+# Leaves DOMID, QPID, BPID set for extra checks run from the hook guest_hook.
+run_guest() {
+    name=$1 wait_s=$2 expect=$3 broker=$4
+    cfg=/etc/xen/$name.cfg
+    T=$(up)
+    xl -vvv create $cfg >/var/log/xen/xl-create-$name.log 2>&1
+    rc=$?
+    created=$(since $T)
+    DOMID=$(xl domid $name 2>/dev/null)
+    if [ $rc != 0 ] || [ -z "$DOMID" ]; then
+        fail $name.create "xl create rc=$rc (log: xl-create-$name.log)"
+        tail -n 20 /var/log/xen/xl-create-$name.log
+        [ -n "$DOMID" ] && xl destroy $name
+        return 1
+    fi
+    pass $name.create "domid $DOMID, xl create returned in ${created}s"
+    reached=""
+    while :; do
+        if marker $DOMID 'No bootable device'; then reached=$(since $T); break; fi
+        awk -v a="$T" -v b="$(up)" -v w="$wait_s" 'BEGIN { exit !(b - a >= w) }' && break
+        xl list $name >/dev/null 2>&1 || break
+        sleep 0.2
+    done
+    lastline=$(xl dmesg | grep "(d$DOMID)" | tail -1 | sed 's/^.*(d[0-9]*) //')
+    xl dmesg | grep "(d$DOMID)" >$OUT/guest-$name.log
+    if [ "$expect" = boot ]; then
+        if [ -n "$reached" ]; then
+            pass $name.firmware "\"No bootable device\" ${reached}s after xl create"
+            echo "$name $reached" >>$OUT/boot-times.txt
+        else
+            fail $name.firmware "no \"No bootable device\" within ${wait_s}s; last guest line: $lastline"
+        fi
+    else
+        if [ -z "$reached" ]; then
+            pass $name.boot-fails "no \"No bootable device\" within ${wait_s}s; last guest line: $lastline"
+        else
+            fail $name.boot-fails "the guest booted (${reached}s) although its device model lacked map_io_range_to_ioreq_server"
+        fi
+    fi
+    sleep 1
+    QPID=$(pid_of_dm $DOMID)
+    if [ "$expect" = boot ]; then
+        if [ -n "$QPID" ] && [ -d /proc/$QPID ] && xl list $name >/dev/null 2>&1; then
+            pass $name.qemu-alive "pid $QPID ($(ps -o user= -p $QPID)) still running, domain $(xl list $name | awk 'NR == 2 { print $5 }')"
+        else
+            fail $name.qemu-alive "no QEMU for domid $DOMID"
+        fi
+    fi
+    BPID=""
+    if [ "$broker" = 1 ]; then
+        BPID=$(pid_of_broker $DOMID)
+        if [ -n "$QPID" ] && grep -q ' /usr/lib/dmop-broker/libxendevicemodel.so.1$' /proc/$QPID/maps; then
+            pass $name.qemu-library "QEMU mapped /usr/lib/dmop-broker/libxendevicemodel.so.1"
+        elif [ "$expect" = boot ]; then
+            fail $name.qemu-library "QEMU (pid ${QPID:-none}) did not load the broker's libxendevicemodel"
+        fi
+        if [ -n "$QPID" ]; then
+            filt=$(awk '/^Seccomp:/ { print $2 }' /proc/$QPID/status)
+            if [ "$filt" = 2 ]; then
+                pass $name.qemu-filtered "QEMU runs under the wrapper's seccomp filter (Seccomp: 2, NoNewPrivs: $(awk '/^NoNewPrivs:/ { print $2 }' /proc/$QPID/status))"
+            else
+                fail $name.qemu-filtered "QEMU Seccomp: ${filt:-?}"
+            fi
+        fi
+        if [ -n "$BPID" ]; then
+            st=/proc/$BPID/status
+            sec=$(awk '/^Seccomp:/ { print $2 }' $st)
+            uids=$(awk '/^Uid:/ { print $2, $3, $4, $5 }' $st)
+            buser=$(ps -o user= -p $BPID)
+            pc=$(for f in /proc/$BPID/fd/*; do readlink $f; done | grep -c '^/dev/xen/privcmd$')
+            if [ "$sec" = 2 ] && [ "$pc" -ge 1 ] && ! echo " $uids " | grep -q ' 0 '; then
+                pass $name.broker-confined "broker pid $BPID: Seccomp 2, uids $uids ($buser), holds /dev/xen/privcmd"
+            else
+                fail $name.broker-confined "broker pid $BPID: Seccomp ${sec:-?}, uids ${uids:-?}, privcmd fds $pc"
+            fi
+            ppid=$(awk '/^PPid:/ { print $2 }' $st)
+            [ "$ppid" = 1 ] && pass $name.broker-detached "broker's parent is init, not QEMU" ||
+                fail $name.broker-detached "broker's parent is pid $ppid"
+        else
+            fail $name.broker-confined "no dmop-broker serve --domid $DOMID running"
+        fi
+    fi
+    type guest_hook >/dev/null 2>&1 && guest_hook $name
+    ps -eo pid,ppid,user,etime,args | grep -E 'qemu-system|dmop-broker' | grep -v grep >$OUT/ps-$name.txt
+    T=$(up)
+    xl destroy $name
+    destroyed=$(since $T)
+    if [ "$broker" = 1 ] && [ -n "$BPID" ]; then
+        i=0
+        while [ -d /proc/$BPID ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+        if [ -d /proc/$BPID ]; then
+            fail $name.broker-exits "broker pid $BPID still running 5 s after xl destroy (${destroyed}s)"
+            kill -9 $BPID
+        else
+            pass $name.broker-exits "broker pid $BPID gone after xl destroy (${destroyed}s)"
+        fi
+    fi
+    cp /var/log/xen/qemu-dm-$name.log $OUT/ 2>/dev/null
+    audit_checks $name $expect $broker
+    return 0
+}
+
+# audit_checks NAME EXPECT BROKER: what the broker said on QEMU's stderr.
+audit_checks() {
+    name=$1 expect=$2 broker=$3
+    f=$OUT/qemu-dm-$name.log
+    [ "$broker" = 1 ] || return 0
+    fwd=$(grep -c 'verdict=forward' $f)
+    bad=$(grep 'verdict=forward' $f | grep -vc ' rc=0 ')
+    ref=$(grep -c 'verdict=refuse' $f)
+    # Per-op counts, for the note.
+    grep -o 'op=[a-z_0-9]* verdict=[a-z]*' $f | sort | uniq -c | sort -rn |
+        awk -v n=$name '{ print n, $2, $3, $1 }' >>$OUT/dmop-counts.txt
+    if [ "$expect" = boot ]; then
+        if [ "$fwd" -ge 100 ] && [ "$bad" = 0 ] && grep -q 'op=create_ioreq_server verdict=forward' $f &&
+            grep -q 'op=map_io_range_to_ioreq_server verdict=forward' $f; then
+            pass $name.audit-forwarded "$fwd DMOPs forwarded, all rc=0 ($(grep -o 'op=[a-z_]* verdict=forward' $f | sed 's/op=//; s/ verdict=forward//' | sort | uniq -c | awk '{ printf "%s%s %s", s, $2, $1; s = ", " }'))"
+        else
+            fail $name.audit-forwarded "$fwd forwarded, $bad with rc!=0 (log: qemu-dm-$name.log)"
+        fi
+        if [ "$ref" = 0 ]; then
+            pass $name.audit-no-refusal "no DMOP refused"
+        else
+            fail $name.audit-no-refusal "$ref refused: $(grep 'verdict=refuse' $f | grep -o 'op=[a-z_]*' | sort | uniq -c | tr -s ' ' | tr '\n' ';')"
+        fi
+        if grep -q 'session end' $f; then
+            pass $name.audit-session-end "$(grep -o 'session end: .*' $f | tail -1)"
+        else
+            fail $name.audit-session-end "no \"session end\" line from the broker after xl destroy"
+        fi
+    else
+        if grep 'verdict=refuse' $f | grep -q 'op=map_io_range_to_ioreq_server'; then
+            pass $name.audit-refused "refused: $(grep 'verdict=refuse' $f | grep -m1 'op=map_io_range_to_ioreq_server' | sed 's/^.*peer_pid=/peer_pid=/')"
+        else
+            fail $name.audit-refused "the audit log names no refused map_io_range_to_ioreq_server"
+        fi
+    fi
+}
+
+# While xq-brk runs: a stand-in for QEMU under the same wrapper tries the DMOP
+# directly (must be EPERM) and through the library (must reach Xen); the same
+# binary run directly in dom0 is the control (direct must work there).
+guest_hook() {
+    [ "$1" = xq-brk ] || return 0
+    ctl=$(/usr/local/lib/xq/dmop-standin -xen-domid $DOMID direct)
+    if echo "$ctl" | grep -q 'direct rc=0 '; then
+        pass standin.control "unwrapped in dom0: $ctl"
+    else
+        fail standin.control "unwrapped in dom0: ${ctl:-no output} (the direct DMOP should work here)"
+    fi
+    out=$(dmop-qemu-wrapper --qemu /usr/local/lib/xq/dmop-standin -xen-domid $DOMID -xen-domid-restrict \
+        direct library 2>$OUT/standin-wrapper.log)
+    echo "$out" >$OUT/standin.txt
+    if echo "$out" | grep -q 'direct rc=-1 errno=1 '; then
+        pass standin.direct-dmop-eperm "under dmop-qemu-wrapper: $(echo "$out" | grep direct)"
+    else
+        fail standin.direct-dmop-eperm "under dmop-qemu-wrapper: ${out:-no output} (stderr: $(tail -3 $OUT/standin-wrapper.log | tr '\n' ' '))"
+    fi
+    if echo "$out" | grep -q 'library rc=0 ' && grep -q 'op=set_isa_irq_level verdict=forward.* rc=0 ' $OUT/standin-wrapper.log; then
+        pass standin.library-dmop "under dmop-qemu-wrapper: $(echo "$out" | grep library), broker forwarded it"
+    else
+        fail standin.library-dmop "under dmop-qemu-wrapper: ${out:-no output} (stderr: $(tail -3 $OUT/standin-wrapper.log | tr '\n' ' '))"
+    fi
+}
+
+for g in $(echo "${xq_guests:-plain+brk+vga+nomap}" | tr + ' '); do
+    case $g in
+    plain) run_guest xq-plain "${xq_wait:-60}" boot 0 ;;
+    brk) run_guest xq-brk "${xq_wait:-60}" boot 1 ;;
+    vga) run_guest xq-vga "${xq_wait:-60}" boot 1 ;;
+    nomap) run_guest xq-nomap "${xq_fail_wait:-25}" fail 1 ;;
+    *) fail dom0.guests "unknown guest $g" ;;
+    esac
+done
+echo "XQ-COUNT $(grep -c . $OUT/results.txt)" | tee $OUT/count.txt
+finish
