@@ -9,6 +9,12 @@ public struct PolicyLearner {
         public var deniedByPolicy = 0
         /// Refused by an argument condition: the rule exists, its condition may be too narrow.
         public var deniedByCondition = 0
+
+        public init(forwarded: Int = 0, deniedByPolicy: Int = 0, deniedByCondition: Int = 0) {
+            self.forwarded = forwarded
+            self.deniedByPolicy = deniedByPolicy
+            self.deniedByCondition = deniedByCondition
+        }
     }
 
     public private(set) var seen: [UInt32: Seen] = [:]
