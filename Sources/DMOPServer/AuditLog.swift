@@ -102,6 +102,7 @@ struct LineBuffer {
         count += 1
     }
 
+    @inline(__always)
     mutating func append(_ raw: UnsafeBufferPointer<UInt8>) {
         guard let source = raw.baseAddress, raw.count > 0 else { return }
         reserve(raw.count)
@@ -116,6 +117,7 @@ struct LineBuffer {
     }
 
     /// Decimal digits of `value`, as String(value) spells them.
+    @inline(__always)
     mutating func appendDecimal(_ value: UInt64) {
         var digits = 1
         var rest = value
@@ -132,6 +134,19 @@ struct LineBuffer {
     mutating func appendDecimal(_ value: Int64) {
         if value < 0 { append(UInt8(ascii: "-")) }
         appendDecimal(value.magnitude)
+    }
+
+    /// Exactly `width` digits of a value in 0..<10^width (the fraction of a
+    /// second): what appendPadded gives for it, without the digit count.
+    @inline(__always)
+    mutating func appendFixedDigits(_ value: UInt64, _ width: Int) {
+        reserve(width)
+        var rest = value
+        for position in stride(from: count + width - 1, through: count, by: -1) {
+            base[position] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: rest % 10)
+            rest /= 10
+        }
+        count += width
     }
 
     /// String(value) with zeros added on the left up to `width`, as the
@@ -174,7 +189,8 @@ struct AuditClock {
                                            count: prefixLength))
         }
         out.append(UInt8(ascii: "."))
-        out.appendPadded(Int64(nanos / 1000), 6)
+        // 0...999_999: always six digits, as appendPadded(_, 6) wrote them.
+        out.appendFixedDigits(UInt64(max(0, min(999_999, nanos / 1000))), 6)
         out.append(UInt8(ascii: "Z"))
     }
 
@@ -277,13 +293,11 @@ public final class AuditLineWriter {
         state.pointee.line.append(text)
     }
 
-    public func append<T: BinaryInteger>(_ value: T) {
-        if let signed = Int64(exactly: value) {
-            state.pointee.line.appendDecimal(signed)
-        } else {
-            state.pointee.line.appendDecimal(UInt64(truncatingIfNeeded: value))
-        }
-    }
+    // One overload per integer type of the lines: no generic conversion.
+    public func append(_ value: Int32) { state.pointee.line.appendDecimal(Int64(value)) }
+    public func append(_ value: UInt32) { state.pointee.line.appendDecimal(UInt64(value)) }
+    public func append(_ value: UInt16) { state.pointee.line.appendDecimal(UInt64(value)) }
+    public func append(_ value: UInt64) { state.pointee.line.appendDecimal(value) }
 
     /// Ends the line. It is written by the next flush(), which the broker
     /// calls right after sending the reply (so the client does not wait for

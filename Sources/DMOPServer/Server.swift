@@ -37,6 +37,7 @@ public final class BrokerServer {
     /// request never allocates from a length the client chose.
     private let receiveBuffer: UnsafeMutableRawBufferPointer
     private let replyBuffer: UnsafeMutableRawBufferPointer
+    private let bufferMemory: (receive: ZeroedBuffer, reply: ZeroedBuffer)
 
     public init(domid: UInt16, policy: Policy, hypervisor: any Hypervisor, peerUID: UInt32?, audit: Logger) {
         self.domid = domid
@@ -45,15 +46,14 @@ public final class BrokerServer {
         self.peerUID = peerUID
         self.audit = audit
         auditLines = AuditLineWriter(audit)
-        receiveBuffer = .allocate(byteCount: Wire.maxRequestSize, alignment: 16)
-        receiveBuffer.initializeMemory(as: UInt8.self, repeating: 0)
-        replyBuffer = .allocate(byteCount: Wire.maxReplySize, alignment: 16)
-        replyBuffer.initializeMemory(as: UInt8.self, repeating: 0)
+        bufferMemory = (ZeroedBuffer(byteCount: Wire.maxRequestSize), ZeroedBuffer(byteCount: Wire.maxReplySize))
+        receiveBuffer = bufferMemory.receive.bytes
+        replyBuffer = bufferMemory.reply.bytes
     }
 
     deinit {
-        receiveBuffer.deallocate()
-        replyBuffer.deallocate()
+        bufferMemory.receive.deallocate()
+        bufferMemory.reply.deallocate()
     }
 
     /// The WELCOME this broker sends.
@@ -201,8 +201,15 @@ public final class BrokerServer {
 
         case .forward(let rule):
             session.forwarded += 1
-            let mutable = frame.buffers.map { UnsafeMutableRawBufferPointer(start: base + $0.lowerBound, count: $0.count) }
-            let rc = mutable.withUnsafeBufferPointer { hypervisor.dmOp(domid: frame.domid, buffers: $0) }
+            // The writable views on the stack: no heap allocation per request.
+            let rc = withUnsafeTemporaryAllocation(of: UnsafeMutableRawBufferPointer.self,
+                                                  capacity: frame.buffers.count) { mutable in
+                for (index, range) in frame.buffers.enumerated() {
+                    mutable.initializeElement(at: index, to: UnsafeMutableRawBufferPointer(start: base + range.lowerBound,
+                                                                                           count: range.count))
+                }
+                return hypervisor.dmOp(domid: frame.domid, buffers: UnsafeBufferPointer(mutable))
+            }
             var returned: [(index: Int, bytes: UnsafeRawBufferPointer)] = []
             if rc == 0 {
                 session.owned.update(after: rule.op, header: views[0])

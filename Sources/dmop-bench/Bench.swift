@@ -22,6 +22,8 @@ struct RoundTrip {
 /// applies to the echo child and to the broker, so each ratio compares like
 /// with like.
 struct Regime {
+    /// one-cpu, two-cpus or unpinned (--headline).
+    let key: String
     let title: String
     /// CPUs of the bench process (the client side).
     let client: [Int]
@@ -42,6 +44,7 @@ final class Bench {
             fail("mkdtemp: \(SystemError("mkdtemp"))")
         }
         temporary = String(cString: made)
+        temporaryDirectory = temporary
     }
 
     // MARK: Requests, built once
@@ -82,18 +85,29 @@ final class Bench {
         let library = CLibrary(path: config.library)
         print("C lib:   \(library.map { $0.path + " (dlopen, DMOP_BROKER_FD)" } ?? "not built (\(config.library)); Swift client used for the ratio")")
         print("pinning: every round trip is measured in three regimes, the same for echo and broker; rows of one")
-        print("         regime are interleaved in blocks so background load hits them alike. The headline ratio")
-        print("         uses 'one CPU' (client and server pinned to the same CPU): the most repeatable, and the")
-        print("         strictest (smallest floor, so broker work weighs most).")
+        print("         regime are interleaved in blocks so background load hits them alike. The last line uses")
+        if config.headline == "one-cpu" {
+            print("         'one CPU' (client and server pinned to the same CPU): the most repeatable, and the")
+            print("         strictest (smallest floor, and all broker work, audit write included, is serial).")
+        } else {
+            print("         '\(config.headline)' (--headline).")
+        }
         let realtime = config.realtime && Scheduling.set(0, realtime: true)
         if realtime { _ = Scheduling.set(0, realtime: false) }
-        print("sched:   round trips at \(realtime ? "SCHED_FIFO priority 1 (bench, echo and broker alike; other load cannot preempt them)" : "normal priority (SCHED_OTHER)\(config.realtime ? ": SCHED_FIFO not permitted" : "")")")
+        print("sched:   round trips, decisions and start-ups at \(realtime ? "SCHED_FIFO priority 1 (bench, echo and broker alike; other load cannot preempt them)" : "normal priority (SCHED_OTHER)\(config.realtime ? ": SCHED_FIFO not permitted" : "")")")
         fflush(nil)
 
+        // A binary just written by the linker has dirty page-cache pages,
+        // which smaps counts as the broker's Private_Dirty until writeback;
+        // flush them so the memory figures are the broker's own.
+        for path in [config.broker, config.library] {
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            if fd >= 0 { _ = fsync(fd); close(fd) }
+        }
         func wanted(_ part: String) -> Bool { config.only == nil || config.only == part }
         let roundTrips = wanted("roundtrip") ? roundTripRows(library: library, allowed: allowed, realtime: realtime) : nil
-        let decision = wanted("decision") ? decisionRows() : nil
-        let startup = wanted("startup") ? startupRows() : nil
+        let decision = wanted("decision") ? decisionRows(realtime: realtime) : nil
+        let startup = wanted("startup") ? startupRows(realtime: realtime) : nil
         let memory = wanted("memory") ? memoryRows() : nil
 
         Table.section("targets")
@@ -265,14 +279,17 @@ final class Bench {
         // The regimes.
         let oneCPU = config.cpu ?? allowed.last ?? 0
         guard allowed.contains(oneCPU) else { fail("--cpu \(oneCPU) is not one this process may use (\(allowed))") }
-        var regimes = [Regime(title: "round trip, one CPU: client and server both pinned to CPU \(oneCPU)",
+        var regimes = [Regime(key: "one-cpu", title: "round trip, one CPU: client and server both pinned to CPU \(oneCPU)",
                               client: [oneCPU], server: [oneCPU])]
         if let other = allowed.first(where: { $0 != oneCPU }) {
-            regimes.append(Regime(title: "round trip, two CPUs: client pinned to CPU \(other), server to CPU \(oneCPU)",
+            regimes.append(Regime(key: "two-cpus", title: "round trip, two CPUs: client pinned to CPU \(other), server to CPU \(oneCPU)",
                                   client: [other], server: [oneCPU]))
         }
-        regimes.append(Regime(title: "round trip, unpinned: all of CPUs \(allowed) for every process",
+        regimes.append(Regime(key: "unpinned", title: "round trip, unpinned: all of CPUs \(allowed) for every process",
                               client: allowed, server: allowed))
+        guard regimes.contains(where: { $0.key == config.headline }) else {
+            fail("--headline \(config.headline): this machine has no such regime (one CPU allowed?)")
+        }
 
         let servers = [smallEcho.pid, largeEcho.pid, swiftBroker.pid] + (cBroker.map { [$0.pid] } ?? [])
         var headline: Headline?
@@ -299,12 +316,12 @@ final class Bench {
                 Table.row(row.label, summaries[index], .microseconds, note: note)
             }
             fflush(nil)
-            if headline == nil {
+            if headline == nil && regime.key == config.headline {
                 let wanted: RoundTrip.Kind = library == nil ? .swiftClient : .cLibrary
                 guard let index = rows.firstIndex(where: { $0.kind == wanted && $0.floor == smallFloor }) else {
                     fail("no headline row")
                 }
-                headline = Headline(path: "set_pci_intx_level, \(wanted == .cLibrary ? "C library" : "Swift client"), one CPU",
+                headline = Headline(path: "set_pci_intx_level, \(wanted == .cLibrary ? "C library" : "Swift client"), \(regime.key)",
                                     median: summaries[index].median / summaries[smallFloor].median,
                                     p99: summaries[index].p99 / summaries[smallFloor].p99,
                                     isFallback: library == nil)
@@ -367,7 +384,9 @@ final class Bench {
 
     // MARK: Decision, in-process
 
-    func decisionRows() -> Summary {
+    func decisionRows(realtime: Bool) -> Summary {
+        if realtime { _ = Scheduling.set(0, realtime: true) }
+        defer { if realtime { _ = Scheduling.set(0, realtime: false) } }
         let policy: Policy
         do {
             let text = try Files.read(config.policy)
@@ -444,7 +463,11 @@ final class Bench {
 
     // MARK: Start-up
 
-    func startupRows() -> Summary {
+    func startupRows(realtime: Bool) -> Summary {
+        // The brokers inherit SCHED_FIFO from the bench (posix_spawn keeps
+        // the policy): other load on the machine does not stretch the figure.
+        if realtime { _ = Scheduling.set(0, realtime: true) }
+        defer { if realtime { _ = Scheduling.set(0, realtime: false) } }
         // Two untimed runs first: a toolstack starts brokers from a binary
         // already in the page cache.
         for _ in 0..<2 {
@@ -458,7 +481,7 @@ final class Bench {
             broker.stop()
         }
         let summary = samples.summary()
-        Table.section("broker start-up: posix_spawn to 'ready' read from --ready-fd (unpinned)")
+        Table.section("broker start-up: posix_spawn to 'ready' read from --ready-fd (unpinned\(realtime ? ", SCHED_FIFO" : ""))")
         Table.header()
         Table.row("dmop-broker serve --hypervisor simulated", summary, .milliseconds)
         fflush(nil)

@@ -5,10 +5,15 @@ import Glibc
 /// failing request would report nonsense, so any failure stops the run.
 func fail(_ message: String) -> Never {
     fflush(nil)
+    if let directory = temporaryDirectory { _ = rmdirAll(directory) }
     var line = "dmop-bench: \(message)\n"
     line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
     exit(1)
 }
+
+/// The bench's private directory (audit logs), removed on every exit path.
+/// Single-threaded program: set once at start.
+nonisolated(unsafe) var temporaryDirectory: String?
 
 // MARK: - CPU affinity
 

@@ -36,11 +36,13 @@ struct BenchConfig {
     var auditLog: String?
     /// One part only (roundtrip, decision, startup, memory): for profiling.
     var only: String?
+    /// The regime of the last line: one-cpu, two-cpus or unpinned.
+    var headline = "one-cpu"
 
     static let usage = """
         usage: dmop-bench [--quick] [--check] [--broker PATH] [--policy PATH] [--xendevicemodel PATH]
                           [--iterations N] [--startup-runs N] [--cpu N] [--no-realtime] [--audit-log PATH]
-                          [--only roundtrip|decision|startup|memory]
+                          [--only roundtrip|decision|startup|memory] [--headline one-cpu|two-cpus|unpinned]
                dmop-bench load --socket PATH [--requests N] [--op intx|vram|mix]
                  (drive a broker started by hand, e.g. under perf record)
                dmop-bench serve-unconfined --listen PATH [--policy PATH]
@@ -55,6 +57,7 @@ struct BenchConfig {
           --cpu N            the CPU of the one-CPU regime (default: the last one allowed)
           --audit-log PATH   the brokers' stderr (audit log) to PATH, e.g. /dev/null to see its cost
                              (default: a file in a private directory under /tmp)
+          --headline REGIME  the pinning regime of the last line (default one-cpu)
           --only PART        run one part (no ratio line unless PART is roundtrip); for profiling
           --no-realtime      measure round trips at normal priority (default: SCHED_FIFO 1 for the
                              bench, echo and broker processes alike, when permitted)
@@ -87,6 +90,12 @@ struct BenchConfig {
             case "--check": config.check = true
             case "--no-realtime": config.realtime = false
             case "--audit-log": config.auditLog = value(flag)
+            case "--headline":
+                let regime = value(flag)
+                guard ["one-cpu", "two-cpus", "unpinned"].contains(regime) else {
+                    fail("--headline: '\(regime)' is not one-cpu, two-cpus or unpinned")
+                }
+                config.headline = regime
             case "--only":
                 let part = value(flag)
                 guard ["roundtrip", "decision", "startup", "memory"].contains(part) else {

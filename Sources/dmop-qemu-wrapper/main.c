@@ -69,15 +69,24 @@ struct config {
     int n_broker_args;
 };
 
+/* One message, one fprintf: the broker shares this stderr (libxl's
+ * qemu-dm-<name>.log), and a message written in pieces lets its audit lines
+ * land in the middle of ours. */
+static void say(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+static void say(const char *fmt, va_list ap)
+{
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    fprintf(stderr, "dmop-qemu-wrapper: %s\n", msg);
+}
+
 static void fail(int status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));
 static void fail(int status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "dmop-qemu-wrapper: ");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    say(fmt, ap);
     va_end(ap);
     exit(status);
 }
@@ -87,9 +96,7 @@ static void note(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "dmop-qemu-wrapper: ");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    say(fmt, ap);
     va_end(ap);
 }
 

@@ -131,14 +131,17 @@ struct HostileSessionTests {
         Hostile.expectRecord(broker, ops: [Self.isa, Self.isa])
     }
 
-    @Test("--socket-fd: there is no second client; a connect to the would-be path fails; the first is served")
+    @Test("--socket-fd: there is no second client (the broker holds no listening socket); listen mode holds one")
     func noSecondClientWithSocketFD() throws {
         let (broker, peer) = try Hostile.session()
-        #expect(throws: SystemError.self) { _ = try SeqPacket.connect(path: broker.socketPath) }
+        #expect(Hostile.listeningSockets(of: broker.pid) == 0)
         try peer.expectStillServing()
         peer.fd.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [Self.isa])
+        // The same check sees the listener of a listen-mode broker.
+        let listening = try BrokerUnderTest(mode: .listen)
+        #expect(Hostile.listeningSockets(of: listening.pid) == 1)
     }
 
     @Test("a client with the wrong uid (listen mode, --peer-uid): refused without a word, the broker lives on")
@@ -196,6 +199,7 @@ struct HostileSessionTests {
         let broker = try BrokerUnderTest(brokerPath: ProcessInfo.processInfo.environment["DMOP_HOSTILE_BROKER"] ?? TestSupport.brokerPath)
         let peer = HostilePeer(try broker.rawConnection())
         try peer.hello()
+        let rssStart = Hostile.residentKiB(broker.pid) ?? 0
         // A mix: allowed (forwarded), foreign domid, op not allowed, failed
         // condition; a quarter of each, answered in order.
         let kinds: [(domid: UInt16, buffer: [UInt8], reason: ReasonCode?)] = [
@@ -232,7 +236,6 @@ struct HostileSessionTests {
         let seconds = Date().timeIntervalSince(started)
         #expect(wrong == 0)
         #expect(broker.isAlive)
-        print("flood: \(total) requests in \(String(format: "%.1f", seconds)) s; broker VmRSS \(rssBefore) KiB after 10k, \(rssAfter) KiB after \(total)")
         #expect(rssBefore > 0 && rssAfter - rssBefore < 1024, "VmRSS grew from \(rssBefore) to \(rssAfter) KiB")
         peer.fd.close()
         Hostile.expectExit(broker, 0, sourceLocation: #_sourceLocation)
@@ -241,8 +244,13 @@ struct HostileSessionTests {
         #expect(lines.count == total / 4 + (total % 4 > 0 ? 1 : 0))
         #expect(lines.allSatisfy { $0 == #"{"domid":5,"op":9,"nr_bufs":1,"sizes":[32],"rc":0}"# })
         // Forwarded calls are logged one by one; refusals are bounded.
-        let refusalLines = broker.auditLog.split(separator: "\n").filter { $0.contains("verdict=refuse") }.count
+        let audit = broker.auditLog
+        let auditLines = audit.split(separator: "\n")
+        let refusalLines = auditLines.filter { $0.contains("verdict=refuse") }.count
         #expect(refusalLines <= 50 * (Int(seconds) + 2), "\(refusalLines) refusal lines in \(seconds) s")
+        print("flood: \(total) requests in \(String(format: "%.1f", seconds)) s; broker VmRSS \(rssStart) KiB after the hello, "
+              + "\(rssBefore) KiB after 10k requests, \(rssAfter) KiB after \(total); audit log \(audit.utf8.count / 1024) KiB, "
+              + "\(auditLines.count) lines (\(refusalLines) single refusal lines); record \(lines.count) lines")
     }
 
     // MARK: Ownership and rate limits (issue 5, parts 3 and 4)
@@ -331,5 +339,28 @@ struct HostileSessionTests {
             line.range(of: "refused=").flatMap { Int(line[$0.upperBound...].prefix { $0.isNumber }) }
         }.reduce(0, +)
         #expect(counted == limited)
+    }
+}
+
+/// The fuzz targets' seed corpus through the same invariant checks, without
+/// libFuzzer (scripts/fuzz runs the fuzzer itself): every committed session
+/// still passes, so a change in the broker that breaks an invariant on a
+/// known QEMU-like or hostile session fails here too.
+@Suite("Hostile clients: fuzz seed corpus replay")
+struct HostileFuzzCorpusTests {
+    @Test("dmop-fuzz-decoder and dmop-fuzz-request replay Tests/fuzz-corpus with every check holding",
+          arguments: ["decoder", "request"])
+    func replay(target: String) throws {
+        let binary = TestSupport.productsDirectory.appendingPathComponent("dmop-fuzz-\(target)").path
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            Issue.record("\(binary) is missing: run `swift build` before `swift test`")
+            return
+        }
+        let corpus = TestSupport.packageRoot.appendingPathComponent("Tests/fuzz-corpus/\(target)").path
+        let files = try FileManager.default.contentsOfDirectory(atPath: corpus)
+        #expect(files.count >= 30, "\(files.count) seeds in \(corpus)")
+        let result = try TestSupport.run(binary, [corpus])
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.output.contains("\(files.count) input(s) replayed, all checks held"), "\(result.output)")
     }
 }

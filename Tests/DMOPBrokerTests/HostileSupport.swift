@@ -208,17 +208,39 @@ enum Hostile {
         return Int(line.split(separator: " ").dropFirst().first ?? "")
     }
 
-    /// A pipe, both ends close-on-exec.
+    /// How many of the process's fds are listening Unix sockets: its
+    /// socket inodes from /proc/PID/fd, looked up in /proc/net/unix, whose
+    /// flags have __SO_ACCEPTCON (<linux/net.h>: 1 << 16, the kernel's mark
+    /// of a listener; /proc/net/unix prints those flags in hex).
+    static func listeningSockets(of pid: pid_t) -> Int? {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd"),
+              let table = try? String(contentsOfFile: "/proc/net/unix", encoding: .utf8) else { return nil }
+        let inodes = Set(names.compactMap { name -> String? in
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(name)"),
+                  target.hasPrefix("socket:[") else { return nil }
+            return String(target.dropFirst("socket:[".count).dropLast())
+        })
+        return table.split(separator: "\n").dropFirst().filter { line in
+            let fields = line.split(separator: " ")
+            guard fields.count >= 7, let flags = UInt32(fields[3], radix: 16) else { return false }
+            return inodes.contains(String(fields[6])) && flags & (1 << 16) != 0
+        }.count
+    }
+
+    /// A pipe-like pair of connected stream sockets, close-on-exec from
+    /// their first moment (socketpair with SOCK_CLOEXEC; pipe + fcntl would
+    /// leave a window in which a broker spawned by a parallel test inherits
+    /// an end and keeps it open).
     static func pipe() throws -> (read: FileDescriptor, write: FileDescriptor) {
         var ends: [Int32] = [-1, -1]
-        guard Glibc.pipe(&ends) == 0 else { throw SystemError("pipe") }
-        // Close-on-exec, so no broker spawned later inherits an end.
-        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0 else {
+            throw SystemError("socketpair")
+        }
         return (FileDescriptor(owning: ends[0]), FileDescriptor(owning: ends[1]))
     }
 
-    /// True when the pipe's last write end is gone: read gives EOF within
-    /// the timeout (nothing is ever written to these pipes).
+    /// True when the last copy of the write end is gone: read gives EOF
+    /// within the timeout (nothing is ever written to these pairs).
     static func writeEndClosed(_ readEnd: FileDescriptor, timeoutMs: Int32 = 5000) -> Bool {
         var poller = pollfd(fd: readEnd.rawValue, events: Int16(POLLIN), revents: 0)
         guard poll(&poller, 1, timeoutMs) == 1 else { return false }
