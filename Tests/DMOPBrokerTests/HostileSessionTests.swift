@@ -171,9 +171,22 @@ struct HostileSessionTests {
 
     // MARK: Hypervisor time
 
-    @Test("relocate_memory of 0xFFFFFFFF frames onto themselves is answered at once (-EINVAL), not walked")
+    @Test("relocate_memory of 0xFFFFFFFF frames: the shipped policy refuses it; without the bound, answered at once (-EINVAL)")
     func relocateOntoItself() throws {
-        let (broker, peer) = try Hostile.session()
+        // The shipped policy bounds the size: refused before Xen walks anything.
+        let (bounded, boundedPeer) = try Hostile.session()
+        try boundedPeer.request(id: 129, [Hostile.header("relocate_memory", ["size": 0xFFFF_FFFF, "src_gfn": 0x8_0000, "dst_gfn": 0x8_0001])])
+        boundedPeer.expectReply(id: 129, result: -EPERM, reason: .conditionFailed)
+        boundedPeer.fd.close()
+        Hostile.expectExit(bounded, 0)
+        Hostile.expectRecord(bounded, ops: [])
+
+        // Without the bound, the simulated Xen answers at once, as Xen does.
+        let directory = TestSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let unbounded = directory.appendingPathComponent("unbounded.policy").path
+        try "allow relocate_memory\n".write(toFile: unbounded, atomically: true, encoding: .utf8)
+        let (broker, peer) = try Hostile.session(policy: unbounded)
         let started = Date()
         try peer.request(id: 130, [Hostile.header("relocate_memory", ["size": 0xFFFF_FFFF, "src_gfn": 0x8_0000, "dst_gfn": 0x8_0000])])
         peer.expectReply(id: 130, result: -EINVAL, reason: nil)
