@@ -84,7 +84,7 @@ let package = Package(
         ]),
         // Fuzz targets (issue 5): scripts/fuzz builds them with libFuzzer
         // (-DDMOP_FUZZING); a plain build gives replay tools for their inputs.
-        .executableTarget(name: "dmop-fuzz-decoder", dependencies: ["DMOPCore"]),
+        .executableTarget(name: "dmop-fuzz-decoder", dependencies: ["DMOPCore", "DMOPPosix"]),
         .executableTarget(name: "dmop-fuzz-request", dependencies: [
             "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPServer", "CXen",
             .product(name: "Logging", package: "swift-log"),

@@ -34,6 +34,23 @@ public enum Files {
         }
     }
 
+    /// A directory stands for the (non-hidden) files in it, sorted; any other
+    /// path for itself. For tools that take "FILE|DIR" arguments.
+    public static func expandDirectory(_ path: String) -> [String] {
+        var info = stat()
+        guard stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR, let directory = opendir(path) else { return [path] }
+        defer { closedir(directory) }
+        var files: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name.hasPrefix(".") { continue }
+            files.append(path + "/" + name)
+        }
+        return files.sorted()
+    }
+
     /// Path of the running executable.
     public static func selfExecutable() -> String? {
         var buffer = [UInt8](repeating: 0, count: 4096)

@@ -8,6 +8,7 @@
 //
 // A failed check calls abort(), which libFuzzer reports as a crash.
 import DMOPCore
+import DMOPPosix
 import Glibc
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -119,8 +120,8 @@ struct ReplayDecoder {
         }
         var count = 0
         for path in paths {
-            for file in ReplayFiles.expand(path) {
-                guard let bytes = ReplayFiles.read(file) else {
+            for file in Files.expandDirectory(path) {
+                guard let bytes = try? Files.read(file, limit: 1 << 26) else {
                     printError("dmop-fuzz-decoder: cannot read \(file)")
                     exit(66)
                 }
@@ -137,36 +138,4 @@ struct ReplayDecoder {
 func printError(_ text: String) {
     var line = text + "\n"
     line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
-}
-
-/// Files for the replay tool: a directory stands for the files in it.
-enum ReplayFiles {
-    static func expand(_ path: String) -> [String] {
-        var info = stat()
-        guard stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR, let dir = opendir(path) else { return [path] }
-        defer { closedir(dir) }
-        var files: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if name.hasPrefix(".") { continue }
-            files.append(path + "/" + name)
-        }
-        return files.sorted()
-    }
-
-    static func read(_ path: String) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 { if errno == EINTR { continue }; return nil }
-            if n == 0 { return bytes }
-            bytes += chunk[0..<n]
-        }
-    }
 }

@@ -48,7 +48,7 @@ struct Fixture {
     init() {
         let root = Fixture.packageRoot()
         let path = getenv("DMOP_FUZZ_POLICY").map { String(cString: $0) } ?? root + "/policy/qemu-xen.policy"
-        guard let text = ReplayFiles.read(path).map({ String(decoding: $0, as: UTF8.self) }) else {
+        guard let text = (try? Files.read(path, limit: 1 << 26)).map({ String(decoding: $0, as: UTF8.self) }) else {
             printError("dmop-fuzz-request: cannot read policy \(path) (set DMOP_FUZZ_POLICY)")
             exit(66)
         }
@@ -497,10 +497,10 @@ struct ReplayRequest {
             replayVerbose = true
             arguments.removeFirst()
         }
-        arguments = arguments.flatMap(ReplayFiles.expand)
+        arguments = arguments.flatMap(Files.expandDirectory)
         for file in arguments {
             if replayVerbose { print(file) }
-            guard let bytes = ReplayFiles.read(file) else {
+            guard let bytes = try? Files.read(file, limit: 1 << 26) else {
                 printError("dmop-fuzz-request: cannot read \(file)")
                 exit(66)
             }
@@ -516,36 +516,4 @@ struct ReplayRequest {
 func printError(_ text: String) {
     var line = text + "\n"
     line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
-}
-
-/// Files for the replay tool: a directory stands for the files in it.
-enum ReplayFiles {
-    static func expand(_ path: String) -> [String] {
-        var info = stat()
-        guard stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR, let dir = opendir(path) else { return [path] }
-        defer { closedir(dir) }
-        var files: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if name.hasPrefix(".") { continue }
-            files.append(path + "/" + name)
-        }
-        return files.sorted()
-    }
-
-    static func read(_ path: String) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 { if errno == EINTR { continue }; return nil }
-            if n == 0 { return bytes }
-            bytes += chunk[0..<n]
-        }
-    }
 }

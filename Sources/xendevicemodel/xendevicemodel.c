@@ -230,9 +230,10 @@ static int bad_pci_devfn(uint8_t device, uint8_t function)
     return device > 0x1f || function > 0x7;
 }
 
-DMOP_EXPORT int xendevicemodel_map_pcidev_to_ioreq_server(
-    xendevicemodel_handle *dmod, domid_t domid, ioservid_t id,
-    uint16_t segment, uint8_t bus, uint8_t device, uint8_t function)
+/* map/unmap_pcidev: one device is a range of one SBDF. The library itself
+ * refuses a device or function the encoding cannot hold, as Xen's does. */
+static int pcidev(xendevicemodel_handle *dmod, domid_t domid, uint32_t op, ioservid_t id,
+                  uint16_t segment, uint8_t bus, uint8_t device, uint8_t function)
 {
     uint64_t sbdf;
 
@@ -243,26 +244,23 @@ DMOP_EXPORT int xendevicemodel_map_pcidev_to_ioreq_server(
     }
     sbdf = XEN_DMOP_PCI_SBDF((uint64_t)segment, (uint64_t)bus,
                              (uint64_t)device, (uint64_t)function);
-    /* The API maps one device: a range of one SBDF. */
-    return io_range(dmod, domid, XEN_DMOP_map_io_range_to_ioreq_server, id,
-                    XEN_DMOP_IO_RANGE_PCI, sbdf, sbdf);
+    return io_range(dmod, domid, op, id, XEN_DMOP_IO_RANGE_PCI, sbdf, sbdf);
+}
+
+DMOP_EXPORT int xendevicemodel_map_pcidev_to_ioreq_server(
+    xendevicemodel_handle *dmod, domid_t domid, ioservid_t id,
+    uint16_t segment, uint8_t bus, uint8_t device, uint8_t function)
+{
+    return pcidev(dmod, domid, XEN_DMOP_map_io_range_to_ioreq_server, id,
+                  segment, bus, device, function);
 }
 
 DMOP_EXPORT int xendevicemodel_unmap_pcidev_from_ioreq_server(
     xendevicemodel_handle *dmod, domid_t domid, ioservid_t id,
     uint16_t segment, uint8_t bus, uint8_t device, uint8_t function)
 {
-    uint64_t sbdf;
-
-    CHECK_HANDLE(dmod);
-    if (bad_pci_devfn(device, function)) {
-        errno = EINVAL;
-        return -1;
-    }
-    sbdf = XEN_DMOP_PCI_SBDF((uint64_t)segment, (uint64_t)bus,
-                             (uint64_t)device, (uint64_t)function);
-    return io_range(dmod, domid, XEN_DMOP_unmap_io_range_from_ioreq_server, id,
-                    XEN_DMOP_IO_RANGE_PCI, sbdf, sbdf);
+    return pcidev(dmod, domid, XEN_DMOP_unmap_io_range_from_ioreq_server, id,
+                  segment, bus, device, function);
 }
 
 DMOP_EXPORT int xendevicemodel_destroy_ioreq_server(
