@@ -107,9 +107,11 @@ extension Policy {
     public static func parse(_ text: String, file: String) throws(PolicyError) -> Policy {
         var rules: [PolicyRule] = []
         var lineNumber = 0
-        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        // Split on the byte: as Characters, "\r\n" is one grapheme that is not
+        // "\n", so a CRLF file would be a single line.
+        for rawLine in text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
             lineNumber += 1
-            var scanner = LineScanner(line: Array(rawLine.utf8), file: file, lineNumber: lineNumber)
+            var scanner = LineScanner(line: Array(rawLine), file: file, lineNumber: lineNumber)
             guard let keyword = scanner.word() else {
                 try scanner.expectEnd()
                 continue

@@ -25,6 +25,9 @@ struct PolicyCommand: ParsableCommand {
                     let bytes = try Files.read(file)
                     let policy = try Policy.parse(String(decoding: bytes, as: UTF8.self), file: file)
                     print("\(file): ok, \(policy.rules.count) op(s) allowed: \(policy.rules.map(\.op.name).joined(separator: " "))")
+                    if policy.rules.isEmpty {
+                        printError("\(file): warning: this policy allows no op; a broker serving it refuses every request")
+                    }
                 } catch let error as PolicyError {
                     printError("\(error)")
                     failed = true

@@ -216,6 +216,23 @@ struct EndToEndTests {
         #expect(result.output.contains("\(bad):2:7: unknown op 'no_such_op'"))
     }
 
+    @Test("policy check warns on a policy that allows nothing, and counts a CRLF file's rules")
+    func policyCheckEmptyAndCRLF() throws {
+        let directory = TestSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let empty = directory.appendingPathComponent("empty.policy").path
+        try "# nothing yet\n".write(toFile: empty, atomically: true, encoding: .utf8)
+        let warned = try runBroker(["policy", "check", empty])
+        #expect(warned.status == 0)
+        #expect(warned.output.contains("\(empty): warning: this policy allows no op"), "\(warned.output)")
+        let crlf = directory.appendingPathComponent("crlf.policy").path
+        try "# edited elsewhere\r\nallow nr_vcpus\r\nallow set_isa_irq_level\r\n".write(toFile: crlf, atomically: true, encoding: .utf8)
+        let counted = try runBroker(["policy", "check", crlf])
+        #expect(counted.status == 0)
+        #expect(counted.output.contains("ok, 2 op(s) allowed: nr_vcpus set_isa_irq_level"), "\(counted.output)")
+        #expect(!counted.output.contains("warning"))
+    }
+
     @Test("serve with a bad policy exits 65 with one line")
     func serveBadPolicy() throws {
         let result = try runBroker(["serve", "--hypervisor", "simulated", "--domid", "5", "--socket-fd", "0",

@@ -128,4 +128,14 @@ struct PolicyRateTests {
         #expect(error("allow nr_vcpus rate 10/s rate 5/s")?.line == 1)
         #expect(error("allow nr_vcpus rate 10/s if vcpus == 1") != nil)
     }
+
+    @Test("CRLF line ends: every line is its own line, a leading comment hides nothing")
+    func crlfLineEnds() throws {
+        let policy = try Policy.parse("# shipped from another system\r\nallow nr_vcpus\r\n\r\nallow set_isa_irq_level if isa_irq <= 15\r\n",
+                                      file: "p.policy")
+        #expect(policy.rules.map(\.op.name) == ["nr_vcpus", "set_isa_irq_level"])
+        #expect(policy.rules[1].location == "p.policy:4")
+        let bad = error("# comment\r\nallow nr_vcpus\r\nallow no_such_op\r\n")
+        #expect(bad.map { "\($0)" }?.hasPrefix("p.policy:3:7: unknown op 'no_such_op'") == true, "\(String(describing: bad))")
+    }
 }
