@@ -1,4 +1,5 @@
 // swift-tools-version:6.1
+// SPDX-License-Identifier: MIT
 // dmop-broker: a per-guest process that forwards only the DMOPs its policy
 // allows, for its one domain, from a deprivileged QEMU to Xen.
 import PackageDescription

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #ifndef DMOP_CSECCOMP_H
 #define DMOP_CSECCOMP_H
 #include <seccomp.h>

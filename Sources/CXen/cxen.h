@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Umbrella for Debian's libxen-dev headers. Order matters: xen.h needs the
  * integer types first, privcmd.h needs domid_t from xen.h. Function-like
  * macros (ioctl numbers, DOMID_*) do not import into Swift, so they are

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /// Little-endian loads and stores on raw buffers. Callers check bounds first;
 /// these never read or write outside the range they are given.
 extension UnsafeRawBufferPointer {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 import CXen
 
 /// What a field of a DMOP payload is for, as far as the broker cares.

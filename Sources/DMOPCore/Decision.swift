@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /// A DMOP as the decision sees it: the target domid and the buffers, as
 /// sent. The buffers are views; the decision never writes.
 public struct DMOPRequest {

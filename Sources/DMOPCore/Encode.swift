@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 extension OpSpec {
     /// Buffer 0 for this op as libxendevicemodel builds it: a zeroed
     /// `struct xen_dm_op` of 32 bytes with `op` and the named payload

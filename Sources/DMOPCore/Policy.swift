@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /// A policy: which ops may reach the hypervisor, and on what arguments.
 /// Default deny: an op without a rule is refused. Format: dmop-broker.policy(5).
 public struct Policy: Sendable {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /// The ioreq servers one client session created. A session may name only
 /// these: Xen itself lets any dom0 emulator drive any server of the guest
 /// (xen-abi.md 3.3), so a second or reconnected client could otherwise take

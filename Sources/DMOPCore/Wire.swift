@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /// Wire protocol v1 (dmop-broker-protocol(7)): fixed little-endian layouts
 /// over SOCK_SEQPACKET. Decoding is total: every length is checked before it
 /// is used, and nothing is allocated from a length the peer chose.

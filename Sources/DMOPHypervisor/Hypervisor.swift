@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /// The two operations a broker needs from the hypervisor, behind one
 /// interface so the broker does not know which one it holds (the
 /// `xenhost_t` idea): the real privcmd driver, or the simulated model.

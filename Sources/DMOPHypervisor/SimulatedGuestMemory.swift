@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /// The guest's physical memory map as the simulated Xen sees it: one p2m type
 /// per guest frame, kept as runs of equal type so the whole 64-bit gfn space
 /// costs a few entries (a set_mem_type over a million frames is one run).

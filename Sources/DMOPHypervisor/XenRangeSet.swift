@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 import Glibc
 
 /// Xen's `struct rangeset` (xen/common/rangeset.c) as ioreq servers use it:

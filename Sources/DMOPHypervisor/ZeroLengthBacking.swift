@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 import Glibc
 
 /// Writable memory for the zero-length buffers of a DMOP.

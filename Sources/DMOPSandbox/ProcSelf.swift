@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 import Glibc
 
 /// Small readers of /proc/self, used before confinement (they open files).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 import Glibc
 
 /// The rlimits of a confined broker. Soft and hard limits are set equal, so

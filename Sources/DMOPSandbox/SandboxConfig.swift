@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /// How the broker's filter treats a system call that is not on the list.
 public enum SeccompMode: String, Sendable, CaseIterable {
     /// Kill the whole process (SIGSYS, as if by a signal): the default.

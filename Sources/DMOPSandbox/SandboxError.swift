@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 import Glibc
 
 /// A confinement step that failed. Every failure is fatal to the broker;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 import Glibc
 
 /// The account `--user` names: `NAME` (its uid and primary gid from the

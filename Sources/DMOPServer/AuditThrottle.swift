@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 import DMOPCore
 
 /// Keeps the audit log bounded under a flood of refusals. Forwarded calls

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 import Glibc
 
 /// Zero-filled memory for the server's long-lived buffers, from anonymous

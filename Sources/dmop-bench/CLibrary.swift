@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 import Glibc
 
 /// The drop-in libxendevicemodel.so.1, loaded with dlopen so the bench does

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 import CPosix
 import DMOPCore
 import Glibc

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 import CPosix
 
 /// Monotonic nanoseconds (vDSO clock_gettime; one pair costs ~30 ns here and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /// Exit statuses of `dmop-broker`, one per reason, listed in dmop-broker(8).
 /// A toolstack reads them to tell why a broker went away.
 enum ExitStatus: Int32, CaseIterable {

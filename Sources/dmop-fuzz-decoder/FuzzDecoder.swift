@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // libFuzzer target (a): the wire decoders on arbitrary bytes.
 //
 // Built by scripts/fuzz with `--sanitize fuzzer --sanitize address

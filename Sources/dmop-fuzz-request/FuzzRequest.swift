@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // libFuzzer target (b): the whole request path of a real BrokerServer.
 //
 // Each input is a session: datagrams written into a SOCK_SEQPACKET

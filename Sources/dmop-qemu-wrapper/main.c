@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * dmop-qemu-wrapper: run an unmodified QEMU with every DMOP going through a
  * per-guest dmop-broker. Usable as xl.cfg device_model_override=: libxl

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * privcmd_eventfd.h: IOCTL_PRIVCMD_IRQFD and IOCTL_PRIVCMD_IOEVENTFD.
  *

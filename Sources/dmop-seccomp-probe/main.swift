@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dmop-seccomp-probe: confines itself with exactly the broker's sandbox
 // (Sandbox.confine, the same SeccompProfile), then does the one thing named
 // on the command line. Tests run it per forbidden action and expect death

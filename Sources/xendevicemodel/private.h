@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * private.h: internals of the dmop-broker libxendevicemodel.so.1.
  */

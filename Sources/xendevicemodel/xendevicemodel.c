@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * xendevicemodel.c: the 26 functions of Xen 4.17's <xendevicemodel.h>,
  * forwarding every DMOP to dmop-broker instead of issuing

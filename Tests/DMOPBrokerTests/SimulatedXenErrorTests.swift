@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 import CXen
 import DMOPHypervisor
 import DMOPPosix

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * clib_common.h: helpers shared by the C test programs of the
  * libxendevicemodel replacement. Header-only so each test is one cc call.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * e2e.c: the dmop-broker libxendevicemodel.so.1 against a real dmop-broker
  * on the simulated hypervisor.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fake_qemu.c: a stand-in for QEMU under dmop-qemu-wrapper.
  *

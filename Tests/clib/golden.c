@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * golden.c: the dmop-broker libxendevicemodel.so.1 against Xen's own.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* dmop-standin: stands in for QEMU under dmop-qemu-wrapper (--qemu) to show
  * that the library is the only way a DMOP leaves the wrapped process.
  *

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # PID 1 of the Debian dom0 that scripts/xen-qemu-test boots (after the tiny
 # initramfs switch_roots to the ext4 rootfs on /dev/vda).
 #

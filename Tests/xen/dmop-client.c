@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * dmop-client.c - a QEMU-like device model session against dmop-broker,
  * written from man/dmop-broker-protocol.7 alone (scripts/xen-test).

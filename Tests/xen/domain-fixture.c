@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * domain-fixture.c - the toolstack's part of the real-Xen test (scripts/xen-test).
  *

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # /init of the dom0 initramfs that scripts/xen-test boots under Xen.
 #
 # Plays a host with one HVM guest: the fixture creates an empty HVM domain

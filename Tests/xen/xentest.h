@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * xentest.h - shared bits of the real-Xen fixtures (domain-fixture.c and
  * dmop-client.c): the result line format that scripts/xen-test parses, and

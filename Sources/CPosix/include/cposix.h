@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The few POSIX/Linux pieces Swift cannot import cleanly: struct ucred and
  * accept4 (behind _GNU_SOURCE), the CMSG_* macros, and an async-signal-safe
  * termination flag. Everything else is called from Swift through Glibc. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* What the sandbox needs and Swift cannot import: prctl (variadic), the
  * setres*id/getres*id family and close_range (GNU-only declarations), and
  * the SIGSYS reporter of --seccomp trap, kept in C so that it is plainly

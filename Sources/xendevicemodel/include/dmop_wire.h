@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * dmop_wire.h: the numbers of the dmop-broker wire protocol, version 1,
  * for C clients (this library and the C test programs).
