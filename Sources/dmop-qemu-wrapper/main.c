@@ -588,12 +588,16 @@ static void confine(void)
         fail(EX_OSERR, "prctl(PR_SET_NO_NEW_PRIVS): %s", strerror(errno));
 
     /* Default allow: this filter takes three ioctls away, nothing else;
-     * QEMU's own -sandbox can narrow further. Syscalls of another
-     * architecture (32-bit int 0x80, x32) hit libseccomp's default
-     * bad-architecture action and kill the process. */
+     * QEMU's own -sandbox can narrow further. A syscall of another
+     * architecture (32-bit int 0x80, x32) would get around the ioctl rules,
+     * so it kills the whole process: libseccomp's default bad-architecture
+     * action kills only the calling thread. */
     ctx = seccomp_init(SCMP_ACT_ALLOW);
     if (!ctx)
         fail(EX_OSERR, "seccomp_init failed");
+    rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
+    if (rc < 0)
+        fail(EX_OSERR, "seccomp bad-architecture action: %s", strerror(-rc));
     for (size_t i = 0; i < sizeof refused_ioctls / sizeof refused_ioctls[0]; i++) {
         /* The kernel reads ioctl's cmd as unsigned int: compare the low 32
          * bits only, so junk in the upper half cannot slip past. */

@@ -198,6 +198,53 @@ struct ClientLibraryTests {
         #expect(ProcessRun.counts(run.output, program: "fake-qemu")?.failed == 0, "\(run)")
     }
 
+    /// An i386 syscall (int 0x80: ioctl, which the filter's x86_64 rules
+    /// cannot see) from a second thread of the wrapped program kills the
+    /// whole process with SIGSYS, not only that thread.
+    @Test func wrapperForeignArchitectureSyscallKillsTheProcess() throws {
+        let fixture = try ClientLibraryFixture.get()
+        let dir = try fixture.scratch("badarch")
+        let source = dir.appendingPathComponent("badarch.c").path
+        let program = dir.appendingPathComponent("badarch").path
+        try """
+        #include <pthread.h>
+        #include <stdio.h>
+        static void *run(void *arg) {
+            long ret;
+            (void)arg;
+            /* i386 ioctl (54) of fd 0, TCGETS */
+            __asm__ volatile("int $0x80" : "=a"(ret) : "a"(54L), "b"(0L), "c"(0x5401L), "d"(0L)
+                             : "memory", "r8", "r9", "r10", "r11");
+            printf("thread: int 0x80 returned %ld\\n", ret);
+            fflush(stdout);
+            return NULL;
+        }
+        int main(void) {
+            pthread_t thread;
+            pthread_create(&thread, NULL, run, NULL);
+            pthread_join(thread, NULL);
+            printf("process survived\\n");
+            fflush(stdout);
+            return 0;
+        }
+        """.write(toFile: source, atomically: true, encoding: .utf8)
+        let compile = try ProcessRun.run("/usr/bin/cc", ["-std=gnu11", "-pthread", "-o", program, source])
+        try #require(compile.status == 0, "\(compile)")
+        // Unconfined, the 32-bit call runs and the process lives on.
+        let plain = try ProcessRun.run(program, [])
+        try #require(plain.status == 0 && plain.output.contains("returned"), "\(plain)")
+
+        let config = dir.appendingPathComponent("wrapper.conf").path
+        try "allow-unrestricted = yes\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let run = try ProcessRun.run(ClientLibraryFixture.wrapperPath,
+                                     ["--config", config] + wrapperArguments(fixture, broker: broker)
+                                         .map { $0 == fixture.fakeQEMU ? program : $0 }
+                                         + ["-xen-domid", "7", "-nodefaults"])
+        #expect(run.status == SIGSYS, "\(run)")
+        #expect(!run.output.contains("returned"), "\(run)")
+        #expect(!run.output.contains("process survived"), "\(run)")
+    }
+
     /// A broker that never becomes ready: the wrapper gives up at its
     /// timeout, kills it and never runs QEMU.
     @Test func wrapperFailsClosedWhenTheBrokerIsNotReady() throws {
