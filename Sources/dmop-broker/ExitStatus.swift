@@ -37,4 +37,7 @@ enum ExitStatus: Int32, CaseIterable {
     /// The client broke the protocol and was disconnected (--socket-fd mode,
     /// where the broker lives for that one client).
     case clientViolation = 79
+    /// The client's HELLO named no protocol version or Xen interface in
+    /// common with the broker; it got REFUSED (--socket-fd mode).
+    case helloRefused = 80
 }

@@ -177,8 +177,10 @@ struct ServeCommand: ParsableCommand {
 
     func exitFor(_ end: SessionEnd) -> Never {
         switch end {
-        case .hangUp, .stopped, .helloRefused:
+        case .hangUp, .stopped:
             Glibc.exit(ExitStatus.ok.rawValue)
+        case .helloRefused:
+            Glibc.exit(ExitStatus.helloRefused.rawValue)
         case .protocolViolation:
             Glibc.exit(ExitStatus.clientViolation.rawValue)
         case .peerRefused:

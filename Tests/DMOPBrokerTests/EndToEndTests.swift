@@ -101,7 +101,7 @@ struct EndToEndTests {
                 throw ClientError.refused(refused)
             }
         }
-        #expect(BrokerUnderTest.exitCode(broker.waitForExit()) == 0)
+        #expect(BrokerUnderTest.exitCode(broker.waitForExit()) == 80)
         #expect(broker.records.isEmpty)
         #expect(broker.auditLog.contains("hello refused"))
     }
@@ -115,6 +115,7 @@ struct EndToEndTests {
         } catch ClientError.refused(let refused) {
             #expect(refused.reason == .xenInterfaceMismatch)
         }
+        #expect(BrokerUnderTest.exitCode(broker.waitForExit()) == 80)
     }
 
     @Test("a request before the hello ends the session with HELLO_REQUIRED")

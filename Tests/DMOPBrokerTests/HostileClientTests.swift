@@ -248,7 +248,7 @@ struct HostileMalformedTests {
 
     // MARK: Hello
 
-    @Test("HELLO with versions 0...0 and 65535...65535: REFUSED VERSION_UNSUPPORTED, exit 0",
+    @Test("HELLO with versions 0...0 and 65535...65535: REFUSED VERSION_UNSUPPORTED, exit 80",
           arguments: [UInt16(0), UInt16(65535)])
     func unsupportedVersion(version: UInt16) throws {
         let (broker, peer) = try Hostile.session(hello: false)
@@ -260,7 +260,7 @@ struct HostileMalformedTests {
         #expect(refused.brokerMinVersion == Wire.supportedVersions.lowerBound
                 && refused.brokerMaxVersion == Wire.supportedVersions.upperBound)
         peer.expectHangUp()
-        Hostile.expectExit(broker, 0)
+        Hostile.expectExit(broker, 80)
         Hostile.expectRecord(broker, ops: [])
         #expect(broker.auditLog.contains("hello refused"))
     }
