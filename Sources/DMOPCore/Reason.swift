@@ -64,11 +64,14 @@ public enum ReasonCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
 
     /// The errno a client reports for a refused request (negative in REPLY).
     /// Policy-type refusals look like privcmd's own domid refusal (EPERM);
-    /// malformed arguments look like Xen's (EINVAL).
+    /// malformed arguments look like Xen's (EINVAL). An ioreq server the
+    /// session does not own looks like one that does not exist (Xen's
+    /// ENOENT), so a drop-in library answers as the real one would.
     public var errno: Int32 {
         switch self {
         case .badBufferCount, .badBufferSize, .nonzeroReserved: EINVAL
         case .rateLimited: EAGAIN
+        case .notOwner: ENOENT
         default: EPERM
         }
     }

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
+import CXen
 import DMOPClient
 import DMOPCore
+import DMOPHypervisor
 import Foundation
 import Glibc
 import Testing
@@ -39,6 +41,35 @@ struct SessionRulesTests {
         }
         // create names no server: ownership does not apply.
         #expect(TestSupport.decideBytes(policy: policy, [TestSupport.op("create_ioreq_server").encodeHeader()]).isForward)
+    }
+
+    @Test("an id the session does not own gets Xen's errno for an absent server (ENOENT), on every op that names one")
+    func notOwnedLooksAbsent() throws {
+        let ops = Catalogue.ops.filter { $0.ioreqServerField != nil }
+        #expect(ops.map(\.name).sorted() == ["destroy_ioreq_server", "get_ioreq_server_info", "map_io_range_to_ioreq_server",
+                                             "map_mem_type_to_ioreq_server", "set_ioreq_server_state",
+                                             "unmap_io_range_from_ioreq_server"])
+        let policy = try Policy.parse(ops.map { "allow \($0.name)" }.joined(separator: "\n"), file: "o.policy")
+        // Otherwise valid arguments, so that Xen's answer is about the id.
+        let valid: [String: [String: UInt64]] = [
+            "get_ioreq_server_info": ["flags": 1],
+            "map_io_range_to_ioreq_server": ["type": 0, "start": 0x3f8, "end": 0x3ff],
+            "unmap_io_range_from_ioreq_server": ["type": 0, "start": 0x3f8, "end": 0x3ff],
+            "set_ioreq_server_state": ["enabled": 1],
+            "map_mem_type_to_ioreq_server": ["type": UInt64(HVMMEM_ioreq_server.rawValue),
+                                             "flags": UInt64(XEN_DMOP_IOREQ_MEM_ACCESS_WRITE)],
+        ]
+        let xen = try SimulatedHypervisor(guestDomid: 5)
+        for op in ops {
+            let header = op.encodeHeader((valid[op.name] ?? [:]).merging(["id": 7]) { $1 })
+            guard case .refuse(let reason, _) = TestSupport.decideBytes(policy: policy, [header]) else {
+                Issue.record("\(op.name) of a server nobody created was forwarded"); continue
+            }
+            #expect(reason == .notOwner, "\(op.name)")
+            let rc = DMOP.withBuffers(sizes: [header.count], fill: [header]) { xen.dmOp(domid: 5, buffers: $0) }
+            #expect(rc == -ENOENT, "\(op.name): the model of Xen says \(rc)")
+            #expect(-reason.errno == rc, "\(op.name): broker \(-reason.errno), Xen \(rc)")
+        }
     }
 
     @Test("the owned set follows create and destroy as Xen completed them, and stays bounded")
@@ -93,7 +124,7 @@ struct SessionRulesTests {
         let second = try broker.connect()
         for op in ["get_ioreq_server_info", "set_ioreq_server_state", "destroy_ioreq_server"] {
             let reply = try second.invoke(op, ["id": UInt64(id)])
-            #expect(reply.reason == .notOwner && reply.result == -EPERM, "\(op)")
+            #expect(reply.reason == .notOwner && reply.result == -ENOENT, "\(op)")
         }
         let map = try second.invoke("map_io_range_to_ioreq_server", ["id": UInt64(id), "type": 0, "start": 0x60, "end": 0x60])
         #expect(map.reason == .notOwner)

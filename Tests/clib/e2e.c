@@ -291,11 +291,11 @@ static void test_functions(xendevicemodel_handle *h)
     REACHED(n, "get_ioreq_server_info");
     rc = xendevicemodel_get_ioreq_server_info(h, DOMID, id, NULL, NULL, &port2);
     CHECK(rc == 0 && port2 == port, "port only: rc %d port %u (was %u)", rc, port2, port);
-    /* A server this session did not create: the broker refuses
-     * (NOT_OWNER) before Xen could say ENOENT. */
+    /* A server this session did not create: the broker refuses it
+     * (NOT_OWNER) with the ENOENT Xen gives for an absent server. */
     n = hv_calls();
     rc = xendevicemodel_get_ioreq_server_info(h, DOMID, 7, &g1, &g2, &port2);
-    CHECK_ERR(rc, EPERM, "get_ioreq_server_info of a server not ours");
+    CHECK_ERR(rc, ENOENT, "get_ioreq_server_info of a server not ours");
     STOPPED(n, "get_ioreq_server_info(7)");
 
     rc = xendevicemodel_map_io_range_to_ioreq_server(h, DOMID, id, 0, 0xcf8, 0xcff);

@@ -389,10 +389,11 @@ static void session(uint16_t dom, long vcpus, int irq_allowed)
     op_init(&op, XEN_DMOP_get_ioreq_server_info);
     op.u.get_ioreq_server_info.id = (ioservid_t)(id + 1);
     op.u.get_ioreq_server_info.flags = XEN_DMOP_no_gfns;
-    /* A server this session did not create never reaches Xen (which would
-     * say ENOENT; the fixture's raw table checks that). */
+    /* A server this session did not create never reaches Xen; the broker
+     * answers with Xen's errno for an absent server (the fixture's raw
+     * table checks what Xen says). */
     call1("get_ioreq_server_info-unknown-id", dom, &op, &r);
-    expect_refused("get_ioreq_server_info-unknown-id", &r, R_NOT_OWNER, -EPERM);
+    expect_refused("get_ioreq_server_info-unknown-id", &r, R_NOT_OWNER, -ENOENT);
 
     /* The UART ports, as QEMU maps them for an emulated serial port. */
     op_init(&op, XEN_DMOP_map_io_range_to_ioreq_server);
@@ -546,7 +547,7 @@ static void session(uint16_t dom, long vcpus, int irq_allowed)
     expect_hv("destroy_ioreq_server", &r, 0, 0);
     /* Destroyed, so no longer this session's. */
     call1("destroy_ioreq_server-again", dom, &op, &r);
-    expect_refused("destroy_ioreq_server-again", &r, R_NOT_OWNER, -EPERM);
+    expect_refused("destroy_ioreq_server-again", &r, R_NOT_OWNER, -ENOENT);
 
     /* A malformed datagram ends the session with PROTOCOL_ERROR BAD_MAGIC. */
     {

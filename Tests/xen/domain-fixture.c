@@ -243,6 +243,31 @@ static int cmd_raw(domid_t dom)
     op.op = XEN_DMOP_get_ioreq_server_info;
     op.u.get_ioreq_server_info.id = 7; /* no server exists yet */
     expect("raw.info-no-server", dm_op(fd, dom, &op, 1, DMOP_SIZE, 0), -ENOENT);
+    /* Every other op that names a server, with otherwise valid arguments:
+     * the broker answers an id its session does not own with this errno. */
+    memset(&op, 0, sizeof op);
+    op.op = XEN_DMOP_map_io_range_to_ioreq_server;
+    op.u.map_io_range_to_ioreq_server.id = 7;
+    op.u.map_io_range_to_ioreq_server.start = 0x3f8;
+    op.u.map_io_range_to_ioreq_server.end = 0x3ff;
+    expect("raw.map-range-no-server", dm_op(fd, dom, &op, 1, DMOP_SIZE, 0), -ENOENT);
+    op.op = XEN_DMOP_unmap_io_range_from_ioreq_server;
+    expect("raw.unmap-range-no-server", dm_op(fd, dom, &op, 1, DMOP_SIZE, 0), -ENOENT);
+    memset(&op, 0, sizeof op);
+    op.op = XEN_DMOP_set_ioreq_server_state;
+    op.u.set_ioreq_server_state.id = 7;
+    op.u.set_ioreq_server_state.enabled = 1;
+    expect("raw.set-state-no-server", dm_op(fd, dom, &op, 1, DMOP_SIZE, 0), -ENOENT);
+    memset(&op, 0, sizeof op);
+    op.op = XEN_DMOP_destroy_ioreq_server;
+    op.u.destroy_ioreq_server.id = 7;
+    expect("raw.destroy-no-server", dm_op(fd, dom, &op, 1, DMOP_SIZE, 0), -ENOENT);
+    memset(&op, 0, sizeof op);
+    op.op = XEN_DMOP_map_mem_type_to_ioreq_server;
+    op.u.map_mem_type_to_ioreq_server.id = 7;
+    op.u.map_mem_type_to_ioreq_server.type = HVMMEM_ioreq_server;
+    op.u.map_mem_type_to_ioreq_server.flags = XEN_DMOP_IOREQ_MEM_ACCESS_WRITE;
+    expect("raw.map-mem-type-no-server", dm_op(fd, dom, &op, 1, DMOP_SIZE, 0), -ENOENT);
 
     memset(&op, 0, sizeof op);
     op.op = XEN_DMOP_set_isa_irq_level;
