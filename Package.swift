@@ -4,6 +4,12 @@
 // allows, for its one domain, from a deprivileged QEMU to Xen.
 import PackageDescription
 
+// The release version, written only here: the C targets get it as
+// DMOP_BROKER_VERSION, Swift through CVersion; debian/changelog's newest entry
+// must name it (VersionTests).
+let version = "0.2.0"
+let versionDefine = CSetting.define("DMOP_BROKER_VERSION", to: "\"\(version)\"")
+
 // Absolute paths for linker flags: SwiftPM may run the linker elsewhere.
 let packageDirectory = String(#filePath.dropLast("/Package.swift".count))
 
@@ -35,6 +41,8 @@ let package = Package(
                        providers: [.apt(["libseccomp-dev"])]),
         // ucred, accept4, SCM_RIGHTS, signal flag: what Swift cannot import.
         .target(name: "CPosix"),
+        // The version for Swift code (dmop-broker --version, the start line).
+        .target(name: "CVersion", cSettings: [versionDefine]),
 
         // Pure: catalogue, wire codec, policy, decision. No OS calls.
         .target(name: "DMOPCore", dependencies: ["CXen"]),
@@ -57,7 +65,7 @@ let package = Package(
         .target(name: "DMOPClient", dependencies: ["DMOPCore", "DMOPPosix"]),
 
         .executableTarget(name: "dmop-broker", dependencies: [
-            "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSandbox", "DMOPServer", "DMOPClient",
+            "CVersion", "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSandbox", "DMOPServer", "DMOPClient",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -76,6 +84,7 @@ let package = Package(
                 ]),
         // device_model_override= wrapper: broker, seccomp, exec QEMU.
         .executableTarget(name: "dmop-qemu-wrapper",
+                          cSettings: [versionDefine],
                           linkerSettings: [.linkedLibrary("seccomp"), .unsafeFlags(noSwiftRuntime)]),
         // Benchmarks (issue 6): echo floor vs brokered round trip, decision,
         // start-up, memory. Loads the C library with dlopen, so no link to it.
@@ -93,7 +102,7 @@ let package = Package(
 
         .testTarget(name: "DMOPBrokerTests", dependencies: [
             "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSandbox", "DMOPServer", "DMOPClient", "CXen",
-            "dmop-broker", "dmop-qemu-wrapper",
+            "dmop-broker", "dmop-qemu-wrapper", "CVersion",
         ]),
     ]
 )

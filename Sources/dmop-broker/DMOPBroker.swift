@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 import ArgumentParser
+import CVersion
 import DMOPCore
 import DMOPPosix
 import Glibc
@@ -9,9 +10,13 @@ struct DMOPBroker: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dmop-broker",
         abstract: "Forward only the DMOPs a policy allows, for one Xen domain, from a deprivileged device model.",
+        version: "dmop-broker \(brokerVersion)",
         subcommands: [ServeCommand.self, DemoCommand.self, PolicyCommand.self, SeccompProfileCommand.self]
     )
 }
+
+/// The release version (Package.swift).
+let brokerVersion = String(cString: dmop_broker_version())
 
 /// Prints one clear line and exits with a status of dmop-broker(8).
 func fail(_ status: ExitStatus, _ message: String) -> Never {

@@ -87,7 +87,7 @@ struct ServeCommand: ParsableCommand {
         // up what logging touches, before the filter forbids new things.
         let server = BrokerServer(domid: domid.value, policy: policy, hypervisor: hypervisor,
                                   peerUID: peerUid, audit: audit)
-        audit.info("starting domid=\(domid.value) hypervisor=\(hypervisor.kind) xen_version=\(hypervisor.xenVersion >> 16).\(hypervisor.xenVersion & 0xffff) policy=\(policy.source) allowed=\(policy.rules.map(\.op.name).joined(separator: ","))")
+        audit.info("starting version=\(brokerVersion) domid=\(domid.value) hypervisor=\(hypervisor.kind) xen_version=\(hypervisor.xenVersion >> 16).\(hypervisor.xenVersion & 0xffff) policy=\(policy.source) allowed=\(policy.rules.map(\.op.name).joined(separator: ","))")
 
         // 4-5. Drop privileges, close fds, rlimits, seccomp.
         confinement.confine(hypervisor: hypervisor, endpoint: endpoint, readyFd: readyFd, audit: audit)

@@ -120,7 +120,7 @@ static void usage(FILE *f)
         "  --ready-timeout SECONDS  wait this long for the broker (default 10)\n"
         "  --broker-arg ARG         one more argument for dmop-broker serve\n"
         "  --allow-unrestricted     run QEMU without -xen-domid-restrict (unsafe)\n"
-        "  --help\n");
+        "  --help, --version\n");
 }
 
 /* ---------- configuration ---------- */
@@ -644,6 +644,12 @@ int main(int argc, char **argv)
     c.qemu = DEFAULT_QEMU;
     c.library_dir = DEFAULT_LIBRARY_DIR;
     c.ready_timeout_ms = DEFAULT_READY_TIMEOUT_MS;
+
+    /* The version is answered even when the configuration is broken. */
+    if (argc == 2 && !strcmp(argv[1], "--version")) {
+        printf("dmop-qemu-wrapper %s\n", DMOP_BROKER_VERSION);
+        return 0;
+    }
 
     /* Configuration file first, then flags on top of it. */
     config_path = find_config_option(argc, argv);
