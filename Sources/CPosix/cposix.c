@@ -84,6 +84,14 @@ static volatile sig_atomic_t stop_signal = 0;
 
 static void on_stop(int sig) { stop_signal = sig; }
 
+static volatile sig_atomic_t hangup_pending = 0;
+static volatile sig_atomic_t stats_pending = 0;
+
+static void on_runtime(int sig) {
+    if (sig == SIGHUP) hangup_pending = 1;
+    else stats_pending = 1;
+}
+
 int cposix_install_stop_handler(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -92,7 +100,10 @@ int cposix_install_stop_handler(void) {
     sa.sa_flags = 0; /* no SA_RESTART: a blocking recvmsg returns EINTR */
     if (sigaction(SIGTERM, &sa, NULL) != 0) return -1;
     if (sigaction(SIGINT, &sa, NULL) != 0) return -1;
+    /* SIGHUP (reopen the audit file) and SIGUSR1 (stats) only set flags. */
+    sa.sa_handler = on_runtime;
     if (sigaction(SIGHUP, &sa, NULL) != 0) return -1;
+    if (sigaction(SIGUSR1, &sa, NULL) != 0) return -1;
     signal(SIGPIPE, SIG_IGN);
     /* A parent may have blocked these (the mask survives exec): unblock. */
     sigset_t set;
@@ -100,10 +111,25 @@ int cposix_install_stop_handler(void) {
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     return sigprocmask(SIG_UNBLOCK, &set, NULL);
 }
 
 int cposix_stop_signal(void) { return stop_signal; }
+
+int cposix_runtime_signal_pending(void) { return hangup_pending | stats_pending; }
+
+int cposix_take_hangup(void) {
+    int pending = hangup_pending;
+    hangup_pending = 0;
+    return pending;
+}
+
+int cposix_take_stats_request(void) {
+    int pending = stats_pending;
+    stats_pending = 0;
+    return pending;
+}
 
 uint64_t cposix_monotonic_ns(void) {
     struct timespec ts;

@@ -40,14 +40,19 @@ public struct PolicyLearner {
     /// decisions, and refusals that say nothing about what the device model
     /// needs (another domid, malformed buffers, not its server), are skipped.
     public mutating func noteAuditLine(_ line: Substring) {
-        guard let opName = Self.value(of: "op", in: line), let verdict = Self.value(of: "verdict", in: line) else { return }
-        guard let op = Catalogue.op(named: String(opName)) else {
+        // Not a broker line (QEMU shares stderr under libxl).
+        guard let pairs = try? Logfmt.parse(line) else { return }
+        func value(_ key: String) -> String? { pairs.first { $0.key == key }?.value ?? nil }
+        guard let opName = value("op"), let verdict = value("verdict") else { return }
+        guard let op = Catalogue.op(named: opName) else {
             ignored += 1
             return
         }
-        switch (verdict, Self.value(of: "reason", in: line)) {
+        // An aggregated line stands for `count` forwards.
+        let count = value("count").flatMap { Int($0) } ?? 1
+        switch (verdict, value("reason")) {
         case ("forward", _):
-            seen[op.number, default: Seen()].forwarded += 1
+            seen[op.number, default: Seen()].forwarded += count
         case ("refuse", "OP_NOT_ALLOWED"):
             seen[op.number, default: Seen()].deniedByPolicy += 1
         case ("refuse", "CONDITION_FAILED"):
@@ -55,14 +60,6 @@ public struct PolicyLearner {
         default:
             break
         }
-    }
-
-    /// `key=value` from a space-separated audit line.
-    static func value(of key: String, in line: Substring) -> Substring? {
-        for word in line.split(separator: " ") {
-            if word.hasPrefix(key + "=") { return word.dropFirst(key.count + 1) }
-        }
-        return nil
     }
 
     /// The learned policy, in dmop-broker.policy(5) format, ops in catalogue

@@ -15,6 +15,8 @@ public enum ReasonCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
     case conditionFailed = 8
     case rateLimited = 9
     case notOwner = 10
+    /// The audit log cannot take the forward's line (--audit-failure refuse).
+    case auditUnavailable = 11
     // Protocol errors (the broker closes) and hello refusals.
     case badMagic = 32
     case truncated = 33
@@ -43,6 +45,7 @@ public enum ReasonCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
         case .conditionFailed: "CONDITION_FAILED"
         case .rateLimited: "RATE_LIMITED"
         case .notOwner: "NOT_OWNER"
+        case .auditUnavailable: "AUDIT_UNAVAILABLE"
         case .badMagic: "BAD_MAGIC"
         case .truncated: "TRUNCATED"
         case .oversized: "OVERSIZED"

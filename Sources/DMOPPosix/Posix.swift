@@ -163,7 +163,8 @@ public enum SeqPacket {
         while true {
             let fd = cposix_accept_cloexec(listener)
             if fd >= 0 { return FileDescriptor(owning: fd) }
-            if errno == EINTR, cposix_stop_signal() == 0 { continue }
+            // A stop signal, SIGHUP or SIGUSR1 goes back to the caller.
+            if errno == EINTR, cposix_stop_signal() == 0, cposix_runtime_signal_pending() == 0 { continue }
             throw SystemError("accept")
         }
     }

@@ -40,6 +40,7 @@ public struct ResourceLimits: Equatable, Sendable, CustomStringConvertible {
         var fileSize: UInt64 = 0
         var written: [Int32] = [1, 2]
         if let record = descriptors.record { written.append(record) }
+        if case .file(let audit, _) = descriptors.audit { written.append(audit) }
         for fd in written {
             var status = stat()
             if fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFREG {

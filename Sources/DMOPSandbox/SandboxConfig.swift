@@ -34,6 +34,21 @@ public enum ClientSocket: Equatable, Sendable {
     }
 }
 
+/// The audit channel's fds, when it is not stderr (`serve --audit-log`).
+public enum AuditDescriptors: Equatable, Sendable {
+    /// A FILE: the file (written, O_APPEND) and its directory (SIGHUP
+    /// reopens the file by name there and dup3()s it onto `fd`).
+    case file(fd: Int32, directory: Int32)
+    /// journal or syslog: an unconnected datagram socket (sendto).
+    case socket(fd: Int32)
+
+    public var fd: Int32 {
+        switch self {
+        case .file(let fd, _), .socket(let fd): fd
+        }
+    }
+}
+
 /// The fd numbers the filter binds its rules to. Every number is fixed
 /// before the filter is loaded; a rule can only compare against constants.
 public struct SandboxDescriptors: Equatable, Sendable {
@@ -45,14 +60,18 @@ public struct SandboxDescriptors: Equatable, Sendable {
     public var ready: Int32?
     /// The simulated hypervisor's record file (O_APPEND).
     public var record: Int32?
+    /// The audit channel, when it is not stderr.
+    public var audit: AuditDescriptors?
     /// Kept open but given no rights by the filter (tests use this).
     public var extra: [Int32]
 
-    public init(privcmd: Int32?, client: ClientSocket, ready: Int32? = nil, record: Int32? = nil, extra: [Int32] = []) {
+    public init(privcmd: Int32?, client: ClientSocket, ready: Int32? = nil, record: Int32? = nil,
+                audit: AuditDescriptors? = nil, extra: [Int32] = []) {
         self.privcmd = privcmd
         self.client = client
         self.ready = ready
         self.record = record
+        self.audit = audit
         self.extra = extra
     }
 
@@ -70,6 +89,15 @@ public struct SandboxDescriptors: Equatable, Sendable {
         }
         if let ready { list.append(("ready fd", ready)) }
         if let record { list.append(("record file", record)) }
+        switch audit {
+        case .file(let fd, let directory):
+            list.append(("audit file", fd))
+            list.append(("audit directory", directory))
+        case .socket(let fd):
+            list.append(("audit socket", fd))
+        case nil:
+            break
+        }
         for fd in extra { list.append(("extra", fd)) }
         return list
     }

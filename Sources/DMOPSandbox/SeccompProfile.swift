@@ -89,6 +89,10 @@ public struct SeccompProfile: Sendable {
 
     static func fd(_ value: Int32) -> UInt64 { UInt64(UInt32(bitPattern: value)) }
 
+    /// The open flags of the audit file, first and on SIGHUP (AuditSink uses
+    /// the same value; a test checks they agree).
+    public static let auditFileFlags: Int32 = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW
+
     static func allowList(_ d: SandboxDescriptors) -> [SyscallRule] {
         let client = fd(d.client.clientFd)
         let noExec = ArgumentCondition(2, .maskedEqual(mask: UInt64(PROT_EXEC), value: 0), "prot without PROT_EXEC")
@@ -128,6 +132,24 @@ public struct SeccompProfile: Sendable {
             rules.append(SyscallRule("write", [ArgumentCondition(0, .equal(fd(record)), "record file")],
                                      "simulated hypervisor's call record (O_APPEND, bounded by RLIMIT_FSIZE)"))
         }
+        switch d.audit {
+        case .file(let audit, let directory):
+            rules.append(SyscallRule("write", [ArgumentCondition(0, .equal(fd(audit)), "audit file")],
+                                     "audit lines (--audit-log FILE, O_APPEND, bounded by RLIMIT_FSIZE)"))
+            rules.append(SyscallRule("openat", [
+                ArgumentCondition(0, .equal(fd(directory)), "audit directory"),
+                ArgumentCondition(2, .equal(UInt64(UInt32(bitPattern: auditFileFlags))), "O_WRONLY|O_APPEND|O_CREAT|O_CLOEXEC|O_NOFOLLOW"),
+            ], "SIGHUP: open the audit file again by name after rotation (write-only, in its own directory only)"))
+            rules.append(SyscallRule("dup3", [ArgumentCondition(1, .equal(fd(audit)), "audit file")],
+                                     "SIGHUP: move the reopened audit file onto the fd number the write rule names"))
+            rules.append(SyscallRule("lseek", [ArgumentCondition(0, .equal(fd(audit)), "audit file")],
+                                     "SIGHUP: the reopened file's size, for the room kept for refusals and the session end"))
+        case .socket(let audit):
+            rules.append(SyscallRule("sendto", [ArgumentCondition(0, .equal(fd(audit)), "audit socket")],
+                                     "audit lines to journald or syslog (--audit-log journal|syslog), one datagram each"))
+        case nil:
+            break
+        }
         if let ready = d.ready {
             rules.append(SyscallRule("write", [ArgumentCondition(0, .equal(fd(ready)), "ready fd")],
                                      "the one 'ready' line after confinement"))
@@ -151,7 +173,7 @@ public struct SeccompProfile: Sendable {
         rules.append(SyscallRule("clock_gettime", "audit timestamps and rate limits on a clocksource without vDSO"))
 
         // Signals and exit.
-        rules.append(SyscallRule("rt_sigreturn", "return from the SIGTERM/SIGINT/SIGHUP stop handler"))
+        rules.append(SyscallRule("rt_sigreturn", "return from the SIGTERM/SIGINT stop handler and the SIGHUP/SIGUSR1 flag handler"))
         rules.append(SyscallRule("exit_group", "exit with the status that says why"))
         return rules
     }
@@ -200,6 +222,11 @@ public struct SeccompProfile: Sendable {
         }
         if let ready = descriptors.ready { roles += ", ready=\(ready)" }
         if let record = descriptors.record { roles += ", record=\(record)" }
+        switch descriptors.audit {
+        case .file(let fd, let directory): roles += ", audit file=\(fd), audit directory=\(directory)"
+        case .socket(let fd): roles += ", audit socket=\(fd)"
+        case nil: break
+        }
         out += roles + "\n\nallowed:\n"
         out += Self.table(allowed)
         if mode == .log, !neverAllowed.isEmpty {

@@ -5,19 +5,25 @@ import DMOPPosix
 import Glibc
 import Logging
 
-/// A swift-log handler that writes one line per event to a file descriptor
-/// (stderr by default) with a single write(2): no stdio buffering to lose at
-/// exit, no time-zone file to read (timestamps are UTC), and nothing the
-/// seccomp filter would have to allow beyond write on that fd.
+/// A swift-log handler that hands each event to an AuditLineWriter: the
+/// same builder and channel as the request path's lines, one write per
+/// line, no stdio buffering to lose at exit, no time-zone file to read
+/// (timestamps are UTC). Values in messages are quoted by the caller with
+/// Logfmt.quote; metadata values are quoted here.
 public struct AuditLogHandler: LogHandler {
-    public var logLevel: Logger.Level = .info
+    public var logLevel: Logger.Level {
+        get { writer.logLevel }
+        set { writer.logLevel = newValue }
+    }
     public var metadata: Logger.Metadata = [:]
-    let fd: Int32
-    let label: String
+    public let writer: AuditLineWriter
 
-    public init(label: String, fd: Int32 = 2) {
-        self.label = label
-        self.fd = fd
+    public init(label: String, sink: AuditSink = .standardError) {
+        writer = AuditLineWriter(sink: sink, label: label, logLevel: .info)
+    }
+
+    public init(writer: AuditLineWriter) {
+        self.writer = writer
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -26,39 +32,8 @@ public struct AuditLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var line = AuditLogHandler.timestamp()
-        line += " "
-        line += label
-        line += " "
-        line += event.level.rawValue
-        line += " "
-        line += event.message.description
         let merged = event.metadata.map { metadata.merging($0) { $1 } } ?? metadata
-        if !merged.isEmpty {
-            for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
-                line += " \(key)=\(value)"
-            }
-        }
-        line += "\n"
-        var bytes = Array(line.utf8)
-        let fd = self.fd
-        bytes.withUnsafeMutableBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if n > 0 { offset += n } else if n < 0 && errno == EINTR { continue } else { break }
-            }
-        }
-    }
-
-    /// "2026-11-22T04:45:12.123456Z", computed from the epoch without libc's
-    /// time-zone machinery.
-    static func timestamp() -> String {
-        var clock = AuditClock()
-        var bytes = LineBuffer(capacity: AuditClock.timestampLength)
-        defer { bytes.deallocate() }
-        clock.appendTimestamp(to: &bytes)
-        return String(decoding: bytes.bytes, as: UTF8.self)
+        writer.log(event.level, event.message.description, metadata: merged)
     }
 }
 
@@ -170,11 +145,17 @@ struct AuditClock {
     /// room for any Int64 year).
     private var prefix: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
     private var prefixLength = 0
+    /// A clock that always reads this time (golden tests).
+    var fixed: (seconds: Int64, nanos: Int32)?
 
     mutating func appendTimestamp(to out: inout LineBuffer) {
         var seconds: Int64 = 0
         var nanos: Int32 = 0
-        cposix_realtime(&seconds, &nanos)
+        if let fixed {
+            (seconds, nanos) = fixed
+        } else {
+            cposix_realtime(&seconds, &nanos)
+        }
         if seconds != cachedSecond {
             var text = LineBuffer(capacity: 32)
             Self.formatPrefix(seconds, into: &text)
@@ -222,14 +203,14 @@ struct AuditClock {
     }
 }
 
-/// The per-request audit lines of the broker's hot path, byte for byte what
-/// AuditLogHandler writes for the same message, built in one buffer reused
-/// from line to line: no String, no Logger.Message, no metadata, one
-/// write(2). Only used when the broker's Logger holds a plain
-/// AuditLogHandler (no metadata); anything else goes through the Logger.
-public final class AuditLineWriter {
-    public let logLevel: Logger.Level
-    private let fd: Int32
+/// The one builder of audit lines, for the Logger (AuditLogHandler) and for
+/// the request path alike: "<timestamp> <label> <level> <message>", values
+/// in logfmt, built in one buffer reused from line to line (on the request
+/// path: no String, no Logger.Message, no metadata), handed to the
+/// AuditSink whole.
+public final class AuditLineWriter: @unchecked Sendable {
+    public var logLevel: Logger.Level
+    public let sink: AuditSink
     /// " <label> " as bytes.
     private let label: [UInt8]
     /// State behind a pointer: stored `var`s of a class would cost a
@@ -241,10 +222,14 @@ public final class AuditLineWriter {
         var clock: AuditClock
         /// A finished line not yet written.
         var pending = false
+        var level = Logger.Level.info
+        var importance = AuditImportance.essential
+        /// Where the message starts (after timestamp, label, level).
+        var messageStart = 0
     }
 
-    public init(fd: Int32, label: String, logLevel: Logger.Level) {
-        self.fd = fd
+    public init(sink: AuditSink, label: String, logLevel: Logger.Level = .info) {
+        self.sink = sink
         self.label = Array(" \(label) ".utf8)
         self.logLevel = logLevel
         state = .allocate(capacity: 1)
@@ -258,18 +243,25 @@ public final class AuditLineWriter {
         state.deallocate()
     }
 
-    /// The fast path for `logger`, or nil when its handler is not one this
-    /// writer reproduces exactly.
-    public convenience init?(_ logger: Logger) {
+    /// The writer behind `logger`, or nil when its handler is not an
+    /// AuditLogHandler without metadata (then lines go through the Logger).
+    public static func of(_ logger: Logger) -> AuditLineWriter? {
         guard let handler = logger.handler as? AuditLogHandler, handler.metadata.isEmpty else { return nil }
-        self.init(fd: handler.fd, label: handler.label, logLevel: handler.logLevel)
+        return handler.writer
+    }
+
+    /// Every timestamp reads this time (golden tests).
+    func fixClock(seconds: Int64, nanos: Int32) {
+        state.pointee.clock.fixed = (seconds, nanos)
     }
 
     /// Starts a line: "<timestamp> <label> <level> ". False when `level` is
     /// below the handler's level (the line is then not written).
-    public func begin(_ level: Logger.Level) -> Bool {
+    public func begin(_ level: Logger.Level, _ importance: AuditImportance) -> Bool {
         guard level >= logLevel else { return false }
         flush()
+        state.pointee.level = level
+        state.pointee.importance = importance
         state.pointee.line.removeAll()
         state.pointee.clock.appendTimestamp(to: &state.pointee.line)
         label.withUnsafeBufferPointer { state.pointee.line.append($0) }
@@ -281,6 +273,7 @@ public final class AuditLineWriter {
         default: state.pointee.line.append(level.rawValue)
         }
         state.pointee.line.append(UInt8(ascii: " "))
+        state.pointee.messageStart = state.pointee.line.count
         return true
     }
 
@@ -288,10 +281,20 @@ public final class AuditLineWriter {
         state.pointee.line.append(UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
-    /// Named apart from append(_: StaticString) so that a literal never
-    /// picks the String overload.
+    /// Text as it is (named apart from append(_: StaticString) so that a
+    /// literal never picks the String overload).
     public func append(string text: String) {
         state.pointee.line.append(text)
+    }
+
+    /// A value in logfmt: as it is when it needs no quotes, else quoted and
+    /// escaped (Logfmt.quote).
+    public func append(value text: String) {
+        if Logfmt.needsQuoting(text) {
+            state.pointee.line.append(Logfmt.quote(text))
+        } else {
+            state.pointee.line.append(text)
+        }
     }
 
     // One overload per integer type of the lines: no generic conversion.
@@ -299,6 +302,7 @@ public final class AuditLineWriter {
     public func append(_ value: UInt32) { state.pointee.line.appendDecimal(UInt64(value)) }
     public func append(_ value: UInt16) { state.pointee.line.appendDecimal(UInt64(value)) }
     public func append(_ value: UInt64) { state.pointee.line.appendDecimal(value) }
+    public func append(_ value: Int) { state.pointee.line.appendDecimal(Int64(value)) }
 
     /// Ends the line. It is written by the next flush(), which the broker
     /// calls right after sending the reply (so the client does not wait for
@@ -308,55 +312,44 @@ public final class AuditLineWriter {
         state.pointee.pending = true
     }
 
-    /// Writes the finished line, if any, with one write(2).
+    /// A whole line from the Logger: message as given, metadata sorted by
+    /// key, values quoted; written at once.
+    func log(_ level: Logger.Level, _ message: String, metadata: Logger.Metadata) {
+        let importance: AuditImportance = switch level {
+        case .trace, .debug: .bulk
+        case .notice, .warning: .refusal
+        case .info, .error, .critical: .essential
+        }
+        guard begin(level, importance) else { return }
+        append(string: message)
+        for (key, value) in metadata.sorted(by: { $0.key < $1.key }) {
+            append(" "); append(string: key); append("="); append(value: "\(value)")
+        }
+        end()
+        flush()
+    }
+
+    /// Writes the finished line, if any; after a write that works, says how
+    /// many lines were lost before it.
     public func flush() {
         guard state.pointee.pending else { return }
         state.pointee.pending = false
-        let bytes = state.pointee.line.bytes
-        guard let base = bytes.baseAddress else { return }
-        var offset = 0
-        while offset < bytes.count {
-            let n = write(fd, base + offset, bytes.count - offset)
-            if n > 0 { offset += n } else if n < 0 && errno == EINTR { continue } else { break }
-        }
-    }
-}
-
-// The two lines of every request, as BrokerServer.handle wrote them through
-// the Logger; the same text either way.
-extension BrokerServer {
-    func auditForward(_ peer: SeqPacket.Credentials, _ domid: UInt16, _ opName: String, _ rule: String,
-                      _ rc: Int32, _ latencyMicros: UInt64) {
-        guard let line = auditLines else {
-            audit.info("peer_pid=\(peer.pid) peer_uid=\(peer.uid) domid=\(domid) op=\(opName) verdict=forward rule=\(rule) rc=\(rc) latency_us=\(latencyMicros)")
-            return
-        }
-        guard line.begin(.info) else { return }
-        line.append("peer_pid="); line.append(peer.pid)
-        line.append(" peer_uid="); line.append(peer.uid)
-        line.append(" domid="); line.append(domid)
-        line.append(" op="); line.append(string: opName)
-        line.append(" verdict=forward rule="); line.append(string: rule)
-        line.append(" rc="); line.append(rc)
-        line.append(" latency_us="); line.append(latencyMicros)
-        line.end()
+        let written = sink.write(state.pointee.line.bytes, messageStart: state.pointee.messageStart,
+                                 level: state.pointee.level, importance: state.pointee.importance)
+        if written, sink.unreportedLost > 0 { reportLost() }
     }
 
-    func auditRefusal(_ peer: SeqPacket.Credentials, _ domid: UInt16, _ opName: String, _ reason: ReasonCode,
-                      _ rc: Int32, _ latencyMicros: UInt64, _ detail: String) {
-        guard let line = auditLines else {
-            audit.notice("peer_pid=\(peer.pid) peer_uid=\(peer.uid) domid=\(domid) op=\(opName) verdict=refuse reason=\(reason.name) rule=- rc=\(rc) latency_us=\(latencyMicros) detail=\"\(detail)\"")
-            return
+    private func reportLost() {
+        let count = sink.unreportedLost
+        guard begin(.warning, .essential) else { return }
+        append("audit lines lost: lost="); append(count)
+        append(" total_lost="); append(sink.lost)
+        append(" error="); append(string: Errno.name(sink.lastError))
+        end()
+        state.pointee.pending = false
+        if sink.write(state.pointee.line.bytes, messageStart: state.pointee.messageStart,
+                      level: .warning, importance: .essential) {
+            sink.lostReported()
         }
-        guard line.begin(.notice) else { return }
-        line.append("peer_pid="); line.append(peer.pid)
-        line.append(" peer_uid="); line.append(peer.uid)
-        line.append(" domid="); line.append(domid)
-        line.append(" op="); line.append(string: opName)
-        line.append(" verdict=refuse reason="); line.append(string: reason.name)
-        line.append(" rule=- rc="); line.append(rc)
-        line.append(" latency_us="); line.append(latencyMicros)
-        line.append(" detail=\""); line.append(string: detail); line.append("\"")
-        line.end()
     }
 }

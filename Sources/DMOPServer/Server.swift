@@ -10,7 +10,7 @@ import Logging
 public enum SessionEnd: Equatable {
     /// The client hung up.
     case hangUp
-    /// SIGTERM, SIGINT or SIGHUP arrived.
+    /// SIGTERM or SIGINT arrived.
     case stopped
     /// The client broke the protocol; it was told why and disconnected.
     case protocolViolation(ProtocolViolation)
@@ -33,6 +33,9 @@ public final class BrokerServer {
     let audit: Logger
     /// The per-request lines without String building (nil: through `audit`).
     let auditLines: AuditLineWriter?
+    let auditOptions: AuditOptions
+    /// Forwards of the interval and totals since start (stats).
+    let counters = RequestCounters(now: cposix_monotonic_ns())
 
     /// One receive and one reply buffer for the life of the process: a
     /// request never allocates from a length the client chose.
@@ -40,13 +43,15 @@ public final class BrokerServer {
     private let replyBuffer: UnsafeMutableRawBufferPointer
     private let bufferMemory: (receive: ZeroedBuffer, reply: ZeroedBuffer)
 
-    public init(domid: UInt16, policy: Policy, hypervisor: any Hypervisor, peerUID: UInt32?, audit: Logger) {
+    public init(domid: UInt16, policy: Policy, hypervisor: any Hypervisor, peerUID: UInt32?, audit: Logger,
+                auditOptions: AuditOptions = AuditOptions()) {
         self.domid = domid
         self.policy = policy
         self.hypervisor = hypervisor
         self.peerUID = peerUID
         self.audit = audit
-        auditLines = AuditLineWriter(audit)
+        auditLines = AuditLineWriter.of(audit)
+        self.auditOptions = auditOptions
         bufferMemory = (ZeroedBuffer(byteCount: Wire.maxRequestSize), ZeroedBuffer(byteCount: Wire.maxReplySize))
         receiveBuffer = bufferMemory.receive.bytes
         replyBuffer = bufferMemory.reply.bytes
@@ -77,11 +82,13 @@ public final class BrokerServer {
             audit.warning("peer refused: peer_pid=\(peer.pid) peer_uid=\(peer.uid) allowed_uid=\(allowed)")
             return .peerRefused(uid: peer.uid)
         }
-        audit.info("session start: peer_pid=\(peer.pid) peer_uid=\(peer.uid) domid=\(domid) policy=\(policy.source) hypervisor=\(hypervisor.kind)")
+        counters.sessions += 1
+        audit.info("session start: peer_pid=\(peer.pid) peer_uid=\(peer.uid) domid=\(domid) policy=\(Logfmt.quote(policy.source)) hypervisor=\(hypervisor.kind)")
         var session = Session(peer: peer, policy: policy, now: cposix_monotonic_ns())
         let end = loop(fd: fd, session: &session)
+        flushForwardCounts(peer, now: cposix_monotonic_ns(), force: true)
         for line in session.throttle.summaries(now: cposix_monotonic_ns(), force: true) { audit.notice("\(line)") }
-        audit.info("session end: peer_pid=\(peer.pid) reason=\(describe(end)) requests=\(session.requests) forwarded=\(session.forwarded) refused=\(session.refused)")
+        audit.info("session end: peer_pid=\(peer.pid) reason=\(Logfmt.quote(describe(end))) requests=\(session.requests) forwarded=\(session.forwarded) refused=\(session.refused) audit_lost=\(auditLines?.sink.lost ?? 0)")
         return end
     }
 
@@ -106,6 +113,7 @@ public final class BrokerServer {
     private func loop(fd: Int32, session: inout Session) -> SessionEnd {
         while true {
             if cposix_stop_signal() != 0 { return .stopped }
+            if cposix_runtime_signal_pending() != 0 { handleRuntimeSignals(session.peer) }
             let received: SeqPacket.Received
             do {
                 received = try SeqPacket.receive(fd, into: receiveBuffer)
@@ -139,7 +147,7 @@ public final class BrokerServer {
                 }
                 switch Wire.negotiate(hello) {
                 case .failure(let refusal):
-                    audit.warning("hello refused: peer_pid=\(session.peer.pid) reason=\(refusal.reason.name) \(refusal.detail)")
+                    audit.warning("hello refused: peer_pid=\(session.peer.pid) reason=\(refusal.reason.name) detail=\(Logfmt.quote(refusal.detail))")
                     try? SeqPacket.send(fd, Wire.encodeRefused(refusal.reason, text: refusal.detail))
                     return .helloRefused(refusal)
                 case .success(let version):
@@ -181,14 +189,21 @@ public final class BrokerServer {
         var decision = decide(restrictedDomid: domid, policy: policy, request: request, owned: session.owned)
         let opName = request.opNumber.map { Catalogue.op(number: $0)?.name ?? "op\($0)" } ?? "-"
         for line in session.throttle.summaries(now: started) { audit.notice("\(line)") }
+        flushForwardCounts(session.peer, now: started, force: false)
         if case .forward(let rule) = decision, rule.rateLimit != nil,
            !session.limiter.admit(op: rule.op.number, now: started) {
             decision = .refuse(.rateLimited, "\(rule.op.name): over \(rule.location)'s limit")
         }
+        if case .forward = decision, auditRefusesForwards {
+            decision = .refuse(.auditUnavailable, "the audit log cannot take more forward lines (\(Errno.name(auditLines?.sink.lastError ?? 0)))")
+        }
+        counters.requests += 1
 
         switch decision {
         case .refuse(let reason, let detail):
             session.refused += 1
+            counters.refused[RequestCounters.slot(request.opNumber)] += 1
+            if reason == .rateLimited { counters.rateLimited += 1 }
             let result = -reason.errno
             // Bounded under a flood: rate-limit refusals are only counted, other
             // refusals are logged up to a number per interval, then counted.
@@ -219,14 +234,14 @@ public final class BrokerServer {
                 if rule.op.writesBackPayload { returned.append((0, views[0])) }
                 if case .dirtyBitmap = rule.op.extraBuffer { returned.append((1, views[1])) }
             }
-            auditForward(session.peer, frame.domid, opName, rule.location, rc, elapsedMicros(since: started))
+            auditForward(session.peer, frame.domid, rule.op, rule.location, rc, elapsedMicros(since: started))
             return Wire.encodeReply(into: replyBuffer, domid: frame.domid, requestID: frame.requestID,
                                     result: rc, refusal: nil, returned: returned)
         }
     }
 
     private func violation(_ fd: Int32, _ violation: ProtocolViolation) -> SessionEnd {
-        audit.warning("protocol error: reason=\(violation.reason.name) request_id=\(violation.requestID) \(violation.detail); disconnecting")
+        audit.warning("protocol error: reason=\(violation.reason.name) request_id=\(violation.requestID) detail=\(Logfmt.quote(violation.detail)) disconnecting")
         try? SeqPacket.send(fd, Wire.encodeProtocolError(violation))
         return .protocolViolation(violation)
     }

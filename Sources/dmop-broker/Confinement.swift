@@ -2,6 +2,7 @@
 import ArgumentParser
 import DMOPHypervisor
 import DMOPSandbox
+import DMOPServer
 import Glibc
 import Logging
 
@@ -21,12 +22,18 @@ struct ConfinementOptions: ParsableArguments {
     /// Drops privileges, closes every other fd, sets rlimits and loads the
     /// seccomp filter, in that order. Any failure is fatal: the process is
     /// then half-confined and must not serve.
-    func confine(hypervisor: any Hypervisor, endpoint: ServeCommand.Endpoint, readyFd: Int32?, audit: Logger) {
+    func confine(hypervisor: any Hypervisor, endpoint: ServeCommand.Endpoint, readyFd: Int32?, auditSink: AuditSink,
+                 audit: Logger) {
         let userSpec: UserSpec?
         do {
             userSpec = try user.map { try UserSpec.resolve($0) }
         } catch {
             fail(.usage, "--user \(user ?? ""): \(error)")
+        }
+        let auditDescriptors: AuditDescriptors? = switch auditSink.channel {
+        case .stderr: nil
+        case .file: .file(fd: auditSink.fd, directory: auditSink.directoryFd)
+        case .journal, .syslog: .socket(fd: auditSink.fd)
         }
         let client: ClientSocket
         switch endpoint {
@@ -37,11 +44,17 @@ struct ConfinementOptions: ParsableArguments {
             privcmd: (hypervisor as? PrivcmdHypervisor)?.fileDescriptor,
             client: client,
             ready: readyFd,
-            record: (hypervisor as? SimulatedHypervisor).flatMap { $0.recordFileDescriptor >= 0 ? $0.recordFileDescriptor : nil })
+            record: (hypervisor as? SimulatedHypervisor).flatMap { $0.recordFileDescriptor >= 0 ? $0.recordFileDescriptor : nil },
+            audit: auditDescriptors)
+        // The file-size limit the broker runs under is the smaller of the
+        // inherited one and its own: the audit file keeps its reserve below it.
+        var inherited = rlimit()
+        let inheritedLimit = getrlimit(__rlimit_resource_t(RLIMIT_FSIZE.rawValue), &inherited) == 0 ? UInt64(inherited.rlim_cur) : UInt64.max
         let config = SandboxConfig(user: userSpec, allowRoot: allowRoot, descriptors: descriptors,
                                    seccompMode: seccomp, trapExitCode: ExitStatus.seccompViolation.rawValue)
         do {
             let confinement = try Sandbox.confine(config)
+            auditSink.limitFileSize(to: min(inheritedLimit, confinement.limits.fileSize))
             audit.info("\(confinement)")
         } catch {
             let status: ExitStatus = switch error.category {

@@ -2,7 +2,7 @@
 /// Exit statuses of `dmop-broker`, one per reason, listed in dmop-broker(8).
 /// A toolstack reads them to tell why a broker went away.
 enum ExitStatus: Int32, CaseIterable {
-    /// Clean end: the client hung up (--socket-fd), or SIGTERM/SIGINT/SIGHUP.
+    /// Clean end: the client hung up (--socket-fd), or SIGTERM/SIGINT.
     case ok = 0
     /// Bad command line (ArgumentParser's own code).
     case usage = 64
@@ -40,4 +40,6 @@ enum ExitStatus: Int32, CaseIterable {
     /// The client's HELLO named no protocol version or Xen interface in
     /// common with the broker; it got REFUSED (--socket-fd mode).
     case helloRefused = 80
+    /// The --audit-log channel could not be opened.
+    case auditLog = 81
 }

@@ -13,6 +13,10 @@ enum HypervisorKind: String, ExpressibleByArgument, CaseIterable {
     case privcmd, simulated
 }
 
+extension AuditChannel: ExpressibleByArgument {}
+extension AuditForwards: ExpressibleByArgument {}
+extension AuditFailure: ExpressibleByArgument {}
+
 struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
@@ -48,6 +52,20 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Write 'ready\\n' to this fd once serving, then close it.")
     var readyFd: Int32?
 
+    @Option(name: .customLong("audit-log"), help: ArgumentHelp(
+        "Where audit lines go: stderr, journal (journald's native protocol), syslog (RFC 5424 on /dev/log; syslog:SOCKET for another socket), or a FILE path (opened before confinement, appended; SIGHUP reopens it).",
+        valueName: "stderr|journal|syslog|FILE"))
+    var auditLog: AuditChannel = .stderr
+
+    @Option(name: .customLong("audit-forwards"), help: "aggregate: one line per op per 10 s with counts; each: one line per forwarded DMOP.")
+    var auditForwards: AuditForwards = .aggregate
+
+    @Option(name: .customLong("audit-failure"), help: "When the audit log cannot take forward lines: refuse (refuse forwards with AUDIT_UNAVAILABLE until it can) or continue (forward, count the lost lines).")
+    var auditFailure: AuditFailure = .refuse
+
+    @Option(name: .customLong("guest-name"), help: "The guest's name, for the audit trail (journal field DMOP_GUEST, start line).")
+    var guestName: String?
+
     @OptionGroup var confinement: ConfinementOptions
 
     func validate() throws {
@@ -61,10 +79,18 @@ struct ServeCommand: ParsableCommand {
 
     func run() throws {
         if cposix_install_stop_handler() != 0 { fail(.socket, "sigaction: \(SystemError("sigaction"))") }
-        let audit = Logger(label: "dmop-broker[\(getpid())]") { AuditLogHandler(label: $0) }
-
         // 1. Arguments and policy.
         let policy = loadPolicy(self.policy)
+
+        // The audit channel: every later line goes there.
+        let sink: AuditSink
+        do {
+            sink = try AuditSink.open(auditLog)
+        } catch {
+            fail(.auditLog, "--audit-log \(auditLog): \(error)")
+        }
+        sink.guestName = guestName
+        let audit = Logger(label: "dmop-broker[\(getpid())]") { AuditLogHandler(label: $0, sink: sink) }
 
         // 2. The hypervisor: open, restrict, prove the restriction.
         let hypervisor = makeHypervisor()
@@ -86,11 +112,12 @@ struct ServeCommand: ParsableCommand {
         // The server allocates its buffers, and the first audit line warms
         // up what logging touches, before the filter forbids new things.
         let server = BrokerServer(domid: domid.value, policy: policy, hypervisor: hypervisor,
-                                  peerUID: peerUid, audit: audit)
-        audit.info("starting version=\(brokerVersion) domid=\(domid.value) hypervisor=\(hypervisor.kind) xen_version=\(hypervisor.xenVersion >> 16).\(hypervisor.xenVersion & 0xffff) policy=\(policy.source) allowed=\(policy.rules.map(\.op.name).joined(separator: ","))")
+                                  peerUID: peerUid, audit: audit,
+                                  auditOptions: AuditOptions(forwards: auditForwards, failure: auditFailure))
+        audit.info("starting version=\(brokerVersion) domid=\(domid.value) hypervisor=\(hypervisor.kind) xen_version=\(hypervisor.xenVersion >> 16).\(hypervisor.xenVersion & 0xffff) policy=\(Logfmt.quote(policy.source)) allowed=\(policy.rules.map(\.op.name).joined(separator: ",")) audit_log=\(Logfmt.quote(auditLog.description)) audit_forwards=\(auditForwards.rawValue) audit_failure=\(auditFailure.rawValue)\(guestName.map { " guest=\(Logfmt.quote($0))" } ?? "")")
 
         // 4-5. Drop privileges, close fds, rlimits, seccomp.
-        confinement.confine(hypervisor: hypervisor, endpoint: endpoint, readyFd: readyFd, audit: audit)
+        confinement.confine(hypervisor: hypervisor, endpoint: endpoint, readyFd: readyFd, auditSink: sink, audit: audit)
 
         // 6. Ready: confined, and no client byte read yet.
         if let readyFd {
@@ -108,7 +135,11 @@ struct ServeCommand: ParsableCommand {
                 do {
                     connection = try SeqPacket.accept(listener)
                 } catch {
-                    if error.errno == EINTR { break }
+                    if error.errno == EINTR {
+                        if cposix_stop_signal() != 0 { break }
+                        server.handleRuntimeSignals()
+                        continue
+                    }
                     audit.error("accept failed: \(error)")
                     continue
                 }

@@ -70,7 +70,7 @@ struct Fixture {
             exit(65)
         }
         let devNull = open("/dev/null", O_WRONLY | O_CLOEXEC)
-        audit = Logger(label: "dmop-fuzz") { AuditLogHandler(label: $0, fd: devNull) }
+        audit = Logger(label: "dmop-fuzz") { AuditLogHandler(label: $0, sink: .writing(to: devNull)) }
     }
 
     private static func packageRoot() -> String {

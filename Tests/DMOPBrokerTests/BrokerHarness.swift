@@ -35,7 +35,7 @@ final class BrokerUnderTest {
 
     init(mode: Mode = .socketPair, domid: UInt16 = 5, policy: String = TestSupport.policyPath("qemu-xen.policy"),
          extraArguments: [String] = [], waitForReady: Bool = true, listenPath: String? = nil,
-         brokerPath: String = TestSupport.brokerPath) throws {
+         brokerPath: String = TestSupport.brokerPath, launcher: [String] = []) throws {
         directory = TestSupport.temporaryDirectory()
         recordPath = directory.appendingPathComponent("record.jsonl").path
         auditPath = directory.appendingPathComponent("audit.log").path
@@ -60,7 +60,8 @@ final class BrokerUnderTest {
         }
         if geteuid() == 0 && !extraArguments.contains("--user") { arguments.append("--allow-root") }
         arguments += extraArguments
-        pid = try Spawn.start(brokerPath, arguments, fds: fds, stderrPath: auditPath,
+        // A launcher (prlimit ... --) execs the broker: the pid stays the broker's.
+        pid = try Spawn.start(launcher.first ?? brokerPath, launcher + arguments, fds: fds, stderrPath: auditPath,
                               environment: ["SWIFT_BACKTRACE=enable=no", "PATH=/usr/bin:/bin"])
         brokerEnd?.close()
         close(readyPipe[1])

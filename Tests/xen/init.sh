@@ -79,7 +79,7 @@ session() {
     # uid 65534 for the broker, 1000 for "QEMU": what the toolstack would pick.
     SWIFT_BACKTRACE=enable=no TZ=UTC \
     $X/dmop-broker serve --hypervisor privcmd --domid "$D" --listen /run/dmop.sock \
-        --policy "$policy" --user 65534:65534 --peer-uid 1000 --ready-fd 3 \
+        --policy "$policy" --user 65534:65534 --peer-uid 1000 --ready-fd 3 --audit-forwards each \
         3>/run/ready </dev/null >"$log" 2>&1 &
     bpid=$!
     ready=$(timeout 30 cat /run/ready)

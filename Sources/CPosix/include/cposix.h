@@ -33,10 +33,17 @@ ssize_t cposix_recv_datagram(int fd, void *buf, size_t len, int *truncated, int 
  * < 0: none). Returns bytes sent or -1/errno. MSG_NOSIGNAL is always set. */
 ssize_t cposix_send_datagram(int fd, const void *buf, size_t len, int fd_to_pass);
 
-/* SIGTERM/SIGINT/SIGHUP handler that only records the signal: blocking
- * calls return EINTR (no SA_RESTART) and the loop asks cposix_stop_signal(). */
+/* SIGTERM/SIGINT handler that only records the signal: blocking calls
+ * return EINTR (no SA_RESTART) and the loop asks cposix_stop_signal().
+ * SIGHUP and SIGUSR1 only set flags the loop takes (the broker goes on). */
 int cposix_install_stop_handler(void);
 int cposix_stop_signal(void);
+/* Nonzero when SIGHUP or SIGUSR1 arrived and was not taken yet. */
+int cposix_runtime_signal_pending(void);
+/* 1 once per SIGHUP (reopen the audit file), then 0. */
+int cposix_take_hangup(void);
+/* 1 once per SIGUSR1 (write a stats line), then 0. */
+int cposix_take_stats_request(void);
 
 /* Monotonic clock in nanoseconds (vDSO, no syscall in the steady state). */
 uint64_t cposix_monotonic_ns(void);

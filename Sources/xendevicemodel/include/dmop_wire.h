@@ -57,6 +57,7 @@
 #define DMOP_REASON_CONDITION_FAILED    8
 #define DMOP_REASON_RATE_LIMITED        9
 #define DMOP_REASON_NOT_OWNER           10
+#define DMOP_REASON_AUDIT_UNAVAILABLE   11
 /* ... and errors that end the session or refuse the hello. */
 #define DMOP_REASON_BAD_MAGIC           32
 #define DMOP_REASON_TRUNCATED           33
@@ -113,6 +114,7 @@ static inline const char *dmop_reason_name(unsigned int reason)
     case DMOP_REASON_CONDITION_FAILED: return "CONDITION_FAILED";
     case DMOP_REASON_RATE_LIMITED: return "RATE_LIMITED";
     case DMOP_REASON_NOT_OWNER: return "NOT_OWNER";
+    case DMOP_REASON_AUDIT_UNAVAILABLE: return "AUDIT_UNAVAILABLE";
     case DMOP_REASON_BAD_MAGIC: return "BAD_MAGIC";
     case DMOP_REASON_TRUNCATED: return "TRUNCATED";
     case DMOP_REASON_OVERSIZED: return "OVERSIZED";

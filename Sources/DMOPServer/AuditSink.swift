@@ -1,0 +1,337 @@
+// SPDX-License-Identifier: MIT
+import CPosix
+import DMOPCore
+import DMOPPosix
+import Glibc
+import Logging
+
+/// Where the audit trail goes (`serve --audit-log`).
+public enum AuditChannel: Equatable, Sendable, CustomStringConvertible {
+    /// fd 2 as inherited (the default; under libxl that is QEMU's log too).
+    case stderr
+    /// journald's native protocol on its socket.
+    case journal(socket: String)
+    /// RFC 5424 datagrams on a syslog socket.
+    case syslog(socket: String)
+    /// A file of its own, opened (O_APPEND) before confinement.
+    case file(String)
+
+    public static let journalSocket = "/run/systemd/journal/socket"
+    public static let syslogSocket = "/dev/log"
+
+    /// "stderr", "journal", "syslog", "syslog:SOCKET" (a daemon listening
+    /// elsewhere than /dev/log), or a file path (with a slash).
+    public init?(argument: String) {
+        switch argument {
+        case "stderr": self = .stderr
+        case "journal": self = .journal(socket: Self.journalSocket)
+        case "syslog": self = .syslog(socket: Self.syslogSocket)
+        default:
+            if argument.hasPrefix("syslog:"), argument.count > 7 {
+                self = .syslog(socket: String(argument.dropFirst(7)))
+            } else if argument.contains("/") {
+                self = .file(argument)
+            } else {
+                return nil
+            }
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .stderr: "stderr"
+        case .journal: "journal"
+        case .syslog(let socket): socket == Self.syslogSocket ? "syslog" : "syslog:\(socket)"
+        case .file(let path): path
+        }
+    }
+}
+
+/// How much a line matters when room runs out. A file channel keeps a
+/// reserve below its size limit: forwards stop first, refusals next, and the
+/// session, confinement and lost-line lines still fit at the end.
+public enum AuditImportance: Int, Sendable {
+    /// Forwards (one by one or aggregated) and stats.
+    case bulk
+    /// Refusals, protocol errors, summaries of suppressed lines.
+    case refusal
+    /// Start, confinement, session start and end, lost lines, errors.
+    case essential
+}
+
+/// The channel's descriptor and what is known of its health: the lines it
+/// lost and whether the last write failed. The broker is single-threaded;
+/// the Logger handler holds this class, hence @unchecked Sendable.
+public final class AuditSink: @unchecked Sendable {
+    public let channel: AuditChannel
+    /// The descriptor the lines are written to (fixed number, for seccomp).
+    public private(set) var fd: Int32
+    /// FILE: the directory, for reopening on SIGHUP (openat pinned to it).
+    public let directoryFd: Int32
+    let fileName: String
+    /// syslog/journal: the daemon's address, built once.
+    private let address: UnsafeMutablePointer<sockaddr_un>?
+    private let pid = getpid()
+    /// journald and syslog identifier.
+    public static let identifier = "dmop-broker"
+    /// The guest's name when the toolstack gave it (journal field).
+    public var guestName: String?
+
+    /// Regular file: bytes it may hold (RLIMIT_FSIZE) and its size now.
+    private var sizeLimit: UInt64?
+    private var size: UInt64 = 0
+    /// Room kept below sizeLimit: bulk lines stop at `bulkReserve` before
+    /// it, refusals at `refusalReserve`.
+    static let bulkReserve: UInt64 = 64 << 10
+    static let refusalReserve: UInt64 = 8 << 10
+
+    public private(set) var lost: UInt64 = 0
+    /// Lost since the last line that said so.
+    public private(set) var unreportedLost: UInt64 = 0
+    public private(set) var lastError: Int32 = 0
+    /// The last attempt failed (or the file has no room for bulk lines).
+    public private(set) var failing = false
+
+    private init(channel: AuditChannel, fd: Int32, directoryFd: Int32 = -1, fileName: String = "",
+                 address: UnsafeMutablePointer<sockaddr_un>? = nil) {
+        self.channel = channel
+        self.fd = fd
+        self.directoryFd = directoryFd
+        self.fileName = fileName
+        self.address = address
+        if fd >= 0 { noteFileSize() }
+    }
+
+    deinit { address?.deallocate() }
+
+    /// fd 2, for tests and for the messages before a channel is chosen.
+    public static let standardError = AuditSink(channel: .stderr, fd: 2)
+
+    /// A sink writing to an fd the caller owns (tests, benchmarks).
+    public static func writing(to fd: Int32) -> AuditSink { AuditSink(channel: .stderr, fd: fd) }
+
+    /// Opens the channel. FILE is created 0640 if missing and appended to;
+    /// the sockets are checked to exist.
+    public static func open(_ channel: AuditChannel) throws(SystemError) -> AuditSink {
+        switch channel {
+        case .stderr:
+            return AuditSink(channel: channel, fd: 2)
+        case .file(let path):
+            let slash = path.lastIndex(of: "/")!
+            let directory = slash == path.startIndex ? "/" : String(path[..<slash])
+            let name = String(path[path.index(after: slash)...])
+            guard !name.isEmpty else { throw SystemError("audit log \(path): not a file name", errno: EISDIR) }
+            let directoryFd = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard directoryFd >= 0 else { throw SystemError("audit log directory \(directory)") }
+            let fd = openat(directoryFd, name, fileFlags, 0o640)
+            guard fd >= 0 else {
+                let error = SystemError("audit log \(path)")
+                Glibc.close(directoryFd)
+                throw error
+            }
+            return AuditSink(channel: channel, fd: fd, directoryFd: directoryFd, fileName: name)
+        case .journal(let socket), .syslog(let socket):
+            var status = stat()
+            guard stat(socket, &status) == 0 else { throw SystemError("\(channel) socket \(socket)") }
+            guard status.st_mode & S_IFMT == S_IFSOCK else {
+                throw SystemError("\(channel) socket \(socket): not a socket", errno: ENOTSOCK)
+            }
+            let fd = Glibc.socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw SystemError("socket") }
+            let address = UnsafeMutablePointer<sockaddr_un>.allocate(capacity: 1)
+            address.initialize(to: sockaddr_un())
+            address.pointee.sun_family = sa_family_t(AF_UNIX)
+            let bytes = Array(socket.utf8)
+            guard bytes.count < MemoryLayout.size(ofValue: address.pointee.sun_path) else {
+                address.deallocate()
+                Glibc.close(fd)
+                throw SystemError("\(channel) socket \(socket)", errno: ENAMETOOLONG)
+            }
+            withUnsafeMutableBytes(of: &address.pointee.sun_path) { $0.copyBytes(from: bytes) }
+            return AuditSink(channel: channel, fd: fd, address: address)
+        }
+    }
+
+    /// The flags of every open of a FILE channel, first and on SIGHUP; the
+    /// seccomp rule for openat names exactly these.
+    public static let fileFlags: Int32 = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW
+
+    /// A regular file: remembers its size; the cap comes from
+    /// `limitFileSize`. Anything else: no cap.
+    private func noteFileSize() {
+        var status = stat()
+        if fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFREG {
+            size = UInt64(max(status.st_size, 0))
+            isRegularFile = true
+        }
+    }
+
+    /// Whether the channel is a regular file (RLIMIT_FSIZE applies).
+    public private(set) var isRegularFile = false
+
+    /// Called before confinement with the RLIMIT_FSIZE the broker will run
+    /// under (the smaller of the inherited limit and its own): past it a
+    /// write fails with EFBIG, so the reserves are kept below it.
+    public func limitFileSize(to limit: UInt64) {
+        guard isRegularFile, limit > 0 else { return }
+        sizeLimit = limit
+    }
+
+    /// Whether a line of `count` bytes of `importance` fits the file's room.
+    func fits(_ count: Int, _ importance: AuditImportance) -> Bool {
+        guard let sizeLimit else { return true }
+        let reserve: UInt64 = switch importance {
+        case .bulk: Self.bulkReserve
+        case .refusal: Self.refusalReserve
+        case .essential: 0
+        }
+        return size + UInt64(count) + reserve <= sizeLimit
+    }
+
+    /// Whether forwards can be audited now: the last write worked and a
+    /// file has room for bulk lines.
+    public var acceptsBulk: Bool { !failing && fits(512, .bulk) }
+
+    /// Writes one finished line (`line`, ending in "\n"; the message starts
+    /// at `messageStart`, after timestamp, label and level). False when it
+    /// was lost (counted).
+    @discardableResult
+    public func write(_ line: UnsafeBufferPointer<UInt8>, messageStart: Int, level: Logger.Level,
+                      importance: AuditImportance) -> Bool {
+        guard fits(line.count, importance) else {
+            if importance == .bulk { failing = true }
+            return lose(EFBIG)
+        }
+        let result: Int32
+        switch channel {
+        case .stderr, .file: result = writeAll(line)
+        case .journal: result = sendJournal(line, messageStart: messageStart, level: level)
+        case .syslog: result = sendSyslog(line, messageStart: messageStart, level: level)
+        }
+        guard result == 0 else { return lose(result) }
+        failing = false
+        return true
+    }
+
+    private func lose(_ error: Int32) -> Bool {
+        lost += 1
+        unreportedLost += 1
+        lastError = error
+        failing = true
+        return false
+    }
+
+    /// After a line saying how many were lost has been written.
+    func lostReported() { unreportedLost = 0 }
+
+    private func writeAll(_ line: UnsafeBufferPointer<UInt8>) -> Int32 {
+        guard let base = line.baseAddress else { return 0 }
+        var offset = 0
+        while offset < line.count {
+            let n = Glibc.write(fd, base + offset, line.count - offset)
+            if n > 0 {
+                offset += n
+                size += UInt64(n)
+            } else if n < 0 && errno == EINTR {
+                continue
+            } else {
+                return n < 0 ? errno : EIO
+            }
+        }
+        return 0
+    }
+
+    private func send(_ bytes: UnsafeRawBufferPointer) -> Int32 {
+        guard let address else { return EBADF }
+        while true {
+            let n = address.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                sendto(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL), $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+            if n >= 0 { return 0 }
+            if errno != EINTR { return errno }
+        }
+    }
+
+    /// syslog(3) severities of the levels the broker uses.
+    static func severity(_ level: Logger.Level) -> Int {
+        switch level {
+        case .trace, .debug: 7
+        case .info: 6
+        case .notice: 5
+        case .warning: 4
+        case .error: 3
+        case .critical: 2
+        }
+    }
+
+    /// The journal fields taken from a line's logfmt pairs.
+    static let journalFields: [(key: String, field: String)] = [
+        ("domid", "DMOP_DOMID"), ("op", "DMOP_OP"), ("verdict", "DMOP_VERDICT"), ("reason", "DMOP_REASON"),
+        ("rule", "DMOP_RULE"), ("rc", "DMOP_RC"), ("count", "DMOP_COUNT"),
+        ("peer_pid", "DMOP_PEER_PID"), ("peer_uid", "DMOP_PEER_UID"),
+    ]
+
+    /// One journald entry: MESSAGE (the line after its timestamp, label and
+    /// level), PRIORITY, SYSLOG_IDENTIFIER, SYSLOG_PID, the DMOP_* fields
+    /// of the line and DMOP_GUEST. journald adds _PID, _UID, _COMM itself,
+    /// from the kernel.
+    private func sendJournal(_ line: UnsafeBufferPointer<UInt8>, messageStart: Int, level: Logger.Level) -> Int32 {
+        let message = String(decoding: UnsafeBufferPointer(rebasing: line[messageStart..<max(messageStart, line.count - 1)]),
+                             as: UTF8.self)
+        var entry: [UInt8] = []
+        func field(_ name: String, _ value: String) {
+            entry += Array(name.utf8)
+            if value.utf8.contains(UInt8(ascii: "\n")) {
+                // The binary form: name, newline, little-endian length, value.
+                entry.append(UInt8(ascii: "\n"))
+                withUnsafeBytes(of: UInt64(value.utf8.count).littleEndian) { entry += $0 }
+            } else {
+                entry.append(UInt8(ascii: "="))
+            }
+            entry += Array(value.utf8)
+            entry.append(UInt8(ascii: "\n"))
+        }
+        field("MESSAGE", message)
+        field("PRIORITY", String(Self.severity(level)))
+        field("SYSLOG_IDENTIFIER", Self.identifier)
+        field("SYSLOG_PID", String(pid))
+        if let guestName { field("DMOP_GUEST", guestName) }
+        if let pairs = try? Logfmt.parse(message) {
+            for (key, name) in Self.journalFields {
+                if let value = pairs.first(where: { $0.key == key })?.value { field(name, value) }
+            }
+        }
+        return entry.withUnsafeBytes { send($0) }
+    }
+
+    /// RFC 5424: `<PRI>1 TIMESTAMP HOST APP PROCID MSGID SD MSG`, facility
+    /// daemon; the host is left to the daemon ("-"), the timestamp is the
+    /// line's own.
+    private func sendSyslog(_ line: UnsafeBufferPointer<UInt8>, messageStart: Int, level: Logger.Level) -> Int32 {
+        var datagram = Array("<\(3 * 8 + Self.severity(level))>1 ".utf8)
+        datagram += line[0..<min(AuditClock.timestampLength, line.count)]
+        datagram += Array(" - \(Self.identifier) \(pid) - - ".utf8)
+        datagram += line[messageStart..<max(messageStart, line.count - 1)]
+        return datagram.withUnsafeBytes { send($0) }
+    }
+
+    /// SIGHUP: a FILE channel is opened again by name (after rotation) and
+    /// moved onto the same fd number; other channels have nothing to
+    /// reopen. Returns what happened, for the audit line.
+    public func reopen() -> String {
+        guard case .file(let path) = channel else { return "nothing to reopen (\(channel))" }
+        let fresh = openat(directoryFd, fileName, Self.fileFlags, 0o640)
+        guard fresh >= 0 else { return "reopen \(path) failed: \(SystemError("openat")); still writing the old file" }
+        guard cposix_dup3_cloexec(fresh, fd) == fd else {
+            let error = SystemError("dup3")
+            Glibc.close(fresh)
+            return "reopen \(path) failed: \(error); still writing the old file"
+        }
+        Glibc.close(fresh)
+        // The file may be new (rotated) or the same one: its end is its size.
+        let end = lseek(fd, 0, SEEK_END)
+        size = end >= 0 ? UInt64(end) : 0
+        failing = false
+        return "reopened \(path)"
+    }
+}
