@@ -6,7 +6,8 @@
 // (log); the `allowed` action is the positive control.
 //
 // usage: dmop-seccomp-probe [--mode enforce|log|trap] [--user NAME|UID:GID]
-//        [--allow-root] [--simulated] [--listen] [--trap-exit-code N] ACTION
+//        [--allow-root] [--simulated] [--listen] [--audit-file | --audit-socket]
+//        [--trap-exit-code N] ACTION
 import CPosix
 import CSandbox
 import CXen
@@ -35,6 +36,8 @@ let actions = [
     "execve", "fork", "clone3", "mprotect-exec", "mmap-exec", "ptrace", "kill-other", "sendmsg-other-fd",
     "recvmsg-other-fd", "write-other-fd", "getsockopt-other-option", "shutdown-other-fd", "read-client", "dup-client",
     "accept-other-fd", "dup3-other-target",
+    "audit-openat-other-flags", "audit-openat-other-dir", "audit-dup3-other-target", "audit-lseek-other-fd",
+    "audit-sendto-other-fd",
 ]
 
 // Everything runs inside one nonisolated function: top-level code and its
@@ -46,6 +49,8 @@ func runProbe() -> Never {
     var allowRoot = false
     var simulated = false
     var listening = false
+    var auditFile = false
+    var auditSocket = false
     var trapExitCode: Int32 = 78
     var action: String?
     var arguments = CommandLine.arguments.dropFirst()
@@ -60,6 +65,8 @@ func runProbe() -> Never {
         case "--allow-root": allowRoot = true
         case "--simulated": simulated = true
         case "--listen": listening = true
+        case "--audit-file": auditFile = true
+        case "--audit-socket": auditSocket = true
         case "--trap-exit-code":
             guard let value = arguments.popFirst(), let code = Int32(value) else { die("--trap-exit-code N") }
             trapExitCode = code
@@ -128,8 +135,48 @@ func runProbe() -> Never {
     let rwPage = mmap(nil, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
     guard rwPage != MAP_FAILED else { die("mmap: \(SystemError("mmap"))") }
 
+    // The audit channel's fds as serve --audit-log FILE or journal/syslog
+    // holds them. FILE: a private directory (the positive control's reopen
+    // creates the file again in it; the test removes it, named on stderr).
+    var audit: AuditDescriptors?
+    var auditDirectory: Int32 = -1
+    var auditFd: Int32 = -1
+    var auditAddress = sockaddr_un()
+    if auditFile {
+        var template = Array("/tmp/dmop-seccomp-probe-audit-XXXXXX".utf8CString)
+        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else { die("mkdtemp: \(SystemError("mkdtemp"))") }
+        let directory = String(cString: made)
+        auditDirectory = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        auditFd = openat(auditDirectory, "audit.log", SeccompProfile.auditFileFlags, 0o600)
+        guard auditDirectory >= 0, auditFd >= 0 else { die("audit file: \(SystemError("open"))") }
+        unlinkat(auditDirectory, "audit.log", 0)
+        if action == "allowed" { say("audit directory: \(directory)") } else { rmdir(directory) }
+        audit = .file(fd: auditFd, directory: auditDirectory)
+    } else if auditSocket {
+        // A bound receiver, so that the allowed sendto succeeds; in the
+        // abstract namespace (leading NUL): no file is left behind.
+        let name = [0] + Array("dmop-seccomp-probe-\(getpid())".utf8)
+        let receiver = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        auditAddress.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &auditAddress.sun_path) { $0.copyBytes(from: name) }
+        let bound = withUnsafePointer(to: &auditAddress) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(receiver, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        auditFd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard receiver >= 0, bound == 0, auditFd >= 0 else { die("audit socket: \(SystemError("socket"))") }
+        extra.append(receiver)
+        audit = .socket(fd: auditFd)
+    }
+    func sendAudit(_ fd: Int32) -> Int {
+        withUnsafePointer(to: &auditAddress) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                sendto(fd, "x", 1, Int32(MSG_NOSIGNAL), $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+    }
+
     let descriptors = SandboxDescriptors(privcmd: simulated ? nil : privcmd, client: client, ready: readyPipe[1],
-                                         record: nil, extra: extra)
+                                         record: nil, audit: audit, extra: extra)
     let config = SandboxConfig(user: user, allowRoot: allowRoot, descriptors: descriptors, seccompMode: mode,
                                trapExitCode: trapExitCode)
     let confinement: Confinement
@@ -171,6 +218,17 @@ func runProbe() -> Never {
         var big = [UInt8](repeating: 1, count: 2 << 20)
         big.append(contentsOf: [UInt8](repeating: 2, count: 2 << 20))
         if listening { shutdown(connected, Int32(SHUT_RDWR)) }
+        if auditFile {
+            // A line, then what SIGHUP does: reopen by name, dup3 onto the
+            // same number, the new file's size.
+            guard csandbox_probe_raw_write(auditFd, "x\n", 2) == 2 else { die("audit write: \(SystemError("write"))", 4) }
+            let fresh = openat(auditDirectory, "audit.log", SeccompProfile.auditFileFlags, 0o600)
+            guard fresh >= 0 else { die("audit reopen: \(SystemError("openat"))", 4) }
+            guard cposix_dup3_cloexec(fresh, auditFd) == auditFd else { die("audit dup3: \(SystemError("dup3"))", 4) }
+            close(fresh)
+            guard lseek(auditFd, 0, SEEK_END) == 0 else { die("audit lseek: \(SystemError("lseek"))", 4) }
+        }
+        if auditSocket, sendAudit(auditFd) != 1 { die("audit sendto: \(SystemError("sendto"))", 4) }
         do { try Sandbox.signalReady(fd: readyPipe[1]) } catch { die("\(error)", 4) }
         say("allowed: ok (\(simulated ? "no ioctl" : "ENOTTY from DM_OP"), peer pid \(credentials.pid), ping/pong, \(big.count) bytes)")
         exit(0)
@@ -228,6 +286,11 @@ func runProbe() -> Never {
     case "dup-client": report(Int(dup(clientFd)))
     case "accept-other-fd": report(Int(cposix_accept_cloexec(spareSocket)))
     case "dup3-other-target": report(Int(cposix_dup3_cloexec(privcmd, 40)))
+    case "audit-openat-other-flags": report(Int(openat(auditDirectory, "audit.log", O_RDWR | O_CLOEXEC)))
+    case "audit-openat-other-dir": report(Int(openat(otherNull, "audit.log", SeccompProfile.auditFileFlags, 0o600)))
+    case "audit-dup3-other-target": report(Int(cposix_dup3_cloexec(auditFd, 41)))
+    case "audit-lseek-other-fd": report(Int(lseek(otherNull, 0, SEEK_END)))
+    case "audit-sendto-other-fd": report(sendAudit(otherNull))
     default: die("unhandled action \(action)")
     }
 }

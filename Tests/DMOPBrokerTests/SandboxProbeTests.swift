@@ -96,15 +96,25 @@ let sandboxMutations: [Mutation] = [
     Mutation("dup-client", "dup"),
     Mutation("accept-other-fd", "accept4", flags: ["--listen"]),
     Mutation("dup3-other-target", "dup3", flags: ["--listen"]),
+    Mutation("audit-openat-other-flags", "openat", flags: ["--audit-file"]),
+    Mutation("audit-openat-other-dir", "openat", flags: ["--audit-file"]),
+    Mutation("audit-dup3-other-target", "dup3", flags: ["--audit-file"]),
+    Mutation("audit-lseek-other-fd", "lseek", flags: ["--audit-file"]),
+    Mutation("write-other-fd", "write", flags: ["--audit-file"]),
+    Mutation("audit-sendto-other-fd", "sendto", flags: ["--audit-socket"]),
 ]
 
 @Suite("seccomp: per-rule mutations in a confined probe")
 struct SandboxProbeTests {
     @Test("positive control: the calls the broker makes pass the filter", arguments: [
         [], ["--listen"], ["--simulated"], ["--mode", "trap"], ["--mode", "log"], ["--listen", "--mode", "trap"],
+        ["--audit-file"], ["--audit-socket"], ["--listen", "--audit-file", "--mode", "trap"],
     ])
     func allowedCallsWork(flags: [String]) throws {
         let outcome = try SeccompProbe.run(flags + ["allowed"])
+        if let line = outcome.stderr.split(separator: "\n").first(where: { $0.hasPrefix("probe: audit directory: ") }) {
+            try? FileManager.default.removeItem(atPath: String(line.dropFirst("probe: audit directory: ".count)))
+        }
         #expect(outcome.exitCode == 0, "\(outcome)")
         #expect(outcome.stderr.contains("probe: allowed: ok"), "\(outcome)")
     }
@@ -170,6 +180,10 @@ struct SandboxProbeTests {
             try SeccompProfile(descriptors: SandboxDescriptors(privcmd: 3, client: .listening(listener: 4, clientFd: 10),
                                                                ready: 5, record: 6), mode: .enforce),
             try SeccompProfile(descriptors: SandboxDescriptors(privcmd: 3, client: .inherited(fd: 4)), mode: .enforce),
+            try SeccompProfile(descriptors: SandboxDescriptors(privcmd: 3, client: .listening(listener: 4, clientFd: 10),
+                                                               audit: .file(fd: 7, directory: 8)), mode: .enforce),
+            try SeccompProfile(descriptors: SandboxDescriptors(privcmd: 3, client: .inherited(fd: 4),
+                                                               audit: .socket(fd: 7)), mode: .enforce),
         ]
         let covered = Set(sandboxMutations.map(\.syscall))
         for profile in profiles {
