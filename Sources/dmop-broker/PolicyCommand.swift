@@ -110,31 +110,126 @@ extension PolicyCommand {
     struct Learn: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print a minimal policy for what a session really did.",
-            discussion: "Feed it the audit log (stderr) of a broker that ran the device model, or a --simulated-record file; review the result and add argument conditions before use.")
+            discussion: """
+            Sources it trusts: a --simulated-record file; an audit file of serve --audit-log FILE (--audit); \
+            journald entries of dmop-broker processes selected by the kernel-attested _UID or _PID (--journal). \
+            A log the device model could write (stderr under libxl: QEMU's own log) can hold forged lines that \
+            would teach the policy anything; it is read only with --trust-log. Review the result and add \
+            argument conditions before use.
+            """)
 
-        @Option(help: "An audit log of dmop-broker serve (repeatable).")
+        @Option(help: "An audit file written by serve --audit-log FILE (repeatable).")
         var audit: [String] = []
+
+        @Option(name: .customLong("trust-log"), help: "An audit log that others could write, such as the broker's stderr under libxl (repeatable). Its lines are believed as they are: a compromised device model can forge them.")
+        var trustLog: [String] = []
+
+        @Flag(help: "Read journald entries of dmop-broker (needs --journal-uid or --journal-pid).")
+        var journal = false
+
+        @Option(name: .customLong("journal-uid"), help: "--journal: only entries from processes running as this uid (_UID, set by the kernel).")
+        var journalUid: UInt32?
+
+        @Option(name: .customLong("journal-pid"), help: "--journal: only entries from this process (_PID, set by the kernel).")
+        var journalPid: Int32?
 
         @Option(help: "A --simulated-record file (repeatable).")
         var record: [String] = []
 
         func validate() throws {
-            if audit.isEmpty && record.isEmpty { throw ValidationError("give at least one --audit or --record file") }
+            if audit.isEmpty && record.isEmpty && trustLog.isEmpty && !journal {
+                throw ValidationError("give at least one of --audit FILE, --record FILE, --journal or --trust-log FILE")
+            }
+            if journal && journalUid == nil && journalPid == nil {
+                throw ValidationError("--journal needs --journal-uid UID or --journal-pid PID: the command name alone can be set by any process")
+            }
+            if !journal && (journalUid != nil || journalPid != nil) {
+                throw ValidationError("--journal-uid and --journal-pid select journal entries: give --journal too")
+            }
         }
 
         func run() throws {
             var learner = PolicyLearner()
             for path in audit {
-                let bytes = try Files.read(path, limit: 1 << 30)
+                let text = readText(path)
+                if let why = Self.untrustedReason(path: path, text: text) {
+                    fail(.usage, "--audit \(path): \(why); a log the device model could write is read only with --trust-log (see dmop-broker(8))")
+                }
                 learner.addSource(path)
-                for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") { learner.noteAuditLine(line) }
+                for line in text.split(separator: "\n") { learner.noteAuditLine(line) }
+            }
+            for path in trustLog {
+                learner.addSource("\(path) (trusted by --trust-log)")
+                for line in readText(path).split(separator: "\n") { learner.noteAuditLine(line) }
+            }
+            if journal {
+                var matches = ["_COMM=dmop-broker", "SYSLOG_IDENTIFIER=dmop-broker"]
+                if let journalUid { matches.append("_UID=\(journalUid)") }
+                if let journalPid { matches.append("_PID=\(journalPid)") }
+                let messages = Self.journalMessages(matches)
+                learner.addSource("journal \(matches.joined(separator: " "))")
+                for line in messages.split(separator: "\n") { learner.noteAuditLine(line) }
             }
             for path in record {
-                let bytes = try Files.read(path, limit: 1 << 30)
+                let bytes = readBytes(path)
                 learner.addSource(path)
-                for entry in try SimulationRecord.parse(bytes) { learner.noteForwarded(opNumber: entry.op) }
+                do {
+                    for entry in try SimulationRecord.parse(bytes) { learner.noteForwarded(opNumber: entry.op) }
+                } catch {
+                    fail(.usage, "--record \(path): \(error)")
+                }
             }
             print(learner.render(), terminator: "")
+        }
+
+        func readBytes(_ path: String) -> [UInt8] {
+            do { return try Files.read(path, limit: 1 << 30) } catch { fail(.usage, "\(path): \(error)") }
+        }
+
+        func readText(_ path: String) -> String { String(decoding: readBytes(path), as: UTF8.self) }
+
+        /// Why a file given to --audit is not an audit file of its own: nil
+        /// when it is. Its start lines must name a FILE channel, it must not
+        /// be writable by group or others, and every line must be the
+        /// broker's. This catches a stderr log given by mistake; it cannot
+        /// prove who wrote a file (dmop-broker(8), policy learn).
+        static func untrustedReason(path: String, text: String) -> String? {
+            var status = stat()
+            if stat(path, &status) == 0, status.st_mode & (S_IWGRP | S_IWOTH) != 0 {
+                return "group or others may write it"
+            }
+            var sawStart = false
+            for line in text.split(separator: "\n") {
+                guard let pairs = try? Logfmt.parse(line), pairs.count > 3,
+                      pairs[1].value == nil, pairs[1].key.hasPrefix("dmop-broker[") else {
+                    return "it holds lines that are not the broker's (\(line.prefix(60))...)"
+                }
+                if pairs[3].key == "starting" {
+                    let channel = pairs.first { $0.key == "audit_log" }?.value ?? "stderr"
+                    guard channel.contains("/") else {
+                        return "its broker wrote it as audit_log=\(channel), not as an --audit-log FILE"
+                    }
+                    sawStart = true
+                }
+                if pairs[3].key == "SIGHUP:" { sawStart = true }
+            }
+            return sawStart ? nil : "it has no start line of serve --audit-log FILE"
+        }
+
+        /// The MESSAGE of every journal entry matching all `matches`.
+        static func journalMessages(_ matches: [String]) -> String {
+            let command = (["journalctl", "--no-pager", "-q", "-o", "cat"] + matches).joined(separator: " ")
+            guard let pipe = popen(command, "r") else { fail(.usage, "--journal: cannot run journalctl: \(SystemError("popen"))") }
+            var out: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, pipe) }
+                if n <= 0 { break }
+                out += chunk[0..<n]
+            }
+            let status = pclose(pipe)
+            guard status == 0 else { fail(.usage, "--journal: journalctl failed (status \(status >> 8))") }
+            return String(decoding: out, as: UTF8.self)
         }
     }
 }

@@ -57,9 +57,64 @@ struct PolicyLearnTests {
         let fromRecord = try runBroker(["policy", "learn", "--record", broker.recordPath])
         #expect(fromRecord.status == 0)
         #expect(try Policy.parse(fromRecord.output, file: "r").rules.map(\.op.name) == ["create_ioreq_server", "set_isa_irq_level"])
-        let fromAudit = try runBroker(["policy", "learn", "--audit", broker.auditPath])
+        // stderr: a log the device model could write; only with --trust-log.
+        let fromStderr = try runBroker(["policy", "learn", "--audit", broker.auditPath])
+        #expect(fromStderr.status == 64 && fromStderr.output.contains("--trust-log"), "\(fromStderr)")
+        let fromAudit = try runBroker(["policy", "learn", "--trust-log", broker.auditPath])
         #expect(fromAudit.status == 0)
         #expect(try Policy.parse(fromAudit.output, file: "a").rules.map(\.op.name) == ["create_ioreq_server", "set_isa_irq_level", "nr_vcpus"])
         #expect(try runBroker(["policy", "learn"]).status == 64)
+    }
+
+    /// A session of create_ioreq_server, set_isa_irq_level and a refused
+    /// nr_vcpus, audited as `arguments` say.
+    func session(_ arguments: [String]) throws -> BrokerUnderTest {
+        let broker = try BrokerUnderTest(extraArguments: arguments)
+        let client = try broker.connect()
+        _ = try client.createIoreqServer()
+        _ = try client.invoke("set_isa_irq_level", ["isa_irq": 1, "level": 1])
+        _ = try client.invoke("nr_vcpus")
+        client.connection.close()
+        _ = broker.waitForExit()
+        return broker
+    }
+
+    @Test("--audit: an --audit-log FILE is read; the same lines forged into a file by anyone else are refused")
+    func auditFileTrusted() throws {
+        let scratch = TestSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let path = scratch.appendingPathComponent("audit.log").path
+        _ = try session(["--audit-log", path])
+        let learned = try runBroker(["policy", "learn", "--audit", path])
+        #expect(learned.status == 0, "\(learned)")
+        #expect(try Policy.parse(learned.output, file: "a").rules.map(\.op.name) == ["create_ioreq_server", "set_isa_irq_level", "nr_vcpus"])
+        // QEMU's lines in the same file (what stderr under libxl looks like).
+        let mixed = scratch.appendingPathComponent("mixed.log").path
+        try (try String(contentsOfFile: path, encoding: .utf8) + "qemu-system-i386: -serial pty: char device redirected\n")
+            .write(toFile: mixed, atomically: true, encoding: .utf8)
+        chmod(mixed, 0o600)
+        let refusedMixed = try runBroker(["policy", "learn", "--audit", mixed])
+        #expect(refusedMixed.status == 64 && refusedMixed.output.contains("not the broker's"), "\(refusedMixed)")
+        // World-writable: anyone could have written it.
+        chmod(path, 0o666)
+        let refusedMode = try runBroker(["policy", "learn", "--audit", path])
+        #expect(refusedMode.status == 64 && refusedMode.output.contains("others may write"), "\(refusedMode)")
+    }
+
+    @Test("--journal: entries selected by the kernel's _PID are learned; --journal alone is refused",
+          .enabled(if: access("/run/systemd/journal/socket", F_OK) == 0 || ProcessInfo.processInfo.environment["CI"] != nil))
+    func journal() throws {
+        let broker = try session(["--audit-log", "journal", "--audit-forwards", "each"])
+        var rules: [String] = []
+        for _ in 0..<50 {
+            let learned = try runBroker(["policy", "learn", "--journal", "--journal-pid", String(broker.pid)])
+            #expect(learned.status == 0, "\(learned)")
+            rules = (try? Policy.parse(learned.output, file: "j").rules.map(\.op.name)) ?? []
+            if rules.count == 3 { break }
+            usleep(100_000)
+        }
+        #expect(rules == ["create_ioreq_server", "set_isa_irq_level", "nr_vcpus"])
+        let bare = try runBroker(["policy", "learn", "--journal"])
+        #expect(bare.status == 64 && bare.output.contains("--journal-uid"), "\(bare)")
     }
 }
