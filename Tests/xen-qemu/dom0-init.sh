@@ -14,8 +14,10 @@
 # (also on the console); the host reads /xq-out from the disk image after
 # the VM has powered off. XQ-END on the console marks a complete run.
 # Settings arrive as kernel command-line words: xq_guests (default
-# plain+brk+vga+nomap), xq_wait (seconds a boot may take, default 180).
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/xen-4.17/bin
+# plain+brk+vga+nomap), xq_wait (seconds a boot may take, default 180),
+# xq_xen (the Xen branch of the rootfs's xen-utils, default 4.17), xq_stack
+# (the Debian release, for the log).
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/xen-${xq_xen:-4.17}/bin
 OUT=/xq-out
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys

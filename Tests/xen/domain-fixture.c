@@ -25,7 +25,8 @@
  *
  * Every number (domctl and dmop op numbers, ioctl numbers, interface
  * versions) comes from Debian's libxen-dev headers, which are the same Xen
- * release (4.17) as the hypervisor the harness boots.
+ * release as the hypervisor the harness boots (xen-test builds it against
+ * the booted release's libxen-dev).
  *
  * Exit status: 0 when every check passed (or the command succeeded), 1 on
  * a failed check or error, 2 on bad usage.
