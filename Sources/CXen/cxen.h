@@ -19,6 +19,7 @@
 #include <xen/hvm/dm_op.h>
 #include <xen/hvm/hvm_op.h>
 #include <xen/sys/privcmd.h>
+#include "dmop_abi.h"
 
 static inline unsigned long cxen_ioctl_privcmd_hypercall(void) { return IOCTL_PRIVCMD_HYPERCALL; }
 static inline unsigned long cxen_ioctl_privcmd_dm_op(void) { return IOCTL_PRIVCMD_DM_OP; }
@@ -29,6 +30,7 @@ static inline domid_t cxen_domid_first_reserved(void) { return DOMID_FIRST_RESER
 static inline domid_t cxen_domid_invalid(void) { return DOMID_INVALID; }
 static inline domid_t cxen_domid_self(void) { return DOMID_SELF; }
 static inline uint32_t cxen_latest_interface_version(void) { return __XEN_LATEST_INTERFACE_VERSION__; }
+static inline uint32_t cxen_dmop_abi_identifier(void) { return dmop_abi_identifier(); }
 /* A cast, so it does not import: pin_memory_cacheattr's "delete" type. */
 static inline uint32_t cxen_dmop_delete_mem_cacheattr(void) { return XEN_DMOP_DELETE_MEM_CACHEATTR; }
 #endif

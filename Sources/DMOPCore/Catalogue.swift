@@ -150,8 +150,12 @@ public enum DMOPABI {
     public static let maxBufferSize = 4096
     /// Domids at or above this are reserved (DOMID_SELF, DOMID_INVALID, ...).
     public static let firstReservedDomid: UInt16 = cxen_domid_first_reserved()
-    /// The Xen interface version of the headers the broker is built with.
+    /// The Xen interface version of the headers the broker is built with
+    /// (logged only: Xen 4.19 raised it without changing the DMOP ABI).
     public static let xenInterfaceVersion: UInt32 = cxen_latest_interface_version()
+    /// The DMOP ABI identifier HELLO carries (CXen/dmop_abi.h): equal
+    /// exactly when the headers lay out every op, field and constant alike.
+    public static let identifier: UInt32 = cxen_dmop_abi_identifier()
 
     static func fieldOffset<T>(_ keyPath: PartialKeyPath<T>) -> Int {
         guard let offset = MemoryLayout<T>.offset(of: keyPath) else {

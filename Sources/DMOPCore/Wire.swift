@@ -58,20 +58,20 @@ public struct ProtocolViolation: Error, Equatable, Sendable, CustomStringConvert
 public struct Hello: Equatable, Sendable {
     public var minVersion: UInt16
     public var maxVersion: UInt16
-    public var xenInterface: UInt32
+    public var dmopABI: UInt32
 
     public init(minVersion: UInt16 = Wire.supportedVersions.lowerBound,
                 maxVersion: UInt16 = Wire.supportedVersions.upperBound,
-                xenInterface: UInt32 = DMOPABI.xenInterfaceVersion) {
+                dmopABI: UInt32 = DMOPABI.identifier) {
         self.minVersion = minVersion
         self.maxVersion = maxVersion
-        self.xenInterface = xenInterface
+        self.dmopABI = dmopABI
     }
 }
 
 public struct Welcome: Equatable, Sendable {
     public var version: UInt16
-    public var xenInterface: UInt32
+    public var dmopABI: UInt32
     public var xenVersion: UInt32
     public var domid: UInt16
     public var maxBuffers: UInt16
@@ -79,10 +79,10 @@ public struct Welcome: Equatable, Sendable {
     /// Bit n set: the policy allows op number n.
     public var allowedOps: UInt32
 
-    public init(version: UInt16, xenInterface: UInt32, xenVersion: UInt32, domid: UInt16,
+    public init(version: UInt16, dmopABI: UInt32, xenVersion: UInt32, domid: UInt16,
                 maxBuffers: UInt16, maxBufferSize: UInt32, allowedOps: UInt32) {
         self.version = version
-        self.xenInterface = xenInterface
+        self.dmopABI = dmopABI
         self.xenVersion = xenVersion
         self.domid = domid
         self.maxBuffers = maxBuffers
@@ -95,14 +95,14 @@ public struct Refused: Equatable, Sendable {
     public var reason: ReasonCode
     public var brokerMinVersion: UInt16
     public var brokerMaxVersion: UInt16
-    public var xenInterface: UInt32
+    public var dmopABI: UInt32
     public var text: String
 
-    public init(reason: ReasonCode, brokerMinVersion: UInt16, brokerMaxVersion: UInt16, xenInterface: UInt32, text: String) {
+    public init(reason: ReasonCode, brokerMinVersion: UInt16, brokerMaxVersion: UInt16, dmopABI: UInt32, text: String) {
         self.reason = reason
         self.brokerMinVersion = brokerMinVersion
         self.brokerMaxVersion = brokerMaxVersion
-        self.xenInterface = xenInterface
+        self.dmopABI = dmopABI
         self.text = text
     }
 }
@@ -202,7 +202,7 @@ extension Wire {
             throw ProtocolViolation(.reservedNonzero, "HELLO reserved bytes 6..7 not zero")
         }
         let hello = Hello(minVersion: bytes.le16(at: 8), maxVersion: bytes.le16(at: 10),
-                          xenInterface: bytes.le32(at: 12))
+                          dmopABI: bytes.le32(at: 12))
         guard hello.minVersion <= hello.maxVersion else {
             throw ProtocolViolation(.badHello, "min_version \(hello.minVersion) > max_version \(hello.maxVersion)")
         }
@@ -255,9 +255,9 @@ extension Wire {
             return .failure(ProtocolViolation(.versionUnsupported,
                 "client speaks versions \(hello.minVersion)...\(hello.maxVersion), broker speaks \(supportedVersions.lowerBound)...\(supportedVersions.upperBound)"))
         }
-        guard hello.xenInterface == DMOPABI.xenInterfaceVersion else {
+        guard hello.dmopABI == DMOPABI.identifier else {
             return .failure(ProtocolViolation(.xenInterfaceMismatch,
-                "client built for Xen interface 0x\(String(hello.xenInterface, radix: 16)), broker for 0x\(String(DMOPABI.xenInterfaceVersion, radix: 16))"))
+                "client built for DMOP ABI 0x\(String(hello.dmopABI, radix: 16)), broker for 0x\(String(DMOPABI.identifier, radix: 16))"))
         }
         return .success(high)
     }
@@ -270,7 +270,7 @@ extension Wire {
         var out: [UInt8] = []
         out.reserveCapacity(welcomeSize)
         out.appendLE32(magic); out.appendLE16(MessageType.welcome.rawValue); out.appendLE16(w.version)
-        out.appendLE32(w.xenInterface); out.appendLE32(w.xenVersion)
+        out.appendLE32(w.dmopABI); out.appendLE32(w.xenVersion)
         out.appendLE16(w.domid); out.appendLE16(w.maxBuffers)
         out.appendLE32(w.maxBufferSize); out.appendLE32(w.allowedOps); out.appendLE32(0)
         return out
@@ -281,7 +281,7 @@ extension Wire {
         var out: [UInt8] = []
         out.appendLE32(magic); out.appendLE16(MessageType.refused.rawValue); out.appendLE16(reason.rawValue)
         out.appendLE16(supportedVersions.lowerBound); out.appendLE16(supportedVersions.upperBound)
-        out.appendLE32(DMOPABI.xenInterfaceVersion)
+        out.appendLE32(DMOPABI.identifier)
         out.appendLE16(UInt16(textBytes.count)); out.appendLE16(0)
         out += textBytes
         return out
@@ -336,7 +336,7 @@ extension Wire {
         var out: [UInt8] = []
         out.reserveCapacity(helloSize)
         out.appendLE32(magic); out.appendLE16(MessageType.hello.rawValue); out.appendLE16(0)
-        out.appendLE16(hello.minVersion); out.appendLE16(hello.maxVersion); out.appendLE32(hello.xenInterface)
+        out.appendLE16(hello.minVersion); out.appendLE16(hello.maxVersion); out.appendLE32(hello.dmopABI)
         return out
     }
 
@@ -364,7 +364,7 @@ extension Wire {
             guard bytes.count == welcomeSize else {
                 throw ProtocolViolation(.truncated, "WELCOME of \(bytes.count) bytes")
             }
-            return .welcome(Welcome(version: bytes.le16(at: 6), xenInterface: bytes.le32(at: 8),
+            return .welcome(Welcome(version: bytes.le16(at: 6), dmopABI: bytes.le32(at: 8),
                                     xenVersion: bytes.le32(at: 12), domid: bytes.le16(at: 16),
                                     maxBuffers: bytes.le16(at: 18), maxBufferSize: bytes.le32(at: 20),
                                     allowedOps: bytes.le32(at: 24)))
@@ -379,7 +379,7 @@ extension Wire {
             return .refused(Refused(
                 reason: ReasonCode(rawValue: bytes.le16(at: 6)) ?? .versionUnsupported,
                 brokerMinVersion: bytes.le16(at: 8), brokerMaxVersion: bytes.le16(at: 10),
-                xenInterface: bytes.le32(at: 12),
+                dmopABI: bytes.le32(at: 12),
                 text: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[refusedHeaderSize...]), as: UTF8.self)))
         case .protocolError:
             guard bytes.count >= protocolErrorHeaderSize else {

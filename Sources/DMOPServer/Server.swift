@@ -64,7 +64,7 @@ public final class BrokerServer {
 
     /// The WELCOME this broker sends.
     public var welcome: Welcome {
-        Welcome(version: Wire.protocolVersion, xenInterface: DMOPABI.xenInterfaceVersion,
+        Welcome(version: Wire.protocolVersion, dmopABI: DMOPABI.identifier,
                 xenVersion: hypervisor.xenVersion, domid: domid, maxBuffers: UInt16(DMOPABI.maxBuffers),
                 maxBufferSize: UInt32(DMOPABI.maxBufferSize), allowedOps: policy.allowedOpsMask)
     }

@@ -51,7 +51,7 @@ struct DemoCommand: ParsableCommand {
         section("Hello")
         let client = try BrokerClient(connection: clientEnd)
         let w = client.welcome
-        say("protocol v\(w.version), domid \(w.domid), Xen \(w.xenVersion >> 16).\(w.xenVersion & 0xffff), interface 0x\(String(w.xenInterface, radix: 16))")
+        say("protocol v\(w.version), domid \(w.domid), Xen \(w.xenVersion >> 16).\(w.xenVersion & 0xffff), DMOP ABI 0x\(String(w.dmopABI, radix: 16))")
         say("policy allows: " + Catalogue.ops.filter { w.allowedOps & (1 << $0.number) != 0 }.map(\.name).joined(separator: " "))
 
         section("What QEMU does for an HVM guest")

@@ -370,7 +370,7 @@ final class Model {
                               && welcome.allowedOps == policy.allowedOpsMask
                               && welcome.maxBuffers == UInt16(DMOPABI.maxBuffers)
                               && welcome.maxBufferSize == UInt32(DMOPABI.maxBufferSize)
-                              && welcome.xenInterface == DMOPABI.xenInterfaceVersion,
+                              && welcome.dmopABI == DMOPABI.identifier,
                               "\(what): WELCOME \(welcome)")
                     helloDone = true
                 }

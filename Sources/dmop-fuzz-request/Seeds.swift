@@ -139,7 +139,7 @@ enum Seeds {
         skew.hello(Hello(minVersion: 2, maxVersion: 9))
         seeds.append(("version-skew", skew.input(flags: 0)))
         var interface = Builder()
-        interface.hello(Hello(xenInterface: 0x0004_0d00))
+        interface.hello(Hello(dmopABI: 0x0004_0d00))
         seeds.append(("interface-skew", interface.input(flags: 0)))
         var magic = Builder()
         magic.datagrams.append(Array("DMOX".utf8) + [0x10, 0, 5, 0, 1, 0, 0, 0, 0, 0, 0, 0])
@@ -181,7 +181,7 @@ enum Seeds {
                 index += 1
             }
         }
-        seeds.append(("welcome", Wire.encodeWelcome(Welcome(version: 1, xenInterface: DMOPABI.xenInterfaceVersion,
+        seeds.append(("welcome", Wire.encodeWelcome(Welcome(version: 1, dmopABI: DMOPABI.identifier,
                                                               xenVersion: 4 << 16 | 17, domid: 5, maxBuffers: 16,
                                                               maxBufferSize: 4096, allowedOps: 0x7fffe))))
         seeds.append(("refused", Wire.encodeRefused(.versionUnsupported, text: "client speaks versions 2...9")))
@@ -217,7 +217,7 @@ enum Seeds {
         lines.append("domid_broker=\(quoted(le16(brokerDomid)))")
         lines.append("domid_first_reserved=\(quoted(le16(DMOPABI.firstReservedDomid)))")
         lines.append("version=\(quoted(le16(Wire.protocolVersion)))")
-        lines.append("xen_interface=\(quoted(le32(DMOPABI.xenInterfaceVersion)))")
+        lines.append("dmop_abi=\(quoted(le32(DMOPABI.identifier)))")
         lines.append("size_op_struct=\(quoted(le32(UInt32(DMOPABI.opStructSize))))")
         lines.append("size_max_buffer=\(quoted(le32(UInt32(DMOPABI.maxBufferSize))))")
         lines.append("nr_bufs_max=\(quoted(le16(UInt16(DMOPABI.maxBuffers))))")

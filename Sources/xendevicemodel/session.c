@@ -36,6 +36,8 @@
 #include <unistd.h>
 
 #include <stdint.h> /* <xen/xen.h> uses the fixed-width types without it */
+/* First: it needs the tools' view of <xen/xen.h>. */
+#include "../CXen/dmop_abi.h"
 #include <xen/xen.h>
 
 #include "dmop_wire.h"
@@ -75,7 +77,7 @@ static struct {
     int env_fd;
     /* From WELCOME. */
     uint16_t version;
-    uint32_t xen_interface;
+    uint32_t dmop_abi;
     uint32_t xen_version;
     domid_t domid;
     uint16_t max_buffers;
@@ -265,7 +267,7 @@ static int handshake(xendevicemodel_handle *dmod, int fd)
     dmop_put16(hello + 4, DMOP_WIRE_TYPE_HELLO);
     dmop_put16(hello + 8, DMOP_WIRE_VERSION_MIN);
     dmop_put16(hello + 10, DMOP_WIRE_VERSION_MAX);
-    dmop_put32(hello + 12, __XEN_LATEST_INTERFACE_VERSION__);
+    dmop_put32(hello + 12, dmop_abi_identifier());
 
     memset(&msg, 0, sizeof msg);
     iov.iov_base = hello;
@@ -333,12 +335,13 @@ static int handshake(xendevicemodel_handle *dmod, int fd)
                 tlen = have - DMOP_WIRE_REFUSED_FIXED;
             dmop_log(lg, XTL_ERROR, -1,
                      "dmop-broker refused the connection: reason %u %s; the "
-                     "broker speaks protocol %u..%u for Xen interface 0x%08"
-                     PRIx32 ", this library speaks %u..%u for 0x%08x: %.*s",
+                     "broker speaks protocol %u..%u for DMOP ABI 0x%08"
+                     PRIx32 ", this library speaks %u..%u for 0x%08" PRIx32
+                     ": %.*s",
                      reason, dmop_reason_name(reason),
                      dmop_get16(m + 8), dmop_get16(m + 10), dmop_get32(m + 12),
                      DMOP_WIRE_VERSION_MIN, DMOP_WIRE_VERSION_MAX,
-                     (unsigned int)__XEN_LATEST_INTERFACE_VERSION__,
+                     dmop_abi_identifier(),
                      (int)tlen, (const char *)m + DMOP_WIRE_REFUSED_FIXED);
         }
         errno = refused_errno(reason);
@@ -370,7 +373,7 @@ static int handshake(xendevicemodel_handle *dmod, int fd)
     }
 
     S.version = dmop_get16(m + 6);
-    S.xen_interface = dmop_get32(m + 8);
+    S.dmop_abi = dmop_get32(m + 8);
     S.xen_version = dmop_get32(m + 12);
     S.domid = dmop_get16(m + 16);
     S.max_buffers = dmop_get16(m + 18);
@@ -386,11 +389,11 @@ static int handshake(xendevicemodel_handle *dmod, int fd)
         errno = EPROTONOSUPPORT;
         return -1;
     }
-    if (S.xen_interface != __XEN_LATEST_INTERFACE_VERSION__) {
+    if (S.dmop_abi != dmop_abi_identifier()) {
         dmop_log(lg, XTL_ERROR, -1,
-                 "dmop-broker was built for Xen interface 0x%08" PRIx32
-                 ", this library for 0x%08x", S.xen_interface,
-                 (unsigned int)__XEN_LATEST_INTERFACE_VERSION__);
+                 "dmop-broker was built for DMOP ABI 0x%08" PRIx32
+                 ", this library for 0x%08" PRIx32, S.dmop_abi,
+                 dmop_abi_identifier());
         errno = EPROTONOSUPPORT;
         return -1;
     }

@@ -35,7 +35,8 @@ struct ClientLibraryFixture: Sendable {
                                                    withDestinationPath: libraryPath)
         let root = TestSupport.packageRoot
         let includes = ["-I", root.appendingPathComponent("Sources/xendevicemodel/include").path,
-                        "-I", root.appendingPathComponent("Sources/dmop-qemu-wrapper").path]
+                        "-I", root.appendingPathComponent("Sources/dmop-qemu-wrapper").path,
+                        "-I", root.appendingPathComponent("Sources/CXen").path]
         func compile(_ name: String, _ libs: [String]) throws -> String {
             let out = directory.appendingPathComponent(name).path
             let source = clibSources.appendingPathComponent("\(name).c").path

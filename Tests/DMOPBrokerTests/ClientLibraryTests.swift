@@ -96,7 +96,7 @@ struct ClientLibraryTests {
         for message in ["neither DMOP_BROKER_FD nor DMOP_BROKER_SOCKET is set",
                         "is not a socket", "not SOCK_SEQPACKET",
                         "reason 43 VERSION_UNSUPPORTED",
-                        "dmop-broker was built for Xen interface 0x00040f00",
+                        "dmop-broker was built for DMOP ABI 0x00040f00",
                         "lost the dmop-broker session",
                         "a REPLY to request 1001, which is not waiting"] {
             #expect(run.output.contains(message), "no \"\(message)\" in:\n\(run.output)")

@@ -16,7 +16,7 @@ struct EndToEndTests {
         let client = try broker.connect()
         #expect(client.welcome.domid == 5)
         #expect(client.welcome.version == 1)
-        #expect(client.welcome.xenInterface == DMOPABI.xenInterfaceVersion)
+        #expect(client.welcome.dmopABI == DMOPABI.identifier)
         #expect(client.welcome.allowedOps & (1 << 9) != 0)
         let reply = try client.invoke("set_isa_irq_level", ["isa_irq": 4, "level": 1])
         #expect(reply.result == 0 && reply.origin == .hypervisor && reply.buffers.isEmpty)
@@ -110,7 +110,7 @@ struct EndToEndTests {
     func interfaceSkew() throws {
         let broker = try BrokerUnderTest()
         do {
-            _ = try broker.connect(hello: Hello(xenInterface: 0x0004_0d00))
+            _ = try broker.connect(hello: Hello(dmopABI: 0x0004_0d00))
             Issue.record("accepted")
         } catch ClientError.refused(let refused) {
             #expect(refused.reason == .xenInterfaceMismatch)

@@ -19,7 +19,7 @@ struct WireTests {
 
     @Test("hello round trip")
     func helloRoundTrip() {
-        let hello = Hello(minVersion: 1, maxVersion: 3, xenInterface: 0x40e00)
+        let hello = Hello(minVersion: 1, maxVersion: 3, dmopABI: 0x40e00)
         let bytes = Wire.encodeHello(hello)
         #expect(bytes.count == Wire.helloSize)
         #expect(decode(bytes) == .success(.hello(hello)))
@@ -164,7 +164,7 @@ struct WireTests {
             Issue.record("v0 accepted"); return
         }
         #expect(tooOld.reason == .versionUnsupported)
-        guard case .failure(let xen) = Wire.negotiate(Hello(xenInterface: DMOPABI.xenInterfaceVersion + 1)) else {
+        guard case .failure(let xen) = Wire.negotiate(Hello(dmopABI: DMOPABI.identifier + 1)) else {
             Issue.record("interface skew accepted"); return
         }
         #expect(xen.reason == .xenInterfaceMismatch)
@@ -172,7 +172,7 @@ struct WireTests {
 
     @Test("broker messages round trip through the client decoder")
     func brokerMessages() throws {
-        let welcome = Welcome(version: 1, xenInterface: DMOPABI.xenInterfaceVersion, xenVersion: 0x40011,
+        let welcome = Welcome(version: 1, dmopABI: DMOPABI.identifier, xenVersion: 0x40011,
                               domid: 5, maxBuffers: 16, maxBufferSize: 4096, allowedOps: 0x1fffe)
         let decoded = try Wire.encodeWelcome(welcome).withUnsafeBytes { try Wire.decodeBrokerMessage($0) }
         #expect(decoded == .welcome(welcome))

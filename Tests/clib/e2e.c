@@ -34,6 +34,7 @@
 #include <xendevicemodel.h>
 #include <xentoolcore.h>
 
+#include "dmop_abi.h"
 #include "dmop_wire.h"
 
 #define DOMID 5
@@ -139,7 +140,7 @@ static void *lying_broker(void *arg)
         dmop_put32(m, DMOP_WIRE_MAGIC);
         dmop_put16(m + 4, DMOP_WIRE_TYPE_WELCOME);
         dmop_put16(m + 6, 1);
-        dmop_put32(m + 8, __XEN_LATEST_INTERFACE_VERSION__);
+        dmop_put32(m + 8, dmop_abi_identifier());
         dmop_put16(m + 16, DOMID);
         dmop_put16(m + 18, 16);
         dmop_put32(m + 20, 4096);
@@ -206,15 +207,15 @@ static void test_open_failures(void)
     dmop_put16(f.reply + 6, DMOP_REASON_VERSION_UNSUPPORTED);
     dmop_put16(f.reply + 8, 2);
     dmop_put16(f.reply + 10, 3);
-    dmop_put32(f.reply + 12, __XEN_LATEST_INTERFACE_VERSION__);
+    dmop_put32(f.reply + 12, dmop_abi_identifier());
     dmop_put16(f.reply + 16, 11);
     memcpy(f.reply + 20, "speaks 2..3", 11);
     f.len = 31;
     e = open_with_fake(&f);
     CHECK(e == EPROTONOSUPPORT, "REFUSED version: errno %d", e);
 
-    /* Skew the other way: a WELCOME for another Xen interface. */
-    fprintf(stderr, "--- expect: built for Xen interface 0x00040f00\n");
+    /* Skew the other way: a WELCOME for another DMOP ABI. */
+    fprintf(stderr, "--- expect: built for DMOP ABI 0x00040f00\n");
     memset(&f, 0, sizeof f);
     dmop_put32(f.reply, DMOP_WIRE_MAGIC);
     dmop_put16(f.reply + 4, DMOP_WIRE_TYPE_WELCOME);
@@ -228,7 +229,7 @@ static void test_open_failures(void)
     CHECK(e == EPROTONOSUPPORT, "WELCOME for 0x00040f00: errno %d", e);
 
     /* A version we never offered. */
-    dmop_put32(f.reply + 8, __XEN_LATEST_INTERFACE_VERSION__);
+    dmop_put32(f.reply + 8, dmop_abi_identifier());
     dmop_put16(f.reply + 6, 2);
     e = open_with_fake(&f);
     CHECK(e == EPROTONOSUPPORT, "WELCOME version 2: errno %d", e);

@@ -45,6 +45,7 @@
 #include <xendevicemodel.h>
 #include <xentoolcore.h>
 
+#include "dmop_abi.h"
 #include "dmop_wire.h"
 
 #define DOMID 5
@@ -324,14 +325,14 @@ static void *mock_broker(void *arg)
     CHECK(dmop_get16(rxbuf + 8) <= 1 && dmop_get16(rxbuf + 10) >= 1,
           "HELLO versions %u..%u", dmop_get16(rxbuf + 8),
           dmop_get16(rxbuf + 10));
-    CHECK(dmop_get32(rxbuf + 12) == __XEN_LATEST_INTERFACE_VERSION__,
-          "HELLO xen_interface 0x%x", dmop_get32(rxbuf + 12));
+    CHECK(dmop_get32(rxbuf + 12) == dmop_abi_identifier(),
+          "HELLO dmop_abi 0x%x", dmop_get32(rxbuf + 12));
 
     memset(w, 0, sizeof w);
     dmop_put32(w, DMOP_WIRE_MAGIC);
     dmop_put16(w + 4, DMOP_WIRE_TYPE_WELCOME);
     dmop_put16(w + 6, 1);
-    dmop_put32(w + 8, __XEN_LATEST_INTERFACE_VERSION__);
+    dmop_put32(w + 8, dmop_abi_identifier());
     dmop_put32(w + 12, (4u << 16) | 17u);
     dmop_put16(w + 16, DOMID);
     dmop_put16(w + 18, DMOP_WIRE_MAX_BUFFERS);

@@ -41,6 +41,7 @@
 #include <xen/hvm/dm_op.h>
 #include <xen/hvm/hvm_op.h>
 
+#include "dmop_abi.h"
 #include "xentest.h"
 
 /* dmop-broker-protocol(7): header, message types. */
@@ -312,7 +313,7 @@ static int hello(uint16_t domid, uint32_t *allowed_ops)
     put16(h + 6, 0);
     put16(h + 8, PROTOCOL_VERSION);
     put16(h + 10, PROTOCOL_VERSION);
-    put32(h + 12, __XEN_LATEST_INTERFACE_VERSION__);
+    put32(h + 12, dmop_abi_identifier());
     if (send(sock, h, sizeof h, MSG_NOSIGNAL) != (ssize_t)sizeof h)
         return xt_check(tname("welcome"), 0, "send HELLO: %s", strerror(errno));
     n = receive();
@@ -320,10 +321,10 @@ static int hello(uint16_t domid, uint32_t *allowed_ops)
         return xt_check(tname("welcome"), 0, "expected a 32-byte WELCOME, got %zd bytes type 0x%x", n,
                         n >= 6 ? get16(rx + 4) : 0);
     *allowed_ops = get32(rx + 24);
-    ok = get16(rx + 6) == PROTOCOL_VERSION && get32(rx + 8) == __XEN_LATEST_INTERFACE_VERSION__ &&
+    ok = get16(rx + 6) == PROTOCOL_VERSION && get32(rx + 8) == dmop_abi_identifier() &&
          get16(rx + 16) == domid && get16(rx + 18) == MAX_BUFS && get32(rx + 20) == MAX_BUF_SIZE &&
          get32(rx + 28) == 0;
-    xt_check(tname("welcome"), ok, "version=%u xen_interface=0x%08x domid=%u max_buffers=%u max_buffer_size=%u "
+    xt_check(tname("welcome"), ok, "version=%u dmop_abi=0x%08x domid=%u max_buffers=%u max_buffer_size=%u "
              "allowed_ops=0x%08x", get16(rx + 6), get32(rx + 8), get16(rx + 16), get16(rx + 18), get32(rx + 20),
              *allowed_ops);
     /* The version the broker read before its restriction, against the
@@ -576,7 +577,7 @@ static void peer_refused(void)
     put16(h + 6, 0);
     put16(h + 8, PROTOCOL_VERSION);
     put16(h + 10, PROTOCOL_VERSION);
-    put32(h + 12, __XEN_LATEST_INTERFACE_VERSION__);
+    put32(h + 12, dmop_abi_identifier());
     send(sock, h, sizeof h, MSG_NOSIGNAL);
     n = receive();
     xt_check(tname("peer-refused"), n == 0 || (n < 0 && errno == ECONNRESET),
