@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 import CXen
+import DMOPCore
 import DMOPPosix
 import Glibc
 
@@ -73,7 +74,8 @@ public final class SimulatedHypervisor: Hypervisor {
     /// A guest `guestDomid` with `vcpus` vcpus and everything else default.
     /// Refuses what no HVM guest can be: a reserved domid, dom0, more than
     /// HVM_MAX_VCPUS vcpus, or none.
-    public convenience init(guestDomid: UInt16, vcpus: UInt32 = 1, recordPath: String? = nil) throws(HypervisorError) {
+    public convenience init(guestDomid: UInt16, vcpus: UInt32 = 1, xenVersion: UInt32 = SimulatedXen.defaultRelease.xenVersion,
+                            recordPath: String? = nil) throws(HypervisorError) {
         guard guestDomid != SimulatedXen.callerDomid, guestDomid < cxen_domid_first_reserved() else {
             throw HypervisorError(step: .open, errno: EINVAL,
                                   detail: "simulated guest domid \(guestDomid) is not a guest domid (1...\(cxen_domid_first_reserved() - 1))")
@@ -82,7 +84,8 @@ public final class SimulatedHypervisor: Hypervisor {
             throw HypervisorError(step: .open, errno: EINVAL,
                                   detail: "simulated guest vcpus \(vcpus) out of range 1...\(SimulatedXen.Limits.vcpus)")
         }
-        try self.init(xen: SimulatedXen(.init(guestDomid: guestDomid, vcpus: vcpus)), recordPath: recordPath)
+        try self.init(xen: SimulatedXen(.init(guestDomid: guestDomid, vcpus: vcpus, xenVersion: xenVersion)),
+                      recordPath: recordPath)
     }
 
     // MARK: Hypervisor

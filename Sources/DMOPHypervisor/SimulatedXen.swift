@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 import CXen
+import DMOPCore
 import Glibc
 
 /// A model of Xen 4.17's `dm_op` hypercall (xen/common/dm.c, xen/arch/x86/hvm/dm.c,
@@ -17,6 +18,8 @@ import Glibc
 /// Continuations (-ERESTART) are transparent to dom0 userspace, so the model
 /// runs every preemptible op to the end in one call, as on an idle host.
 public final class SimulatedXen {
+    /// The release the model reports unless told otherwise: the harness's Xen 4.17.
+    public static let defaultRelease = XenRelease(major: 4, minor: 17)
     public struct Configuration: Sendable, Equatable {
         /// The HVM guest; no other domain but dom0 exists.
         public var guestDomid: UInt16
@@ -55,7 +58,7 @@ public final class SimulatedXen {
         public var nrPirqs: UInt32
 
         public init(guestDomid: UInt16 = 1, vcpus: UInt32 = 1, isHVM: Bool = true, hap: Bool = true,
-                    logDirty: Bool = false, xenVersion: UInt32 = 4 << 16 | 17,
+                    logDirty: Bool = false, xenVersion: UInt32 = SimulatedXen.defaultRelease.xenVersion,
                     ramFrames: UInt64 = 0x2000, specialFrames: ClosedRange<UInt64> = 0xfeff0...0xfefff,
                     ioreqServerGfnBase: UInt64 = 0xfeff0, ioreqServerGfnCount: Int = 8,
                     legacyIoreqGfn: UInt64? = 0xfeffd, legacyBufioreqGfn: UInt64? = 0xfeffb,

@@ -37,9 +37,13 @@ enum ExitStatus: Int32, CaseIterable {
     /// The client broke the protocol and was disconnected (--socket-fd mode,
     /// where the broker lives for that one client).
     case clientViolation = 79
-    /// The client's HELLO named no protocol version or Xen interface in
+    /// The client's HELLO named no protocol version or DMOP ABI in
     /// common with the broker; it got REFUSED (--socket-fd mode).
     case helloRefused = 80
     /// The --audit-log channel could not be opened.
     case auditLog = 81
+    /// The hypervisor is a Xen release outside the table of releases whose
+    /// DMOP ABI this build was checked against (or its version could not be
+    /// read), and --accept-xen does not name it.
+    case xenReleaseUnchecked = 82
 }

@@ -46,6 +46,12 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Simulated mode: the guest's number of vCPUs.")
     var simulatedVcpus: UInt32 = 2
 
+    @Option(help: ArgumentHelp("Simulated mode: the Xen release XENVER_version reports.", valueName: "X.Y"))
+    var simulatedXenVersion: XenReleaseArgument?
+
+    @Option(help: ArgumentHelp("Run on this Xen release although it is not one whose DMOP ABI this build was checked against (a risk: see dmop-broker(8)); 'unknown' accepts a hypervisor whose version cannot be read. Repeatable.", valueName: "X.Y"))
+    var acceptXen: [XenAcceptance] = []
+
     @Option(help: "Only serve a peer with this uid (SO_PEERCRED).")
     var peerUid: UInt32?
 
@@ -75,6 +81,9 @@ struct ServeCommand: ParsableCommand {
         if simulatedRecord != nil && hypervisor != .simulated {
             throw ValidationError("--simulated-record needs --hypervisor simulated")
         }
+        if simulatedXenVersion != nil && hypervisor != .simulated {
+            throw ValidationError("--simulated-xen-version needs --hypervisor simulated")
+        }
     }
 
     func run() throws {
@@ -92,8 +101,9 @@ struct ServeCommand: ParsableCommand {
         sink.guestName = guestName
         let audit = Logger(label: "dmop-broker[\(getpid())]") { AuditLogHandler(label: $0, sink: sink) }
 
-        // 2. The hypervisor: open, restrict, prove the restriction.
+        // 2. The hypervisor: open, check its release, restrict, prove the restriction.
         let hypervisor = makeHypervisor()
+        checkXenRelease(hypervisor.xenVersion, audit: audit)
         do {
             try hypervisor.restrict(to: domid.value)
         } catch {
@@ -165,6 +175,7 @@ struct ServeCommand: ParsableCommand {
                 return try PrivcmdHypervisor(path: privcmd)
             case .simulated:
                 return try SimulatedHypervisor(guestDomid: domid.value, vcpus: simulatedVcpus,
+                                               xenVersion: (simulatedXenVersion?.release ?? SimulatedXen.defaultRelease).xenVersion,
                                                recordPath: simulatedRecord)
             }
         } catch {

@@ -128,6 +128,9 @@ session() {
     # self-test exits with status 68 before it.
     check "$label.broker-log-start" "$(grep -m1 "domid=$D hypervisor=privcmd" "$log" | cut -c1-160)" \
         grep -q "domid=$D hypervisor=privcmd" "$log"
+    # Before restricting, the broker checked the running release against its table.
+    check "$label.broker-xen-release" "$(grep -m1 'xen release ' "$log" | cut -d' ' -f3- | cut -c1-120)" \
+        grep -q "info xen release $XV: DMOP ABI checked for this build" "$log"
     # Every request the clients saw answered has its audit line, with the same verdict.
     # (One awk for all four counts: each process costs under TCG.)
     set -- $(awk -v audit="$log" '
