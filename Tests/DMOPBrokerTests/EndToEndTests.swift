@@ -106,7 +106,7 @@ struct EndToEndTests {
         #expect(broker.auditLog.contains("hello refused"))
     }
 
-    @Test("a client built for another Xen interface is refused")
+    @Test("a client built for another DMOP ABI is refused")
     func interfaceSkew() throws {
         let broker = try BrokerUnderTest()
         do {
