@@ -3,6 +3,7 @@
 #include "cposix.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <time.h>
@@ -23,7 +24,7 @@ int cposix_peercred_get(int fd, cposix_peercred *out) {
 }
 
 int cposix_accept_cloexec(int fd) {
-    return accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+    return accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 }
 
 int cposix_dup3_cloexec(int oldfd, int newfd) {
@@ -81,6 +82,9 @@ ssize_t cposix_send_datagram(int fd, const void *buf, size_t len, int fd_to_pass
 }
 
 static volatile sig_atomic_t stop_signal = 0;
+/* The mask inside cposix_wait: the caller's, with the handled signals open. */
+static sigset_t wait_mask;
+static int stop_signals_blocked = 0;
 
 static void on_stop(int sig) { stop_signal = sig; }
 
@@ -97,7 +101,7 @@ int cposix_install_stop_handler(void) {
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop;
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0; /* no SA_RESTART: a blocking recvmsg returns EINTR */
+    sa.sa_flags = 0; /* no SA_RESTART: the wait returns EINTR */
     if (sigaction(SIGTERM, &sa, NULL) != 0) return -1;
     if (sigaction(SIGINT, &sa, NULL) != 0) return -1;
     /* SIGHUP (reopen the audit file) and SIGUSR1 (stats) only set flags. */
@@ -105,14 +109,53 @@ int cposix_install_stop_handler(void) {
     if (sigaction(SIGHUP, &sa, NULL) != 0) return -1;
     if (sigaction(SIGUSR1, &sa, NULL) != 0) return -1;
     signal(SIGPIPE, SIG_IGN);
-    /* A parent may have blocked these (the mask survives exec): unblock. */
+    /* The stop signals are blocked everywhere but inside cposix_wait's
+     * ppoll: one that arrives while the broker works stays pending and ends
+     * the next wait at once, so none is lost between a check of the flag and
+     * a blocking call. SIGHUP and SIGUSR1 stay deliverable at any time, so
+     * that their flags are set before the next wait looks (a ppoll that finds
+     * the fd ready leaves a blocked signal pending and undelivered); one that
+     * lands between that look and the ppoll waits for the next wake-up.
+     * (A parent may have blocked any of them: the mask survives exec.) */
     sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    if (sigprocmask(SIG_UNBLOCK, &set, NULL) != 0) return -1;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR1);
-    return sigprocmask(SIG_UNBLOCK, &set, NULL);
+    if (sigprocmask(SIG_BLOCK, &set, &wait_mask) != 0) return -1;
+    sigdelset(&wait_mask, SIGTERM);
+    sigdelset(&wait_mask, SIGINT);
+    stop_signals_blocked = 1;
+    return 0;
+}
+
+int cposix_wait(int fd, short events, int64_t timeout_ns, short *revents) {
+    struct pollfd pfd = { .fd = fd, .events = events, .revents = 0 };
+    struct timespec limit, *limitp = NULL;
+    if (stop_signal || hangup_pending || stats_pending) { errno = EINTR; return -1; }
+    if (timeout_ns >= 0) {
+        limit.tv_sec = (time_t)(timeout_ns / 1000000000);
+        limit.tv_nsec = (long)(timeout_ns % 1000000000);
+        limitp = &limit;
+    }
+    int rc = ppoll(&pfd, 1, limitp, stop_signals_blocked ? &wait_mask : NULL);
+    if (rc > 0 && revents) *revents = pfd.revents;
+    /* A ppoll that finds the fd ready leaves a pending stop signal blocked:
+     * a client that always has the next request ready would starve it. So
+     * every so many ready waits, look, and take a pending one. */
+    static unsigned ready_waits = 0;
+    if (rc > 0 && stop_signals_blocked && ++ready_waits % 64 == 0) {
+        sigset_t pending;
+        if (sigpending(&pending) == 0 && (sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1)) {
+            struct timespec now = { 0, 0 };
+            ppoll(NULL, 0, &now, &wait_mask);
+            if (stop_signal) { errno = EINTR; return -1; }
+        }
+    }
+    return rc;
 }
 
 int cposix_stop_signal(void) { return stop_signal; }

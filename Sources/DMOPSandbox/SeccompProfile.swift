@@ -99,6 +99,8 @@ public struct SeccompProfile: Sendable {
         var rules: [SyscallRule] = []
 
         // The request loop: one datagram in, one out, on the client socket only.
+        rules.append(SyscallRule("ppoll", "wait for the client or listening socket with the stop signals unblocked only during the wait, so none is lost (pollfd is a pointer: the fd cannot be checked here; waiting grants nothing)"))
+        rules.append(SyscallRule("rt_sigpending", "every 64th ready wait: is a stop signal pending that a busy client would otherwise starve"))
         rules.append(SyscallRule("recvmsg", [ArgumentCondition(0, .equal(client), "client socket")],
                                  "receive one request datagram; fds passed along are closed at once"))
         rules.append(SyscallRule("sendmsg", [ArgumentCondition(0, .equal(client), "client socket")],

@@ -9,11 +9,15 @@ import DMOPCore
 struct AuditThrottle {
     static let interval: UInt64 = 1_000_000_000
     static let maxRefusalLines = 50
+    /// Sessions whose start and end lines are written per interval.
+    static let maxSessionLines = 20
 
     private var windowStart: UInt64
     private var refusalLines = 0
     private var suppressed: [ReasonCode: Int] = [:]
     private var rateLimited: [String: Int] = [:]
+    private var sessionLines = 0
+    private var suppressedSessions = 0
 
     init(now: UInt64) {
         windowStart = now
@@ -26,6 +30,17 @@ struct AuditThrottle {
             return true
         }
         suppressed[reason, default: 0] += 1
+        return false
+    }
+
+    /// Whether a new session's start and end lines are written; if not,
+    /// the session is counted.
+    mutating func admitSessionLine() -> Bool {
+        if sessionLines < Self.maxSessionLines {
+            sessionLines += 1
+            return true
+        }
+        suppressedSessions += 1
         return false
     }
 
@@ -48,8 +63,13 @@ struct AuditThrottle {
                 .map { "\($0.key.name)=\($0.value)" }.joined(separator: " ")
             lines.append("suppressed \(total) refusal line(s) in the last \(format(seconds)) s: \(detail)")
         }
+        if suppressedSessions > 0 {
+            lines.append("suppressed the start and end lines of \(suppressedSessions) session(s) in the last \(format(seconds)) s")
+        }
         windowStart = now
         refusalLines = 0
+        sessionLines = 0
+        suppressedSessions = 0
         suppressed.removeAll(keepingCapacity: true)
         rateLimited.removeAll(keepingCapacity: true)
         return lines

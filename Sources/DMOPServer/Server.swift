@@ -18,6 +18,8 @@ public enum SessionEnd: Equatable {
     case helloRefused(ProtocolViolation)
     /// SO_PEERCRED showed a uid that --peer-uid does not allow.
     case peerRefused(uid: UInt32)
+    /// No HELLO within the handshake timeout; disconnected.
+    case helloTimeout
     /// A socket error other than a hang-up.
     case ioError(SystemError)
 }
@@ -30,6 +32,8 @@ public final class BrokerServer {
     public let policy: Policy
     public let hypervisor: any Hypervisor
     public let peerUID: UInt32?
+    /// How long a new connection may take to send its HELLO (nil: no limit).
+    public let helloTimeoutNanoseconds: UInt64?
     let audit: Logger
     /// The per-request lines without String building (nil: through `audit`).
     let auditLines: AuditLineWriter?
@@ -43,15 +47,24 @@ public final class BrokerServer {
     private let replyBuffer: UnsafeMutableRawBufferPointer
     private let bufferMemory: (receive: ZeroedBuffer, reply: ZeroedBuffer)
 
+    /// Per broker, not per session: reconnecting gets no fresh tokens and
+    /// no fresh allowance of audit lines.
+    var limiter: RateLimiter
+    var throttle: AuditThrottle
+
     public init(domid: UInt16, policy: Policy, hypervisor: any Hypervisor, peerUID: UInt32?, audit: Logger,
-                auditOptions: AuditOptions = AuditOptions()) {
+                auditOptions: AuditOptions = AuditOptions(), helloTimeoutNanoseconds: UInt64? = nil) {
         self.domid = domid
         self.policy = policy
         self.hypervisor = hypervisor
         self.peerUID = peerUID
+        self.helloTimeoutNanoseconds = helloTimeoutNanoseconds
         self.audit = audit
         auditLines = AuditLineWriter.of(audit)
         self.auditOptions = auditOptions
+        let now = cposix_monotonic_ns()
+        limiter = RateLimiter(policy: policy, now: now)
+        throttle = AuditThrottle(now: now)
         bufferMemory = (ZeroedBuffer(byteCount: Wire.maxRequestSize), ZeroedBuffer(byteCount: Wire.maxReplySize))
         receiveBuffer = bufferMemory.receive.bytes
         replyBuffer = bufferMemory.reply.bytes
@@ -78,47 +91,126 @@ public final class BrokerServer {
         } catch {
             return .ioError(error)
         }
+        let started = cposix_monotonic_ns()
+        writeSummaries(now: started)
+        // Lines of a flood of reconnections are counted, not written.
+        let logged = throttle.admitSessionLine()
         if let allowed = peerUID, peer.uid != allowed {
-            audit.warning("peer refused: peer_pid=\(peer.pid) peer_uid=\(peer.uid) allowed_uid=\(allowed)")
+            if logged { audit.warning("peer refused: peer_pid=\(peer.pid) peer_uid=\(peer.uid) allowed_uid=\(allowed)") }
             return .peerRefused(uid: peer.uid)
         }
         counters.sessions += 1
-        audit.info("session start: peer_pid=\(peer.pid) peer_uid=\(peer.uid) domid=\(domid) policy=\(Logfmt.quote(policy.source)) hypervisor=\(hypervisor.kind)")
-        var session = Session(peer: peer, policy: policy, now: cposix_monotonic_ns())
+        if logged {
+            audit.info("session start: peer_pid=\(peer.pid) peer_uid=\(peer.uid) domid=\(domid) policy=\(Logfmt.quote(policy.source)) hypervisor=\(hypervisor.kind)")
+        }
+        var session = Session(peer: peer, started: started)
         let end = loop(fd: fd, session: &session)
         flushForwardCounts(peer, now: cposix_monotonic_ns(), force: true)
-        for line in session.throttle.summaries(now: cposix_monotonic_ns(), force: true) { audit.notice("\(line)") }
-        audit.info("session end: peer_pid=\(peer.pid) reason=\(Logfmt.quote(describe(end))) requests=\(session.requests) forwarded=\(session.forwarded) refused=\(session.refused) audit_lost=\(auditLines?.sink.lost ?? 0)")
+        destroyOwnedServers(session)
+        writeSummaries(now: cposix_monotonic_ns())
+        if logged {
+            audit.info("session end: peer_pid=\(peer.pid) reason=\(Logfmt.quote(describe(end))) requests=\(session.requests) forwarded=\(session.forwarded) refused=\(session.refused) audit_lost=\(auditLines?.sink.lost ?? 0)")
+        }
         return end
+    }
+
+    /// The summary lines still owed (rate-limit counts, suppressed lines),
+    /// whatever the interval: before the broker exits.
+    public func finish() {
+        for line in throttle.summaries(now: cposix_monotonic_ns(), force: true) { audit.notice("\(line)") }
+    }
+
+    private func writeSummaries(now: UInt64) {
+        for line in throttle.summaries(now: now) { audit.notice("\(line)") }
     }
 
     struct Session {
         let peer: SeqPacket.Credentials
+        let started: UInt64
         var helloDone = false
         var requests = 0
         var forwarded = 0
         var refused = 0
         /// The ioreq servers this session created: the only ones it may name.
         var owned = OwnedIoreqServers()
-        var limiter: RateLimiter
-        var throttle: AuditThrottle
 
-        init(peer: SeqPacket.Credentials, policy: Policy, now: UInt64) {
+        init(peer: SeqPacket.Credentials, started: UInt64) {
             self.peer = peer
-            limiter = RateLimiter(policy: policy, now: now)
-            throttle = AuditThrottle(now: now)
+            self.started = started
+        }
+    }
+
+    /// Xen keeps an ioreq server until the domain dies and allows only a
+    /// few per domain: the servers a session created go with it.
+    private func destroyOwnedServers(_ session: Session) {
+        guard !session.owned.ids.isEmpty, let destroy = Catalogue.op(named: "destroy_ioreq_server") else { return }
+        for id in session.owned.ids {
+            var header = destroy.encodeHeader(["id": UInt64(id)])
+            let rc = header.withUnsafeMutableBytes { bytes in
+                withUnsafeTemporaryAllocation(of: UnsafeMutableRawBufferPointer.self, capacity: 1) { views in
+                    views.initializeElement(at: 0, to: bytes)
+                    return hypervisor.dmOp(domid: domid, buffers: UnsafeBufferPointer(views))
+                }
+            }
+            audit.notice("ioreq server destroyed at session end: peer_pid=\(session.peer.pid) domid=\(domid) id=\(id) rc=\(rc)")
+        }
+    }
+
+    /// Waits for `events` on the client socket; nil when it is ready, else
+    /// how the session ends (a stop signal, the hello deadline, an error).
+    private func wait(_ fd: Int32, _ events: Int32, session: Session) -> SessionEnd? {
+        while true {
+            var timeout: Int64 = -1
+            if !session.helloDone, let limit = helloTimeoutNanoseconds {
+                let elapsed = cposix_monotonic_ns() &- session.started
+                timeout = elapsed >= limit ? 0 : Int64(limit - elapsed)
+            }
+            var revents: Int16 = 0
+            let rc = cposix_wait(fd, Int16(events), timeout, &revents)
+            if rc > 0 {
+                // A signal that woke the wait as the fd became ready runs its
+                // handler only on the way out: take it before the request.
+                if cposix_stop_signal() != 0 { return .stopped }
+                if cposix_runtime_signal_pending() != 0 { handleRuntimeSignals(session.peer) }
+                return nil
+            }
+            if rc == 0 {
+                let seconds = Double(helloTimeoutNanoseconds ?? 0) / 1e9
+                audit.warning("hello timeout: peer_pid=\(session.peer.pid) sent no HELLO within \(seconds) s; disconnecting")
+                return .helloTimeout
+            }
+            if errno == EINTR {
+                if cposix_stop_signal() != 0 { return .stopped }
+                if cposix_runtime_signal_pending() != 0 { handleRuntimeSignals(session.peer) }
+                continue
+            }
+            return .ioError(SystemError("ppoll"))
+        }
+    }
+
+    /// Sends one datagram, waiting (interruptibly) while a client that does
+    /// not read keeps the socket full.
+    private func send(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, session: Session) -> SessionEnd? {
+        while true {
+            do {
+                try SeqPacket.send(fd, bytes)
+                return nil
+            } catch {
+                if error.errno == EPIPE || error.errno == ECONNRESET { return .hangUp }
+                guard error.errno == EAGAIN else { return .ioError(error) }
+            }
+            if let end = wait(fd, Int32(POLLOUT), session: session) { return end }
         }
     }
 
     private func loop(fd: Int32, session: inout Session) -> SessionEnd {
         while true {
-            if cposix_stop_signal() != 0 { return .stopped }
-            if cposix_runtime_signal_pending() != 0 { handleRuntimeSignals(session.peer) }
+            if let end = wait(fd, Int32(POLLIN), session: session) { return end }
             let received: SeqPacket.Received
             do {
                 received = try SeqPacket.receive(fd, into: receiveBuffer)
             } catch {
-                if error.errno == EINTR { continue }
+                if error.errno == EINTR || error.errno == EAGAIN { continue }
                 if error.errno == ECONNRESET { return .hangUp }
                 return .ioError(error)
             }
@@ -153,7 +245,8 @@ public final class BrokerServer {
                 case .success(let version):
                     var welcome = self.welcome
                     welcome.version = version
-                    do { try SeqPacket.send(fd, Wire.encodeWelcome(welcome)) } catch { return .ioError(error) }
+                    let encoded = Wire.encodeWelcome(welcome)
+                    if let end = encoded.withUnsafeBytes({ send(fd, $0, session: session) }) { return end }
                     session.helloDone = true
                 }
             case .request(let frame):
@@ -165,14 +258,8 @@ public final class BrokerServer {
                 // The request's audit line goes out once the reply is sent:
                 // before the next read, never after any later line.
                 defer { auditLines?.flush() }
-                do {
-                    try SeqPacket.send(fd, UnsafeRawBufferPointer(rebasing: replyBuffer[0..<replyLength]))
-                } catch {
-                    if error.errno == EPIPE || error.errno == ECONNRESET { return .hangUp }
-                    // A client that never reads leaves the broker blocked in
-                    // sendmsg; a stop signal still ends it cleanly.
-                    if error.errno == EINTR, cposix_stop_signal() != 0 { return .stopped }
-                    return .ioError(error)
+                if let end = send(fd, UnsafeRawBufferPointer(rebasing: replyBuffer[0..<replyLength]), session: session) {
+                    return end
                 }
             }
         }
@@ -188,10 +275,10 @@ public final class BrokerServer {
         let request = DMOPRequest(domid: frame.domid, buffers: views)
         var decision = decide(restrictedDomid: domid, policy: policy, request: request, owned: session.owned)
         let opName = request.opNumber.map { Catalogue.op(number: $0)?.name ?? "op\($0)" } ?? "-"
-        for line in session.throttle.summaries(now: started) { audit.notice("\(line)") }
+        writeSummaries(now: started)
         flushForwardCounts(session.peer, now: started, force: false)
         if case .forward(let rule) = decision, rule.rateLimit != nil,
-           !session.limiter.admit(op: rule.op.number, now: started) {
+           !limiter.admit(op: rule.op.number, now: started) {
             decision = .refuse(.rateLimited, "\(rule.op.name): over \(rule.location)'s limit")
         }
         if case .forward = decision, auditRefusesForwards {
@@ -208,8 +295,8 @@ public final class BrokerServer {
             // Bounded under a flood: rate-limit refusals are only counted, other
             // refusals are logged up to a number per interval, then counted.
             if reason == .rateLimited {
-                session.throttle.countRateLimited(op: opName)
-            } else if session.throttle.admitRefusalLine(reason) {
+                throttle.countRateLimited(op: opName)
+            } else if throttle.admitRefusalLine(reason) {
                 auditRefusal(session.peer, frame.domid, opName, reason, result, elapsedMicros(since: started), detail)
             }
             return Wire.encodeReply(into: replyBuffer, domid: frame.domid, requestID: frame.requestID,
@@ -257,6 +344,7 @@ public final class BrokerServer {
         case .protocolViolation(let v): "protocol-error:\(v.reason.name)"
         case .helloRefused(let v): "hello-refused:\(v.reason.name)"
         case .peerRefused(let uid): "peer-refused:uid=\(uid)"
+        case .helloTimeout: "hello-timeout"
         case .ioError(let e): "io-error:\(e)"
         }
     }

@@ -72,6 +72,9 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("guest-name"), help: "The guest's name, for the audit trail (journal field DMOP_GUEST, start line).")
     var guestName: String?
 
+    @Option(help: "--listen: disconnect a client that sends no HELLO within this many seconds.")
+    var helloTimeout: UInt32 = 10
+
     @OptionGroup var confinement: ConfinementOptions
 
     func validate() throws {
@@ -121,9 +124,13 @@ struct ServeCommand: ParsableCommand {
 
         // The server allocates its buffers, and the first audit line warms
         // up what logging touches, before the filter forbids new things.
+        // One client slot in --listen mode: a connection that never says
+        // HELLO must not hold it. After the HELLO an idle client keeps it
+        // (QEMU may be idle for as long as its guest is).
         let server = BrokerServer(domid: domid.value, policy: policy, hypervisor: hypervisor,
                                   peerUID: peerUid, audit: audit,
-                                  auditOptions: AuditOptions(forwards: auditForwards, failure: auditFailure))
+                                  auditOptions: AuditOptions(forwards: auditForwards, failure: auditFailure),
+                                  helloTimeoutNanoseconds: listen == nil ? nil : UInt64(helloTimeout) * 1_000_000_000)
         audit.info("starting version=\(brokerVersion) domid=\(domid.value) hypervisor=\(hypervisor.kind) xen_version=\(hypervisor.xenVersion >> 16).\(hypervisor.xenVersion & 0xffff) policy=\(Logfmt.quote(policy.source)) allowed=\(policy.rules.map(\.op.name).joined(separator: ",")) audit_log=\(Logfmt.quote(auditLog.description)) audit_forwards=\(auditForwards.rawValue) audit_failure=\(auditFailure.rawValue)\(guestName.map { " guest=\(Logfmt.quote($0))" } ?? "")")
 
         // 4-5. Drop privileges, close fds, rlimits, seccomp.
@@ -138,18 +145,23 @@ struct ServeCommand: ParsableCommand {
         switch endpoint {
         case .connected(let fd):
             let end = server.serve(connection: fd)
+            server.finish()
             exitFor(end)
         case .listening(let listener, let slot):
-            while cposix_stop_signal() == 0 {
+            while true {
+                var revents: Int16 = 0
+                if cposix_wait(listener, Int16(POLLIN), -1, &revents) < 0 {
+                    if errno == EINTR, cposix_stop_signal() != 0 { break }
+                    if cposix_runtime_signal_pending() != 0 { server.handleRuntimeSignals() }
+                    continue
+                }
+                if cposix_stop_signal() != 0 { break }
+                if cposix_runtime_signal_pending() != 0 { server.handleRuntimeSignals() }
                 let connection: FileDescriptor
                 do {
                     connection = try SeqPacket.accept(listener)
                 } catch {
-                    if error.errno == EINTR {
-                        if cposix_stop_signal() != 0 { break }
-                        server.handleRuntimeSignals()
-                        continue
-                    }
+                    if error.errno == EAGAIN || error.errno == ECONNABORTED { continue }
                     audit.error("accept failed: \(error)")
                     continue
                 }
@@ -164,6 +176,7 @@ struct ServeCommand: ParsableCommand {
                 shutdown(slot, Int32(SHUT_RDWR))
                 if end == .stopped { break }
             }
+            server.finish()
             Glibc.exit(ExitStatus.ok.rawValue)
         }
     }
@@ -201,6 +214,12 @@ struct ServeCommand: ParsableCommand {
                 fail(.socket, "--socket-fd \(socketFD) is not a SOCK_SEQPACKET socket")
             }
             _ = fcntl(socketFD, F_SETFD, FD_CLOEXEC)
+            // The broker waits in ppoll, never in a socket call: a stop
+            // signal then always ends the wait.
+            let flags = fcntl(socketFD, F_GETFL)
+            guard flags >= 0, fcntl(socketFD, F_SETFL, flags | O_NONBLOCK) == 0 else {
+                fail(.socket, "--socket-fd \(socketFD): \(SystemError("fcntl(O_NONBLOCK)"))")
+            }
             return .connected(socketFD)
         }
         guard let listen else { fail(.usage, "no socket") }
@@ -214,6 +233,10 @@ struct ServeCommand: ParsableCommand {
         // Reserve the client slot now, before the filter is loaded.
         let slot = fcntl(listener.rawValue, F_DUPFD_CLOEXEC, 10)
         guard slot >= 0 else { fail(.socket, "\(SystemError("fcntl(F_DUPFD_CLOEXEC)"))") }
+        let flags = fcntl(listener.rawValue, F_GETFL)
+        guard flags >= 0, fcntl(listener.rawValue, F_SETFL, flags | O_NONBLOCK) == 0 else {
+            fail(.socket, "\(SystemError("fcntl(O_NONBLOCK)"))")
+        }
         return .listening(listener.release(), slot: slot)
     }
 
@@ -229,6 +252,8 @@ struct ServeCommand: ParsableCommand {
             Glibc.exit(ExitStatus.peerRefused.rawValue)
         case .ioError:
             Glibc.exit(ExitStatus.clientIO.rawValue)
+        case .helloTimeout:
+            Glibc.exit(ExitStatus.clientViolation.rawValue)
         }
     }
 }

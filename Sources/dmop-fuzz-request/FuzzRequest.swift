@@ -321,6 +321,16 @@ final class Model {
 
     func run(_ session: Session) -> ExpectedEnd {
         let end = walk(session)
+        // At session end the broker destroys the servers the session created.
+        for id in owned.ids where end != .peerRefused {
+            invariant(nextCall < calls.count, "ioreq server \(id) was not destroyed at session end")
+            guard nextCall < calls.count else { break }
+            let call = calls[nextCall]
+            nextCall += 1
+            let destroy = Catalogue.op(named: "destroy_ioreq_server")?.encodeHeader(["id": UInt64(id)])
+            invariant(call.input.count == 1 && call.input[0] == destroy,
+                      "the call after the session is not the destroy of ioreq server \(id)")
+        }
         invariant(nextReply == replies.count, "the broker sent \(replies.count - nextReply) message(s) more than the protocol allows")
         invariant(nextCall == calls.count, "\(calls.count - nextCall) call(s) reached the hypervisor that no request explains")
         return end

@@ -196,7 +196,9 @@ func runProbe() -> Never {
     switch action {
     case "allowed":
         var connected = clientFd
+        var revents: Int16 = 0
         if let listener = client.listener {
+            guard cposix_wait(listener, Int16(POLLIN), 10_000_000_000, &revents) == 1 else { die("ppoll on the listener: \(SystemError("ppoll"))", 4) }
             let accepted = cposix_accept_cloexec(listener)
             guard accepted >= 0 else { die("accept4: \(SystemError("accept4"))", 4) }
             guard cposix_dup3_cloexec(accepted, clientFd) == clientFd else { die("dup3: \(SystemError("dup3"))", 4) }
@@ -210,6 +212,7 @@ func runProbe() -> Never {
         let credentials: SeqPacket.Credentials
         do { credentials = try SeqPacket.peerCredentials(connected) } catch { die("\(error)", 4) }
         var buffer = [UInt8](repeating: 0, count: 64)
+        guard cposix_wait(connected, Int16(POLLIN), 10_000_000_000, &revents) == 1 else { die("ppoll on the client: \(SystemError("ppoll"))", 4) }
         let received: SeqPacket.Received
         do { received = try buffer.withUnsafeMutableBytes { raw throws(SystemError) in try SeqPacket.receive(connected, into: raw) } } catch { die("\(error)", 4) }
         guard received == .datagram(4), buffer.prefix(4).elementsEqual("ping".utf8) else { die("received \(received)", 4) }

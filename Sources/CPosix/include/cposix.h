@@ -17,7 +17,8 @@ typedef struct {
 /* SO_PEERCRED of a connected Unix socket. 0 or -1 with errno. */
 int cposix_peercred_get(int fd, cposix_peercred *out);
 
-/* accept4(fd, NULL, NULL, SOCK_CLOEXEC). */
+/* accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK): the broker waits
+ * in cposix_wait, never in a socket call. */
 int cposix_accept_cloexec(int fd);
 
 /* dup3(oldfd, newfd, O_CLOEXEC). */
@@ -33,9 +34,10 @@ ssize_t cposix_recv_datagram(int fd, void *buf, size_t len, int *truncated, int 
  * < 0: none). Returns bytes sent or -1/errno. MSG_NOSIGNAL is always set. */
 ssize_t cposix_send_datagram(int fd, const void *buf, size_t len, int fd_to_pass);
 
-/* SIGTERM/SIGINT handler that only records the signal: blocking calls
- * return EINTR (no SA_RESTART) and the loop asks cposix_stop_signal().
- * SIGHUP and SIGUSR1 only set flags the loop takes (the broker goes on). */
+/* SIGTERM/SIGINT handler that only records the signal; SIGHUP and SIGUSR1
+ * only set flags the loop takes (the broker goes on). SIGTERM and SIGINT are
+ * then blocked except inside cposix_wait, so neither is lost between a check
+ * of the flag and a blocking call. */
 int cposix_install_stop_handler(void);
 int cposix_stop_signal(void);
 /* Nonzero when SIGHUP or SIGUSR1 arrived and was not taken yet. */
@@ -44,6 +46,12 @@ int cposix_runtime_signal_pending(void);
 int cposix_take_hangup(void);
 /* 1 once per SIGUSR1 (write a stats line), then 0. */
 int cposix_take_stats_request(void);
+
+/* ppoll on one fd for `events`, with the stop signals unblocked only for the
+ * duration of the call (SIGHUP and SIGUSR1 are never blocked). timeout_ns < 0: no limit. Returns 1 (revents in
+ * *revents), 0 on timeout, or -1 with errno (EINTR: a signal above, also
+ * reported when one arrived before the call and was not taken yet). */
+int cposix_wait(int fd, short events, int64_t timeout_ns, short *revents);
 
 /* Monotonic clock in nanoseconds (vDSO, no syscall in the steady state). */
 uint64_t cposix_monotonic_ns(void);

@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: MIT
+import DMOPClient
+import DMOPCore
+import DMOPPosix
+import Foundation
+import Glibc
+import Testing
+
+/// Issue 17: the findings of a hostile review in the layers around the
+/// decision (reconnect floods, lost signals, held slots, orphaned ioreq
+/// servers), each against a real broker process.
+@Suite("Hostile review: reconnections, signals, handshake, ioreq servers", .serialized)
+struct HostileReviewTests {
+    static let intx = Hostile.header("set_pci_intx_level", ["device": 3, "intx": 0, "level": 1])
+
+    @Test("rate limits and the audit throttle hold across reconnections (--listen): no fresh bucket per session")
+    func rateLimitAcrossReconnections() throws {
+        let directory = TestSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let policy = directory.appendingPathComponent("rate.policy").path
+        try "allow set_pci_intx_level rate 1/s burst 4\nallow set_isa_irq_level\n"
+            .write(toFile: policy, atomically: true, encoding: .utf8)
+        let broker = try BrokerUnderTest(mode: .listen, policy: policy)
+        var admitted = 0, limited = 0
+        let started = Date()
+        let sessions = 60
+        for index in 0..<sessions {
+            let peer = HostilePeer(try broker.rawConnection())
+            try peer.hello()
+            try peer.request(id: UInt32(index), [Self.intx])
+            guard case .message(.reply(let reply)) = peer.receive() else { throw TestFailure("no reply in session \(index)") }
+            if reply.result == 0 && reply.origin == .hypervisor { admitted += 1 }
+            if reply.reason == .rateLimited && reply.result == -EAGAIN { limited += 1 }
+            peer.fd.close()
+        }
+        let seconds = Date().timeIntervalSince(started)
+        #expect(admitted + limited == sessions)
+        #expect(admitted >= 4 && Double(admitted) <= 4 + (seconds + 1), "\(admitted) admitted in \(seconds) s over \(sessions) sessions")
+        kill(broker.pid, SIGTERM)
+        Hostile.expectExit(broker, 0)
+        let intxOp = Int(TestSupport.op("set_pci_intx_level").number)
+        #expect(broker.records.filter { $0.op == intxOp }.count == admitted)
+        // Session lines are bounded per interval too, and the rest counted.
+        let log = broker.auditLog.split(separator: "\n")
+        let starts = log.filter { $0.contains("session start:") }.count
+        #expect(starts <= AuditLimits.sessionLinesPerSecond * (Int(seconds) + 2), "\(starts) session start lines")
+        let suppressed = log.compactMap { line -> Int? in
+            guard let range = line.range(of: "suppressed the start and end lines of ") else { return nil }
+            return Int(line[range.upperBound...].prefix { $0.isNumber })
+        }.reduce(0, +)
+        #expect(starts + suppressed == sessions, "\(starts) logged + \(suppressed) counted")
+        let rateCounted = log.compactMap { line -> Int? in
+            guard line.contains("rate limit: op=set_pci_intx_level"), let range = line.range(of: "refused=") else { return nil }
+            return Int(line[range.upperBound...].prefix { $0.isNumber })
+        }.reduce(0, +)
+        #expect(rateCounted == limited)
+    }
+
+    @Test("SIGTERM right after a reply, many times: the broker always exits at once")
+    func stopSignalNeverLost() throws {
+        let deadline = Date().addingTimeInterval(20)
+        var tries = 0, late = 0
+        while tries < 40, Date() < deadline {
+            tries += 1
+            let (broker, peer) = try Hostile.session()
+            try peer.request(id: 1, [Hostile.isaIrq(1)])
+            _ = peer.receive()
+            // The broker is between its reply and its next wait: the window
+            // in which a flag check followed by a blocking call loses it.
+            if tries % 2 == 0 { usleep(UInt32(tries % 7) * 20) }
+            kill(broker.pid, SIGTERM)
+            let status = broker.waitForExit(timeout: 2)
+            if BrokerUnderTest.exitCode(status) != 0 { late += 1 }
+        }
+        #expect(late == 0, "\(late) of \(tries) brokers not gone 2 s after SIGTERM")
+    }
+
+    @Test("SIGTERM while the reply cannot be sent (a client that never reads): the broker exits at once")
+    func stopSignalWhileSendBlocked() throws {
+        let (broker, peer) = try Hostile.session()
+        // Fill the socket: requests whose replies nobody reads.
+        for id in 0..<4000 {
+            var bytes = Wire.encodeRequest(domid: 5, requestID: UInt32(id), buffers: [Hostile.isaIrq(1)])
+            let sent = bytes.withUnsafeMutableBytes { Glibc.send(peer.fd.rawValue, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+            if sent < 0 { break }
+        }
+        usleep(300_000)
+        kill(broker.pid, SIGTERM)
+        #expect(BrokerUnderTest.exitCode(broker.waitForExit(timeout: 3)) == 0, "audit log:\n\(broker.auditLog)")
+    }
+
+    @Test("SIGTERM while a client always has the next request queued: the broker still stops")
+    func stopSignalUnderPipelinedFlood() throws {
+        let (broker, peer) = try Hostile.session()
+        var next: UInt32 = 0
+        for _ in 0..<50 {
+            try peer.request(id: next, [Hostile.isaIrq(1)])
+            next += 1
+        }
+        let deadline = Date().addingTimeInterval(5)
+        var signalled = false
+        while Date() < deadline {
+            guard case .message(.reply) = peer.receive(timeoutMs: 2_000) else { break }
+            if next == 200 && !signalled {
+                kill(broker.pid, SIGTERM)
+                signalled = true
+            }
+            // Stays 50 ahead, so the broker never finds its socket empty.
+            do { try peer.request(id: next, [Hostile.isaIrq(1)]) } catch { break }
+            next += 1
+        }
+        #expect(signalled)
+        #expect(BrokerUnderTest.exitCode(broker.waitForExit(timeout: 3)) == 0, "\(next) requests sent; audit log:\n\(broker.auditLog)")
+    }
+
+    @Test("--listen: a connection that sends no HELLO is dropped after --hello-timeout, audited, and the next client is served")
+    func helloTimeout() throws {
+        let broker = try BrokerUnderTest(mode: .listen, extraArguments: ["--hello-timeout", "1"])
+        let silent = HostilePeer(try broker.rawConnection())
+        let started = Date()
+        #expect(silent.receive(timeoutMs: 5_000) == .hangUp)
+        let waited = Date().timeIntervalSince(started)
+        #expect(waited >= 0.9 && waited < 4, "dropped after \(waited) s")
+        #expect(broker.auditLog.contains("hello timeout: peer_pid="))
+        #expect(broker.auditLog.contains("reason=hello-timeout"))
+        let next = try broker.connect()
+        #expect(try next.invoke("set_isa_irq_level", ["isa_irq": 1]).result == 0)
+        // After the HELLO an idle client keeps its session.
+        usleep(1_500_000)
+        #expect(try next.invoke("set_isa_irq_level", ["isa_irq": 2]).result == 0)
+        next.connection.close()
+        kill(broker.pid, SIGTERM)
+        Hostile.expectExit(broker, 0)
+    }
+
+    @Test("the servers a session created are destroyed at its end, each audited (--socket-fd)")
+    func ioreqServersDestroyedAtSessionEnd() throws {
+        let broker = try BrokerUnderTest()
+        let client = try broker.connect()
+        var ids: [UInt16] = []
+        for _ in 0..<3 { ids.append(try client.createIoreqServer()) }
+        _ = try client.perform("destroy_ioreq_server", ["id": UInt64(ids[1])])
+        client.connection.close()
+        Hostile.expectExit(broker, 0)
+        // create x3, the client's destroy, then the broker's two.
+        #expect(broker.records.map(\.op) == [1, 1, 1, 6, 6, 6])
+        #expect(broker.records.allSatisfy { $0.rc == 0 })
+        let lines = broker.auditLog.split(separator: "\n").filter { $0.contains("ioreq server destroyed at session end") }
+        #expect(lines.count == 2)
+        #expect(lines.contains { $0.contains("id=\(ids[0]) rc=0") } && lines.contains { $0.contains("id=\(ids[2]) rc=0") })
+    }
+
+    @Test("--listen: ten sessions that each create a server and hang up never exhaust Xen's 8 servers")
+    func crashedSessionsLeaveNoServers() throws {
+        let broker = try BrokerUnderTest(mode: .listen)
+        for index in 0..<10 {
+            let client = try broker.connect()
+            let reply = try client.invoke("create_ioreq_server")
+            #expect(reply.result == 0, "session \(index): create_ioreq_server \(reply.result)")
+            client.connection.close()
+        }
+        kill(broker.pid, SIGTERM)
+        Hostile.expectExit(broker, 0)
+        #expect(broker.records.filter { $0.op == 1 }.allSatisfy { $0.rc == 0 })
+    }
+}
+
+/// The audit bounds the tests rely on (AuditThrottle).
+enum AuditLimits {
+    static let sessionLinesPerSecond = 20
+}
