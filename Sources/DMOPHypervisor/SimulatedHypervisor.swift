@@ -53,7 +53,9 @@ public final class SimulatedHypervisor: Hypervisor {
         self.limits = limits
         restriction = cxen_domid_invalid()
         if let recordPath {
-            let fd = open(recordPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+            // O_NOFOLLOW: a symlink planted at the path is refused, not
+            // followed to a file of root's.
+            let fd = open(recordPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
             guard fd >= 0 else {
                 let error = errno
                 throw HypervisorError(step: .recordFile, errno: error,

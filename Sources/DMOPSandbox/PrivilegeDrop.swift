@@ -36,12 +36,27 @@ public enum PrivilegeDrop {
     /// then uid: the reverse would lose the right to change gid), verifies
     /// that the switch is complete and cannot be undone, then sets
     /// no_new_privs and clears the dumpable flag.
-    public static func apply(user: UserSpec?, allowRoot: Bool) throws(SandboxError) {
+    /// The refusals of `apply` that need no change to the process: checked
+    /// at start-up, before the broker has opened, bound or created anything.
+    public static func check(user: UserSpec?, allowRoot: Bool) throws(SandboxError) {
         let before = ProcessIDs.current()
         if let user {
             if user.uid == 0, !allowRoot {
                 throw SandboxError(.rootRefused, "--user \(user) is root; refusing without --allow-root")
             }
+            if !before.anyRoot, !before.isExactly(user) {
+                throw SandboxError(.setresuid, errno: EPERM,
+                                   "--user \(user) needs the broker to start as root (it runs as \(before))")
+            }
+        } else if before.anyRoot, !allowRoot {
+            throw SandboxError(.rootRefused, "running as root; give --user NAME|UID:GID (or --allow-root for tests)")
+        }
+    }
+
+    public static func apply(user: UserSpec?, allowRoot: Bool) throws(SandboxError) {
+        try check(user: user, allowRoot: allowRoot)
+        let before = ProcessIDs.current()
+        if let user {
             if before.anyRoot {
                 guard csandbox_drop_supplementary_groups() == 0 else { throw SandboxError.call(.setgroups, "setgroups(0)") }
                 guard csandbox_setresgid(user.gid) == 0 else { throw SandboxError.call(.setresgid, "setresgid(\(user.gid))") }

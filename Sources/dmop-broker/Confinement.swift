@@ -19,17 +19,29 @@ struct ConfinementOptions: ParsableArguments {
     @Option(help: "seccomp action for a system call outside the allow-list: enforce (kill the process), log (let it run, kernel logs it), or trap (report its name and exit 78).")
     var seccomp: SeccompMode = .enforce
 
-    /// Drops privileges, closes every other fd, sets rlimits and loads the
-    /// seccomp filter, in that order. Any failure is fatal: the process is
-    /// then half-confined and must not serve.
-    func confine(hypervisor: any Hypervisor, endpoint: ServeCommand.Endpoint, readyFd: Int32?, auditSink: AuditSink,
-                 audit: Logger) {
+    /// Resolves --user and refuses what confinement would refuse (root
+    /// without --user, an unknown user): before the first side effect, so
+    /// that a refused start leaves nothing behind.
+    func resolveUser() -> UserSpec? {
         let userSpec: UserSpec?
         do {
             userSpec = try user.map { try UserSpec.resolve($0) }
         } catch {
             fail(.usage, "--user \(user ?? ""): \(error)")
         }
+        do {
+            try PrivilegeDrop.check(user: userSpec, allowRoot: allowRoot)
+        } catch {
+            fail(error.category == .rootRefused ? .rootRefused : .privilegeDrop, "\(error)")
+        }
+        return userSpec
+    }
+
+    /// Drops privileges, closes every other fd, sets rlimits and loads the
+    /// seccomp filter, in that order. Any failure is fatal: the process is
+    /// then half-confined and must not serve.
+    func confine(user userSpec: UserSpec?, hypervisor: any Hypervisor, endpoint: ServeCommand.Endpoint, readyFd: Int32?,
+                 auditSink: AuditSink, audit: Logger) {
         let auditDescriptors: AuditDescriptors? = switch auditSink.channel {
         case .stderr: nil
         case .file: .file(fd: auditSink.fd, directory: auditSink.directoryFd)

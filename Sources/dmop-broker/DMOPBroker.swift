@@ -19,9 +19,14 @@ struct DMOPBroker: ParsableCommand {
 let brokerVersion = String(cString: dmop_broker_version())
 
 /// Prints one clear line and exits with a status of dmop-broker(8).
+/// The listen socket this process bound, removed by `fail` on a refused
+/// start. Cleared before the seccomp filter is loaded (it forbids unlink).
+nonisolated(unsafe) var boundSocketPath: String?
+
 func fail(_ status: ExitStatus, _ message: String) -> Never {
     var line = "dmop-broker: \(message)\n"
     line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    if let path = boundSocketPath { unlink(path) }
     Glibc.exit(status.rawValue)
 }
 

@@ -91,8 +91,9 @@ struct ServeCommand: ParsableCommand {
 
     func run() throws {
         if cposix_install_stop_handler() != 0 { fail(.socket, "sigaction: \(SystemError("sigaction"))") }
-        // 1. Arguments and policy.
+        // 1. Arguments and policy, all resolved before the first side effect.
         let policy = loadPolicy(self.policy)
+        let user = confinement.resolveUser()
 
         // The audit channel: every later line goes there.
         let sink: AuditSink
@@ -134,7 +135,8 @@ struct ServeCommand: ParsableCommand {
         audit.info("starting version=\(brokerVersion) domid=\(domid.value) hypervisor=\(hypervisor.kind) xen_version=\(hypervisor.xenVersion >> 16).\(hypervisor.xenVersion & 0xffff) policy=\(Logfmt.quote(policy.source)) allowed=\(policy.rules.map(\.op.name).joined(separator: ",")) audit_log=\(Logfmt.quote(auditLog.description)) audit_forwards=\(auditForwards.rawValue) audit_failure=\(auditFailure.rawValue)\(guestName.map { " guest=\(Logfmt.quote($0))" } ?? "")")
 
         // 4-5. Drop privileges, close fds, rlimits, seccomp.
-        confinement.confine(hypervisor: hypervisor, endpoint: endpoint, readyFd: readyFd, auditSink: sink, audit: audit)
+        confinement.confine(user: user, hypervisor: hypervisor, endpoint: endpoint, readyFd: readyFd, auditSink: sink, audit: audit)
+        boundSocketPath = nil
 
         // 6. Ready: confined, and no client byte read yet.
         if let readyFd {
@@ -225,6 +227,7 @@ struct ServeCommand: ParsableCommand {
         guard let listen else { fail(.usage, "no socket") }
         let listener: FileDescriptor
         do { listener = try SeqPacket.listen(path: listen) } catch { fail(.socket, "\(error)") }
+        boundSocketPath = listen
         // The socket is 0600: hand it to the one uid allowed to connect, so
         // a broker started as root can serve a QEMU running as its own user.
         if let peerUid, chown(listen, peerUid, gid_t.max) != 0 {

@@ -165,6 +165,56 @@ struct HostileReviewTests {
     }
 }
 
+/// Issue 17 finding 5: refusals come before side effects.
+@Suite("Hostile review: a refused start leaves nothing behind")
+struct RefusedStartTests {
+    func serve(in directory: URL, _ extra: [String]) throws -> (status: Int32, output: String, left: [String]) {
+        let run = try runBroker(["serve", "--hypervisor", "simulated", "--domid", "5",
+                                 "--policy", TestSupport.policyPath("qemu-xen.policy"),
+                                 "--listen", directory.appendingPathComponent("broker.sock").path,
+                                 "--simulated-record", directory.appendingPathComponent("record.jsonl").path] + extra)
+        let left = try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted()
+        return (run.status, run.output, left)
+    }
+
+    @Test("as root: no --user (70), an unknown user (64), a root --user (70): no socket, no record file",
+          .enabled(if: geteuid() == 0))
+    func refusalsLeaveNothing() throws {
+        for (extra, status) in [([String](), Int32(70)), (["--user", "no-such-user-dmop"], 64), (["--user", "0:0"], 70)] {
+            let directory = TestSupport.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let run = try serve(in: directory, extra)
+            #expect(run.status == status, "\(extra): \(run.output)")
+            #expect(run.left.isEmpty, "\(extra) left \(run.left) behind")
+        }
+    }
+
+    @Test("a --simulated-record path that is a symlink is refused (exit 75, O_NOFOLLOW): its target untouched, nothing left",
+          .enabled(if: geteuid() == 0))
+    func recordSymlinkRefused() throws {
+        let directory = TestSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let target = directory.appendingPathComponent("target").path
+        try "precious\n".write(toFile: target, atomically: true, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: directory.appendingPathComponent("record.jsonl").path,
+                                                   withDestinationPath: target)
+        let run = try serve(in: directory, ["--allow-root"])
+        #expect(run.status == 75, "\(run.output)")
+        #expect(try String(contentsOfFile: target, encoding: .utf8) == "precious\n")
+        #expect(!run.left.contains("broker.sock"), "\(run.left)")
+    }
+
+    @Test("a listen socket bound before a refusal at confinement is removed", .enabled(if: geteuid() == 0))
+    func socketRemovedOnConfinementFailure() throws {
+        let directory = TestSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        // A ready fd that is not open fails inside confinement, after bind.
+        let run = try serve(in: directory, ["--allow-root", "--ready-fd", "57"])
+        #expect(run.status != 0, "\(run.output)")
+        #expect(!run.left.contains("broker.sock"), "\(run.left): \(run.output)")
+    }
+}
+
 /// The audit bounds the tests rely on (AuditThrottle).
 enum AuditLimits {
     static let sessionLinesPerSecond = 20
