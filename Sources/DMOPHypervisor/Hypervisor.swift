@@ -31,7 +31,7 @@ public protocol Hypervisor: AnyObject {
 
 public struct HypervisorError: Error, Equatable, CustomStringConvertible {
     public enum Step: String, Sendable {
-        case open, queryVersion, restrict, reservedDomid, verifyRestriction, recordFile
+        case open, notPrivcmd, queryVersion, restrict, reservedDomid, verifyRestriction, recordFile
     }
     public let step: Step
     /// errno, when a system call failed; 0 otherwise.

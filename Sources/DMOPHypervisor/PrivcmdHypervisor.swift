@@ -40,6 +40,13 @@ public final class PrivcmdHypervisor: Hypervisor {
                                   detail: "cannot open \(path): \(Errno.name(error)) (\(String(cString: strerror(error))))")
         }
         descriptor = FileDescriptor(owning: fd)
+        // A regular file, /dev/null or another device would fail later with
+        // ENOTTY; say what is wrong instead.
+        var status = stat()
+        guard fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFCHR else {
+            throw HypervisorError(step: .notPrivcmd, errno: ENOTTY,
+                                  detail: "\(path) is not a privcmd device (\(Self.kind(of: status)))")
+        }
         var call = privcmd_hypercall_t()
         call.op = UInt64(__HYPERVISOR_xen_version)
         call.arg.0 = UInt64(XENVER_version)
@@ -48,6 +55,18 @@ public final class PrivcmdHypervisor: Hypervisor {
             ioctl(fd, cxen_ioctl_privcmd_hypercall(), UnsafeMutableRawPointer($0))
         }
         xenVersion = rc > 0 ? UInt32(rc) : 0
+    }
+
+    static func kind(of status: stat) -> String {
+        switch status.st_mode & S_IFMT {
+        case S_IFREG: "a regular file"
+        case S_IFDIR: "a directory"
+        case S_IFCHR: "another character device"
+        case S_IFBLK: "a block device"
+        case S_IFIFO: "a pipe"
+        case S_IFSOCK: "a socket"
+        default: "not a device"
+        }
     }
 
     public func restrict(to domid: UInt16) throws(HypervisorError) {
@@ -62,6 +81,10 @@ public final class PrivcmdHypervisor: Hypervisor {
         }
         guard rc == 0 else {
             let error = errno
+            if error == ENOTTY || error == EINVAL && xenVersion == 0 {
+                throw HypervisorError(step: .notPrivcmd, errno: error,
+                                      detail: "\(path) is not a privcmd device (it does not know IOCTL_PRIVCMD_RESTRICT)")
+            }
             throw HypervisorError(step: .restrict, errno: error,
                                   detail: "IOCTL_PRIVCMD_RESTRICT(\(domid)) on \(path): \(Errno.name(error)) (\(String(cString: strerror(error))))")
         }

@@ -44,6 +44,15 @@ public enum Errno {
         case ECONNREFUSED: "ECONNREFUSED"
         case ENOTSOCK: "ENOTSOCK"
         case EMSGSIZE: "EMSGSIZE"
+        case EISDIR: "EISDIR"
+        case ENXIO: "ENXIO"
+        case ENODEV: "ENODEV"
+        case EFBIG: "EFBIG"
+        case EROFS: "EROFS"
+        case ELOOP: "ELOOP"
+        case ENAMETOOLONG: "ENAMETOOLONG"
+        case ENOTSUP: "ENOTSUP"
+        case ENOSYS: "ENOSYS"
         default: "errno \(value)"
         }
     }

@@ -62,5 +62,31 @@ public struct SandboxError: Error, Equatable, CustomStringConvertible {
         }
     }
 
-    public var description: String { "sandbox: \(step.rawValue): \(detail)" }
+    /// The step in words, for the one line the CLI prints.
+    public var stepInWords: String {
+        switch self.step {
+        case .configuration: "sandbox configuration"
+        case .resolveUser: "user"
+        case .rootRefused: "refusing to run as root"
+        case .setgroups: "dropping supplementary groups"
+        case .setresgid: "switching group"
+        case .setresuid: "switching user"
+        case .verifyDrop: "checking the new user and group"
+        case .capabilities: "checking that no capability is left"
+        case .noNewPrivs: "setting no-new-privileges"
+        case .dumpable: "making the process undumpable"
+        case .closeFds: "closing inherited file descriptors"
+        case .verifyFds: "checking the open file descriptors"
+        case .cloexec: "setting close-on-exec"
+        case .rlimit: "setting resource limits"
+        case .crashHandlers: "resetting the crash handlers"
+        case .seccompBuild: "building the seccomp filter"
+        case .seccompLoad: "loading the seccomp filter"
+        case .trapHandler: "installing the seccomp trap handler"
+        case .readyFd: "writing the ready line"
+        }
+    }
+
+    /// One line of words: the user step's detail names the option already.
+    public var description: String { step == .resolveUser ? detail : "\(stepInWords): \(detail)" }
 }

@@ -27,7 +27,7 @@ struct ConfinementOptions: ParsableArguments {
         do {
             userSpec = try user.map { try UserSpec.resolve($0) }
         } catch {
-            fail(.usage, "--user \(user ?? ""): \(error)")
+            fail(.usage, "\(error)")
         }
         do {
             try PrivilegeDrop.check(user: userSpec, allowRoot: allowRoot)

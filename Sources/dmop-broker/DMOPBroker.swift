@@ -42,12 +42,29 @@ func loadPolicy(_ path: String) -> Policy {
     }
 }
 
-/// A domid from the command line: decimal, below DOMID_FIRST_RESERVED.
-struct Domid: ExpressibleByArgument {
+/// A guest's domid from the command line: decimal, 1 up to below
+/// DOMID_FIRST_RESERVED. Domain 0 is never a DMOP target.
+struct Domid: ExpressibleByArgument, CustomStringConvertible {
     let value: UInt16
     init?(argument: String) {
-        guard let value = UInt16(argument), value < DMOPABI.firstReservedDomid else { return nil }
-        self.value = value
+        guard let value = try? Self.parse(argument) else { return nil }
+        self = value
     }
+
+    private init(value: UInt16) { self.value = value }
+
+    static func parse(_ argument: String) throws -> Domid {
+        let highest = DMOPABI.firstReservedDomid - 1
+        guard let value = UInt16(argument) else {
+            throw ValidationError("'\(argument)' is not a domid: give a number from 1 to \(highest)")
+        }
+        guard value != 0 else { throw ValidationError("domid 0 is dom0, never a device model's guest") }
+        guard value <= highest else {
+            throw ValidationError("domid \(value) is reserved (\(DMOPABI.firstReservedDomid) and above are special ids, not guests)")
+        }
+        return Domid(value: value)
+    }
+
+    var description: String { String(value) }
     static var defaultCompletionKind: CompletionKind { .default }
 }

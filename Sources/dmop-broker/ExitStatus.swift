@@ -4,6 +4,8 @@
 enum ExitStatus: Int32, CaseIterable {
     /// Clean end: the client hung up (--socket-fd), or SIGTERM/SIGINT.
     case ok = 0
+    /// `policy explain`: the request would be refused.
+    case explainRefused = 1
     /// Bad command line (ArgumentParser's own code).
     case usage = 64
     /// The policy file could not be read or did not parse.

@@ -49,7 +49,7 @@ struct PolicyCommand: ParsableCommand {
         @Option(help: "Policy file.")
         var policy: String
 
-        @Option(help: "The broker's (restricted) domid.")
+        @Option(parsing: .unconditional, help: "The broker's (restricted) domid.", transform: Domid.parse)
         var domid: Domid
 
         @Option(help: "Target domid of the request (default: the broker's).")
@@ -101,6 +101,8 @@ struct PolicyCommand: ParsableCommand {
                 print("forward: allowed by \(rule.location): allow \(rule.op.name)\(conditions)")
             case .refuse(let reason, let detail):
                 print("refuse: \(reason.name) (errno \(Errno.name(reason.errno))): \(detail)")
+                // As grep: 1 for "no", so scripts can test the answer.
+                throw ExitCode(ExitStatus.explainRefused.rawValue)
             }
         }
     }

@@ -22,7 +22,8 @@ struct ServeCommand: ParsableCommand {
         commandName: "serve",
         abstract: "Serve one guest's device model: restrict privcmd to --domid, confine, then forward allowed DMOPs.")
 
-    @Option(help: "The guest's domid; privcmd is restricted to it.")
+    @Option(parsing: .unconditional, help: "The guest's domid (1 to 32751); privcmd is restricted to it.",
+            transform: Domid.parse)
     var domid: Domid
 
     @Option(help: "Listen on this Unix socket path (mode 0600; only a stale socket is replaced).")
@@ -78,9 +79,8 @@ struct ServeCommand: ParsableCommand {
     @OptionGroup var confinement: ConfinementOptions
 
     func validate() throws {
-        guard (listen == nil) != (socketFD == nil) else {
-            throw ValidationError("give exactly one of --listen PATH and --socket-fd N")
-        }
+        // "Exactly one of" is checked in run(): a ValidationError here would
+        // hide an unknown option (a mistyped --listen) behind this message.
         if simulatedRecord != nil && hypervisor != .simulated {
             throw ValidationError("--simulated-record needs --hypervisor simulated")
         }
@@ -90,6 +90,9 @@ struct ServeCommand: ParsableCommand {
     }
 
     func run() throws {
+        guard (listen == nil) != (socketFD == nil) else {
+            fail(.usage, "give exactly one of --listen PATH and --socket-fd N")
+        }
         if cposix_install_stop_handler() != 0 { fail(.socket, "sigaction: \(SystemError("sigaction"))") }
         // 1. Arguments and policy, all resolved before the first side effect.
         let policy = loadPolicy(self.policy)
@@ -111,6 +114,7 @@ struct ServeCommand: ParsableCommand {
         do {
             try hypervisor.restrict(to: domid.value)
         } catch {
+            if error.step == .notPrivcmd { fail(.hypervisorOpen, "--privcmd \(error)") }
             fail(.restrict, "restrict to domid \(domid.value): \(error)")
         }
         do {
@@ -195,6 +199,7 @@ struct ServeCommand: ParsableCommand {
             }
         } catch {
             if error.step == .recordFile { fail(.recordFile, "\(error)") }
+            if error.step == .notPrivcmd { fail(.hypervisorOpen, "--privcmd \(error)") }
             fail(.hypervisorOpen, "\(hypervisor.rawValue): \(error)")
         }
     }
