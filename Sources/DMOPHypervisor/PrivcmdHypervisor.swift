@@ -27,6 +27,9 @@ public final class PrivcmdHypervisor: Hypervisor {
     private let zeroLength = ZeroLengthBacking()
 
     /// The open privcmd fd (O_CLOEXEC).
+    /// errno of the XENVER_version query (ENOTTY: the device is not privcmd).
+    public let versionQueryErrno: Int32
+
     public var fileDescriptor: Int32 { descriptor.rawValue }
 
     /// Opens `path` read-write and queries XENVER_version (0 when the query
@@ -55,6 +58,7 @@ public final class PrivcmdHypervisor: Hypervisor {
             ioctl(fd, cxen_ioctl_privcmd_hypercall(), UnsafeMutableRawPointer($0))
         }
         xenVersion = rc > 0 ? UInt32(rc) : 0
+        versionQueryErrno = rc < 0 ? errno : 0
     }
 
     static func kind(of status: stat) -> String {

@@ -191,7 +191,12 @@ struct ServeCommand: ParsableCommand {
         do throws(HypervisorError) {
             switch hypervisor {
             case .privcmd:
-                return try PrivcmdHypervisor(path: privcmd)
+                let device = try PrivcmdHypervisor(path: privcmd)
+                // /dev/null or another character device: no privcmd ioctl.
+                if device.versionQueryErrno == ENOTTY {
+                    fail(.hypervisorOpen, "--privcmd \(privcmd) is not a privcmd device (it does not know IOCTL_PRIVCMD_HYPERCALL)")
+                }
+                return device
             case .simulated:
                 return try SimulatedHypervisor(guestDomid: domid.value, vcpus: simulatedVcpus,
                                                xenVersion: (simulatedXenVersion?.release ?? SimulatedXen.defaultRelease).xenVersion,
