@@ -21,6 +21,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -53,6 +54,7 @@
 #define DEFAULT_READY_TIMEOUT_MS 10000
 #define LIBRARY_SONAME       "libxendevicemodel.so.1"
 #define MAX_BROKER_ARGS      32
+#define MAX_GUEST_RULES      64
 
 /* The broker's fds, fixed so its command line never names a stray fd. */
 #define BROKER_SOCKET_FD 3
@@ -68,6 +70,14 @@ struct config {
     bool allow_unrestricted;
     const char *broker_args[MAX_BROKER_ARGS];
     int n_broker_args;
+    /* audit = stderr|journal|syslog|FILE (%n guest name, %d domid). */
+    const char *audit;
+    /* policy.PATTERN / user.PATTERN: PATTERN is a glob on the guest's name
+     * (QEMU's -name) or a domid; the first match in file order wins. */
+    struct { const char *pattern, *value; bool is_policy; } rules[MAX_GUEST_RULES];
+    int n_rules;
+    /* user-range-base = N: the broker runs as uid and gid N + domid. */
+    long user_range_base;
 };
 
 /* One message, one fprintf: the broker shares this stderr (libxl's
@@ -119,6 +129,9 @@ static void usage(FILE *f)
         "                           (default " DEFAULT_LIBRARY_DIR ")\n"
         "  --ready-timeout SECONDS  wait this long for the broker (default 10)\n"
         "  --broker-arg ARG         one more argument for dmop-broker serve\n"
+        "  --audit stderr|journal|syslog|FILE\n"
+        "                           the broker's audit channel (FILE: %%n guest name,\n"
+        "                           %%d domid; opened by the broker, never QEMU)\n"
         "  --allow-unrestricted     run QEMU without -xen-domid-restrict (unsafe)\n"
         "  --help, --version\n");
 }
@@ -175,6 +188,36 @@ static bool apply_setting(struct config *c, const char *key, const char *value,
     } else if (!strcmp(key, "allow-unrestricted")) {
         if (!parse_bool(value, &c->allow_unrestricted)) {
             *why = "allow-unrestricted must be yes or no";
+            return false;
+        }
+    } else if (!strcmp(key, "audit")) {
+        if (!*value) {
+            *why = "audit must be stderr, journal, syslog or a file path";
+            return false;
+        }
+        c->audit = value;
+    } else if (!strncmp(key, "policy.", 7) || !strncmp(key, "user.", 5)) {
+        bool is_policy = key[0] == 'p';
+        const char *pattern = key + (is_policy ? 7 : 5);
+        if (!*pattern) {
+            *why = "give a guest name pattern or a domid after the dot";
+            return false;
+        }
+        if (c->n_rules >= MAX_GUEST_RULES) {
+            *why = "too many per-guest settings";
+            return false;
+        }
+        c->rules[c->n_rules].pattern = pattern;
+        c->rules[c->n_rules].value = value;
+        c->rules[c->n_rules].is_policy = is_policy;
+        c->n_rules++;
+    } else if (!strcmp(key, "user-range-base")) {
+        char *end = NULL;
+        errno = 0;
+        c->user_range_base = strtol(value, &end, 10);
+        if (errno || end == value || *end || c->user_range_base < 1 ||
+            c->user_range_base > 0x7fffffffL - DOMID_FIRST_RESERVED) {
+            *why = "user-range-base must be a uid from 1 to 2147450879";
             return false;
         }
     } else if (!strcmp(key, "broker-arg")) {
@@ -272,6 +315,7 @@ static int parse_wrapper_options(struct config *c, int argc, char **argv,
               (klen == 11 && !strncmp(key, "library-dir", 11)) ||
               (klen == 13 && !strncmp(key, "ready-timeout", 13)) ||
               (klen == 10 && !strncmp(key, "broker-arg", 10)) ||
+              (klen == 5 && !strncmp(key, "audit", 5)) ||
               (klen == 18 && !strncmp(key, "allow-unrestricted", 18))))
             break;  /* not ours: QEMU's (QEMU also takes --option) */
 
@@ -353,12 +397,16 @@ static bool is_flag(const char *opt)
 struct qemu_args {
     long domid;            /* -1 when absent */
     bool restricted;
+    /* -name's guest part (before any ",key=value"), or NULL. */
+    char name[256];
+    bool named;
 };
 
 static void scan_qemu_args(int argc, char **argv, int first, struct qemu_args *q)
 {
     q->domid = -1;
     q->restricted = false;
+    q->named = false;
     for (int i = first; i < argc; i++) {
         const char *a = argv[i], *opt;
         if (a[0] != '-' || a[1] == 0)
@@ -388,9 +436,75 @@ static void scan_qemu_args(int argc, char **argv, int first, struct qemu_args *q
             i++;
             continue;
         }
+        if (!strcmp(opt, "name") && i + 1 < argc) {
+            /* -name NAME, -name guest=NAME,debug-threads=on */
+            const char *v = argv[i + 1];
+            if (!strncmp(v, "guest=", 6))
+                v += 6;
+            snprintf(q->name, sizeof q->name, "%.*s", (int)strcspn(v, ","), v);
+            for (char *p = q->name; *p; p++)
+                if (*p == '/')
+                    *p = '_';   /* a file name, never a path */
+            q->named = q->name[0] != 0;
+            i++;
+            continue;
+        }
         if (!is_flag(opt))
             i++;                /* skip the option's value */
     }
+}
+
+/* policy.PATTERN and user.PATTERN: the first that names this guest. */
+static void choose_per_guest(struct config *c, const struct qemu_args *q)
+{
+    bool policy_set = false, user_set = false;
+    char domid[16];
+    snprintf(domid, sizeof domid, "%ld", q->domid);
+    for (int i = 0; i < c->n_rules; i++) {
+        const char *pattern = c->rules[i].pattern;
+        bool matches = !strcmp(pattern, domid) ||
+                       (q->named && fnmatch(pattern, q->name, 0) == 0);
+        if (!matches)
+            continue;
+        if (c->rules[i].is_policy && !policy_set) {
+            c->policy = c->rules[i].value;
+            policy_set = true;
+        } else if (!c->rules[i].is_policy && !user_set) {
+            c->user = c->rules[i].value;
+            user_set = true;
+        }
+    }
+    if (c->user_range_base > 0 && !user_set) {
+        static char ids[32];
+        long id = c->user_range_base + q->domid;
+        snprintf(ids, sizeof ids, "%ld:%ld", id, id);
+        c->user = ids;
+    }
+}
+
+/* audit's %n (guest name, or "domain-N") and %d (domid). */
+static const char *expand_audit(const char *spec, const struct qemu_args *q)
+{
+    static char out[PATH_MAX];
+    size_t n = 0;
+    for (const char *p = spec; *p && n + 1 < sizeof out; p++) {
+        char piece[300];
+        if (p[0] == '%' && (p[1] == 'n' || p[1] == 'd')) {
+            if (p[1] == 'd' || !q->named)
+                snprintf(piece, sizeof piece, p[1] == 'd' ? "%ld" : "domain-%ld", q->domid);
+            else
+                snprintf(piece, sizeof piece, "%s", q->name);
+            p++;
+        } else {
+            piece[0] = *p;
+            piece[1] = 0;
+        }
+        n += (size_t)snprintf(out + n, sizeof out - n, "%s", piece);
+        if (n >= sizeof out)
+            fail(EX_CONFIG, "audit path is too long");
+    }
+    out[n] = 0;
+    return out;
 }
 
 /* ---------- the broker ---------- */
@@ -423,9 +537,10 @@ static void close_from(int lowfd)
 }
 
 /* In the grandchild: fds 3 and 4, nothing else above stderr, then exec. */
-static void exec_broker(const struct config *c, long domid, int sock, int ready)
+static void exec_broker(const struct config *c, const struct qemu_args *q, int sock, int ready)
 {
-    const char *argv[16 + MAX_BROKER_ARGS];
+    const char *argv[24 + MAX_BROKER_ARGS];
+    long domid = q->domid;
     char dom[16], sfd[8], rfd[8];
     int i = 0, s, r;
 
@@ -453,6 +568,16 @@ static void exec_broker(const struct config *c, long domid, int sock, int ready)
         argv[i++] = "--user";
         argv[i++] = c->user;
     }
+    if (c->audit) {
+        /* The broker opens a FILE itself, before it drops privileges: QEMU
+         * never holds it (stderr is QEMU's log, which QEMU can rewrite). */
+        argv[i++] = "--audit-log";
+        argv[i++] = expand_audit(c->audit, q);
+    }
+    if (q->named) {
+        argv[i++] = "--guest-name";
+        argv[i++] = q->name;
+    }
     for (int k = 0; k < c->n_broker_args; k++)
         argv[i++] = c->broker_args[k];
     argv[i] = NULL;
@@ -474,7 +599,7 @@ static long elapsed_ms(const struct timespec *t0)
  * QEMU's child, so it never lingers as QEMU's zombie) and waits for it.
  * Returns QEMU's end of the socketpair.
  */
-static int start_broker(const struct config *c, long domid)
+static int start_broker(const struct config *c, const struct qemu_args *q)
 {
     int sv[2], rp[2], pp[2];
     pid_t mid, broker = -1;
@@ -499,7 +624,7 @@ static int start_broker(const struct config *c, long domid)
         b = fork();
         if (b == 0) {
             close(sv[1]);
-            exec_broker(c, domid, sv[0], rp[1]);
+            exec_broker(c, q, sv[0], rp[1]);
         }
         if (b > 0 && write(pp[1], &b, sizeof b) != (ssize_t)sizeof b)
             _exit(EX_OSERR);
@@ -560,7 +685,7 @@ static int start_broker(const struct config *c, long domid)
     close(rp[0]);
     if (pidfd >= 0)
         close(pidfd);
-    note("domain %ld: dmop-broker pid %d ready (policy %s)", domid,
+    note("domain %ld: dmop-broker pid %d ready (policy %s)", q->domid,
          (int)broker, c->policy);
     return sv[1];
 }
@@ -672,6 +797,7 @@ int main(int argc, char **argv)
              "allow-unrestricted is set: QEMU's privcmd stays unrestricted and "
              "IOCTL_PRIVCMD_HYPERCALL is not filtered");
     }
+    choose_per_guest(&c, &q);
     if (!c.policy)
         fail(EX_CONFIG, "no policy: set policy = FILE in %s or pass --policy",
              config_path ? config_path : DEFAULT_CONFIG);
@@ -682,7 +808,7 @@ int main(int argc, char **argv)
     if (access(c.qemu, X_OK) < 0)
         fail(EX_CONFIG, "cannot execute QEMU at %s: %s", c.qemu, strerror(errno));
 
-    fd = start_broker(&c, q.domid);
+    fd = start_broker(&c, &q);
     confine();
 
     /* QEMU's end of the socket survives exec; the library adopts it and sets

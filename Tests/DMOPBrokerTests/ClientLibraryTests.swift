@@ -161,6 +161,48 @@ struct ClientLibraryTests {
         #expect(run.output.contains("session end"), "\(run)")
     }
 
+    /// wrapper.conf: an audit file of its own (%n, %d), a policy chosen by
+    /// the guest's name, the broker's uid from user-range-base; the file is
+    /// not on QEMU's stderr and an unprivileged process (QEMU after -runas)
+    /// can neither write nor truncate it.
+    @Test(.enabled(if: geteuid() == 0)) func wrapperPerGuestPolicyUserAndAuditFile() throws {
+        let fixture = try ClientLibraryFixture.get()
+        let dir = try fixture.scratch("perguest")
+        let headless = TestSupport.policyPath("qemu-xen-headless.policy")
+        let config = dir.appendingPathComponent("wrapper.conf").path
+        try """
+        audit = \(dir.path)/dmop-broker-%n-%d.log
+        policy.web-* = /nonexistent/web.policy
+        policy.gu?st = \(headless)
+        user-range-base = 20000
+
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let run = try ProcessRun.run(ClientLibraryFixture.wrapperPath,
+                                     ["--config", config] + wrapperArguments(fixture, broker: broker) + ["--"] + Self.libxlArguments,
+                                     environment: ["FAKE_QEMU_LIBDIR": fixture.libraryDirectory.path])
+        let auditPath = dir.appendingPathComponent("dmop-broker-guest-5.log").path
+        var audit = ""
+        for _ in 0..<100 {
+            audit = (try? String(contentsOfFile: auditPath, encoding: .utf8)) ?? ""
+            if audit.contains(" session end: ") { break }
+            usleep(50_000)
+        }
+        #expect(audit.contains(" session end: "), "\(run)\naudit: \(audit)")
+        #expect(audit.contains("policy=\(headless)") && audit.contains("guest=guest"), "\(audit)")
+        #expect(audit.contains("confined: uid 20005/20005/20005 gid 20005/20005/20005"), "\(audit)")
+        #expect(!run.output.contains("session start:") && !run.output.contains("confined:"),
+                "audit lines on QEMU's stderr: \(run.output)")
+        var status = stat()
+        #expect(stat(auditPath, &status) == 0 && status.st_mode & 0o777 == 0o640 && status.st_uid == 0)
+        let size = status.st_size
+        for attempt in ["echo forged >> '\(auditPath)'", ": > '\(auditPath)'"] {
+            let tried = try TestSupport.run("/usr/bin/setpriv", ["--reuid", "65534", "--regid", "65534", "--clear-groups",
+                                                                 "/bin/sh", "-c", attempt])
+            #expect(tried.status != 0, "\(attempt) worked")
+        }
+        #expect(stat(auditPath, &status) == 0 && status.st_size == size)
+    }
+
     @Test func wrapperRefusesQEMUWithoutItsOwnRestriction() throws {
         let fixture = try ClientLibraryFixture.get()
         let dir = try fixture.scratch("norestrict")
