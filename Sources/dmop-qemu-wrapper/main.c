@@ -482,6 +482,32 @@ static void choose_per_guest(struct config *c, const struct qemu_args *q)
     }
 }
 
+/*
+ * No audit setting: when stderr is a file (libxl's qemu-dm-NAME.log, which
+ * QEMU holds and can rewrite), a file of the broker's own next to it;
+ * otherwise stderr (a terminal, a pipe, a test).
+ */
+static const char *default_audit(void)
+{
+    static char path[PATH_MAX];
+    char log[PATH_MAX];
+    struct stat st;
+    ssize_t n;
+    char *slash;
+
+    if (fstat(2, &st) < 0 || !S_ISREG(st.st_mode))
+        return NULL;
+    n = readlink("/proc/self/fd/2", log, sizeof log - 1);
+    if (n <= 0 || log[0] != '/')
+        return NULL;
+    log[n] = 0;
+    slash = strrchr(log, '/');
+    *slash = 0;
+    if (snprintf(path, sizeof path, "%s/dmop-broker-%%n.log", log[0] ? log : "") >= (int)sizeof path)
+        return NULL;
+    return path;
+}
+
 /* audit's %n (guest name, or "domain-N") and %d (domid). */
 static const char *expand_audit(const char *spec, const struct qemu_args *q)
 {
@@ -568,7 +594,7 @@ static void exec_broker(const struct config *c, const struct qemu_args *q, int s
         argv[i++] = "--user";
         argv[i++] = c->user;
     }
-    if (c->audit) {
+    if (c->audit && strcmp(c->audit, "stderr") != 0) {
         /* The broker opens a FILE itself, before it drops privileges: QEMU
          * never holds it (stderr is QEMU's log, which QEMU can rewrite). */
         argv[i++] = "--audit-log";
@@ -798,6 +824,8 @@ int main(int argc, char **argv)
              "IOCTL_PRIVCMD_HYPERCALL is not filtered");
     }
     choose_per_guest(&c, &q);
+    if (!c.audit)
+        c.audit = default_audit();
     if (!c.policy)
         fail(EX_CONFIG, "no policy: set policy = FILE in %s or pass --policy",
              config_path ? config_path : DEFAULT_CONFIG);

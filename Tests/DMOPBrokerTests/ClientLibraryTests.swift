@@ -148,8 +148,11 @@ struct ClientLibraryTests {
         let fixture = try ClientLibraryFixture.get()
         let dir = try fixture.scratch("wrapper")
         let shim = try brokerShim(in: dir, exec: broker)
+        // The broker's lines on this stderr (a file here: by default they
+        // would go to a file of their own next to it).
         let run = try ProcessRun.run(ClientLibraryFixture.wrapperPath,
-                                     wrapperArguments(fixture, broker: shim.script) + ["--"] + Self.libxlArguments,
+                                     wrapperArguments(fixture, broker: shim.script, extra: ["--audit", "stderr"])
+                                         + ["--"] + Self.libxlArguments,
                                      environment: ["FAKE_QEMU_LIBDIR": fixture.libraryDirectory.path])
         #expect(run.status == 0, "\(run)")
         let counts = ProcessRun.counts(run.output, program: "fake-qemu")
@@ -201,6 +204,30 @@ struct ClientLibraryTests {
             #expect(tried.status != 0, "\(attempt) worked")
         }
         #expect(stat(auditPath, &status) == 0 && status.st_size == size)
+    }
+
+    /// No audit setting and stderr a file (libxl's qemu-dm-NAME.log): the
+    /// broker audits to dmop-broker-NAME.log next to it, not to QEMU's log.
+    @Test func wrapperDefaultAuditFileIsNextToQEMUsLog() throws {
+        let fixture = try ClientLibraryFixture.get()
+        let dir = try fixture.scratch("defaultaudit")
+        let qemuLog = dir.appendingPathComponent("qemu-dm-guest.log").path
+        let argv = [ClientLibraryFixture.wrapperPath] + wrapperArguments(fixture, broker: broker) + ["--"] + Self.libxlArguments
+        let quoted = argv.map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
+        let run = try ProcessRun.run("/bin/sh", ["-c", "exec \(quoted) 2>>'\(qemuLog)'"],
+                                     environment: ["FAKE_QEMU_LIBDIR": fixture.libraryDirectory.path])
+        #expect(run.status == 0, "\(run)")
+        let auditPath = dir.appendingPathComponent("dmop-broker-guest.log").path
+        var audit = ""
+        for _ in 0..<100 {
+            audit = (try? String(contentsOfFile: auditPath, encoding: .utf8)) ?? ""
+            if audit.contains(" session end: ") { break }
+            usleep(50_000)
+        }
+        #expect(audit.contains(" confined: ") && audit.contains(" session end: "), "audit: \(audit)")
+        let log = (try? String(contentsOfFile: qemuLog, encoding: .utf8)) ?? ""
+        #expect(log.contains("dmop-qemu-wrapper: "), "\(log)")
+        #expect(!log.contains("session start:"), "audit lines in QEMU's log: \(log)")
     }
 
     @Test func wrapperRefusesQEMUWithoutItsOwnRestriction() throws {
