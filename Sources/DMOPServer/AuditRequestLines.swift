@@ -94,14 +94,19 @@ extension BrokerServer {
             return
         }
         guard line.begin(.info, .bulk) else { return }
-        line.append("peer_pid="); line.append(peer.pid)
-        line.append(" peer_uid="); line.append(peer.uid)
-        line.append(" domid="); line.append(domid)
-        line.append(" op="); line.append(string: op.name)
+        appendRequest(line, peer, domid, op.name)
         line.append(" verdict=forward rule="); line.append(value: rule)
         line.append(" rc="); line.append(rc)
         line.append(" latency_us="); line.append(latencyMicros)
         line.end()
+    }
+
+    /// "peer_pid=P peer_uid=U domid=D op=NAME": how every request line starts.
+    private func appendRequest(_ line: AuditLineWriter, _ peer: SeqPacket.Credentials, _ domid: UInt16, _ opName: String) {
+        line.append("peer_pid="); line.append(peer.pid)
+        line.append(" peer_uid="); line.append(peer.uid)
+        line.append(" domid="); line.append(domid)
+        line.append(" op="); line.append(string: opName)
     }
 
     func auditRefusal(_ peer: SeqPacket.Credentials, _ domid: UInt16, _ opName: String, _ reason: ReasonCode,
@@ -111,10 +116,7 @@ extension BrokerServer {
             return
         }
         guard line.begin(.notice, .refusal) else { return }
-        line.append("peer_pid="); line.append(peer.pid)
-        line.append(" peer_uid="); line.append(peer.uid)
-        line.append(" domid="); line.append(domid)
-        line.append(" op="); line.append(string: opName)
+        appendRequest(line, peer, domid, opName)
         line.append(" verdict=refuse reason="); line.append(string: reason.name)
         line.append(" rule=- rc="); line.append(rc)
         line.append(" latency_us="); line.append(latencyMicros)
@@ -139,10 +141,8 @@ extension BrokerServer {
                 continue
             }
             guard line.begin(.info, .bulk) else { continue }
-            line.append("forwards: peer_pid="); line.append(peer.pid)
-            line.append(" peer_uid="); line.append(peer.uid)
-            line.append(" domid="); line.append(domid)
-            line.append(" op="); line.append(string: RequestCounters.name(ofSlot: slot))
+            line.append("forwards: ")
+            appendRequest(line, peer, domid, RequestCounters.name(ofSlot: slot))
             line.append(" verdict=forward rule="); line.append(value: tally.rule)
             line.append(" count="); line.append(tally.count)
             line.append(" failed="); line.append(tally.failed)
