@@ -148,10 +148,11 @@ struct ClientLibraryTests {
         let fixture = try ClientLibraryFixture.get()
         let dir = try fixture.scratch("wrapper")
         let shim = try brokerShim(in: dir, exec: broker)
-        // The broker's lines on this stderr (a file here: by default they
-        // would go to a file of their own next to it).
+        // The broker's lines in a file of their own: the session end comes
+        // after the stand-in's exit, once the broker sees the hang-up.
+        let auditPath = dir.appendingPathComponent("audit.log").path
         let run = try ProcessRun.run(ClientLibraryFixture.wrapperPath,
-                                     wrapperArguments(fixture, broker: shim.script, extra: ["--audit", "stderr"])
+                                     wrapperArguments(fixture, broker: shim.script, extra: ["--audit", auditPath])
                                          + ["--"] + Self.libxlArguments,
                                      environment: ["FAKE_QEMU_LIBDIR": fixture.libraryDirectory.path])
         #expect(run.status == 0, "\(run)")
@@ -161,7 +162,8 @@ struct ClientLibraryTests {
         let brokerPID = try #require(pid(from: shim.pidFile), "the broker never started:\n\(run)")
         #expect(ProcessRun.waitForExit(brokerPID, timeout: 10),
                 "broker \(brokerPID) still running after the stand-in QEMU exited")
-        #expect(run.output.contains("session end"), "\(run)")
+        let audit = (try? String(contentsOfFile: auditPath, encoding: .utf8)) ?? ""
+        #expect(audit.contains(" session end: "), "\(run)\naudit: \(audit)")
     }
 
     /// wrapper.conf: an audit file of its own (%n, %d), a policy chosen by
