@@ -27,6 +27,10 @@ int cposix_accept_cloexec(int fd) {
     return accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 }
 
+int cposix_open_working_directory(void) {
+    return open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+}
+
 int cposix_dup3_cloexec(int oldfd, int newfd) {
     return dup3(oldfd, newfd, O_CLOEXEC);
 }

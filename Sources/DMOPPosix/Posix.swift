@@ -139,33 +139,77 @@ public enum SeqPacket {
         return owned
     }
 
-    /// Binds and listens on `path` with mode 0600. An existing path is only
-    /// replaced when it is a stale socket (nobody accepts on it); anything
-    /// else there (a file, a live socket) is an error, never clobbered.
-    public static func listen(path: String, backlog: Int32 = 1) throws(SystemError) -> FileDescriptor {
-        var status = stat()
-        if lstat(path, &status) == 0 {
-            guard (status.st_mode & S_IFMT) == S_IFSOCK else {
-                throw SystemError("\(path) exists and is not a socket; refusing to replace it", errno: EEXIST)
-            }
-            if let live = try? connect(path: path) {
-                live.close()
-                throw SystemError("\(path) is a live socket (another broker?)", errno: EADDRINUSE)
-            }
-            guard unlink(path) == 0 else { throw SystemError("unlink stale socket \(path)") }
+    /// Binds and listens on `path` with mode 0600, owned by `owner` when
+    /// given. An existing path is only replaced when it is a stale socket
+    /// (nobody accepts on it); anything else there (a file, a live socket) is
+    /// an error, never clobbered.
+    ///
+    /// Nothing here changes the metadata of a path someone else could swap:
+    /// the directory is opened once and checked (owned by root or by us, and
+    /// not writable by others unless sticky, so no one else can rename or
+    /// replace an entry of ours in it), every later step names the socket
+    /// relative to that open directory, the mode comes from the umask at
+    /// bind, and the owner from fchownat without following symlinks.
+    public static func listen(path: String, backlog: Int32 = 1, owner: UInt32? = nil) throws(SystemError) -> FileDescriptor {
+        let slash = path.lastIndex(of: "/")
+        let directoryPath = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        guard !name.isEmpty, name != ".", name != ".." else {
+            throw SystemError("socket path '\(path)' names no file", errno: EINVAL)
         }
-        let fd = socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw SystemError("socket") }
-        let owned = FileDescriptor(owning: fd)
-        // The umask makes the socket 0600 from its first moment: no window in
-        // which another user could connect.
-        let oldMask = umask(0o177)
-        let rc = try withAddress(path) { bind(fd, $0, $1) }
-        umask(oldMask)
-        guard rc == 0 else { throw SystemError("bind \(path)") }
-        guard chmod(path, 0o600) == 0 else { throw SystemError("chmod \(path)") }
-        guard Glibc.listen(fd, backlog) == 0 else { throw SystemError("listen \(path)") }
-        return owned
+        let directoryFd = open(directoryPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard directoryFd >= 0 else { throw SystemError("open directory \(directoryPath)") }
+        let directory = FileDescriptor(owning: directoryFd)
+        var status = stat()
+        guard fstat(directory.rawValue, &status) == 0 else { throw SystemError("fstat \(directoryPath)") }
+        if status.st_uid != 0 && status.st_uid != geteuid() {
+            throw SystemError("socket directory \(directoryPath) is owned by uid \(status.st_uid), who could swap the socket; use a directory of root's", errno: EPERM)
+        }
+        if status.st_mode & (S_IWGRP | S_IWOTH) != 0 && status.st_mode & S_ISVTX == 0 {
+            throw SystemError("socket directory \(directoryPath) is writable by others without the sticky bit, so they could swap the socket; use a directory only root can write", errno: EPERM)
+        }
+        return try inDirectory(directory.rawValue, directoryPath) { () throws(SystemError) -> FileDescriptor in
+            if fstatat(directory.rawValue, name, &status, AT_SYMLINK_NOFOLLOW) == 0 {
+                guard (status.st_mode & S_IFMT) == S_IFSOCK else {
+                    throw SystemError("\(path) exists and is not a socket; refusing to replace it", errno: EEXIST)
+                }
+                if let live = try? connect(path: name) {
+                    live.close()
+                    throw SystemError("\(path) is a live socket (another broker?)", errno: EADDRINUSE)
+                }
+                guard unlinkat(directory.rawValue, name, 0) == 0 else { throw SystemError("unlink stale socket \(path)") }
+            }
+            let fd = socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw SystemError("socket") }
+            let owned = FileDescriptor(owning: fd)
+            // The umask makes the socket 0600 from its first moment: no
+            // window in which another user could connect, and no chmod.
+            let oldMask = umask(0o177)
+            let rc = try withAddress(name) { bind(fd, $0, $1) }
+            umask(oldMask)
+            guard rc == 0 else { throw SystemError("bind \(path)") }
+            if let owner, fchownat(directory.rawValue, name, owner, gid_t.max, AT_SYMLINK_NOFOLLOW) != 0 {
+                let failure = SystemError("chown \(path) to uid \(owner)")
+                unlinkat(directory.rawValue, name, 0)
+                throw failure
+            }
+            guard Glibc.listen(fd, backlog) == 0 else { throw SystemError("listen \(path)") }
+            return owned
+        }
+    }
+
+    /// Runs `body` with the working directory set to the open `directory`
+    /// (so that socket paths are relative to it), then restores it.
+    static func inDirectory<R>(_ directory: Int32, _ path: String,
+                               _ body: () throws(SystemError) -> R) throws(SystemError) -> R {
+        let saved = cposix_open_working_directory()
+        guard saved >= 0 else { throw SystemError("open the working directory") }
+        defer {
+            _ = fchdir(saved)
+            _ = Glibc.close(saved)
+        }
+        guard fchdir(directory) == 0 else { throw SystemError("fchdir \(path)") }
+        return try body()
     }
 
     public static func accept(_ listener: Int32) throws(SystemError) -> FileDescriptor {

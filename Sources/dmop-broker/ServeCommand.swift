@@ -236,13 +236,11 @@ struct ServeCommand: ParsableCommand {
         }
         guard let listen else { fail(.usage, "no socket") }
         let listener: FileDescriptor
-        do { listener = try SeqPacket.listen(path: listen) } catch { fail(.socket, "\(error)") }
+        // The socket is 0600; with --peer-uid it is handed to the one uid
+        // allowed to connect, so a broker started as root can serve a QEMU
+        // running as its own user.
+        do { listener = try SeqPacket.listen(path: listen, owner: peerUid) } catch { fail(.socket, "\(error)") }
         boundSocketPath = listen
-        // The socket is 0600: hand it to the one uid allowed to connect, so
-        // a broker started as root can serve a QEMU running as its own user.
-        if let peerUid, chown(listen, peerUid, gid_t.max) != 0 {
-            fail(.socket, "chown \(listen) to uid \(peerUid): \(SystemError("chown"))")
-        }
         // Reserve the client slot now, before the filter is loaded.
         let slot = fcntl(listener.rawValue, F_DUPFD_CLOEXEC, 10)
         guard slot >= 0 else { fail(.socket, "\(SystemError("fcntl(F_DUPFD_CLOEXEC)"))") }

@@ -219,3 +219,129 @@ struct RefusedStartTests {
 enum AuditLimits {
     static let sessionLinesPerSecond = 20
 }
+
+/// Issue 17 finding 1: nothing the broker does as root to its listen socket
+/// follows a path another user can swap.
+@Suite("Hostile review: the listen socket against a local attacker", .serialized)
+struct ListenSocketRaceTests {
+    static let attackerSource = """
+    #define _GNU_SOURCE
+    #include <errno.h>
+    #include <grp.h>
+    #include <stdio.h>
+    #include <unistd.h>
+    /* As uid 65534: swap the socket for a symlink to argv[2], forever. */
+    int main(int argc, char **argv) {
+        if (argc != 3 || setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0 || chdir(argv[1]) != 0) {
+            perror("attacker set-up");
+            return 2;
+        }
+        fprintf(stderr, "attacker ready\\n");
+        for (;;) {
+            if (unlink("broker.sock") == 0 || errno == ENOENT) (void)symlink(argv[2], "broker.sock");
+        }
+    }
+    """
+
+    /// The attacker binary, built once per test.
+    func attacker(in directory: URL) throws -> String {
+        let source = directory.appendingPathComponent("attacker.c").path
+        let binary = directory.appendingPathComponent("attacker").path
+        try Self.attackerSource.write(toFile: source, atomically: true, encoding: .utf8)
+        let compile = try TestSupport.run("/usr/bin/cc", ["-std=gnu11", "-O1", "-o", binary, source])
+        guard compile.status == 0 else { throw TestFailure("cc attacker.c: \(compile.output)") }
+        return binary
+    }
+
+    /// Starts the broker `starts` times on `socketDirectory` while the
+    /// attacker races; returns how many starts served and how many failed.
+    func race(socketDirectory: URL, target: String, starts: Int, attackerBinary: String) throws -> (served: Int, refused: Int, log: String) {
+        let attacker = try Spawn.start(attackerBinary, [attackerBinary, socketDirectory.path, target],
+                                       stderrPath: socketDirectory.deletingLastPathComponent().appendingPathComponent("attacker.log").path,
+                                       environment: ["PATH=/usr/bin:/bin"])
+        defer {
+            kill(attacker, SIGKILL)
+            _ = try? Spawn.wait(attacker)
+        }
+        usleep(50_000)
+        var served = 0, refused = 0, log = ""
+        let deadline = Date().addingTimeInterval(20)
+        for _ in 0..<starts where Date() < deadline {
+            do {
+                let broker = try BrokerUnderTest(mode: .listen, extraArguments: ["--peer-uid", "65534"],
+                                                 listenPath: socketDirectory.appendingPathComponent("broker.sock").path)
+                served += 1
+                kill(broker.pid, SIGTERM)
+                _ = broker.waitForExit(timeout: 5)
+            } catch {
+                refused += 1
+                if log.isEmpty { log = "\(error)" }
+            }
+        }
+        return (served, refused, log)
+    }
+
+    func makeTarget(in directory: URL) throws -> String {
+        let target = directory.appendingPathComponent("root-secret").path
+        try "secret\n".write(toFile: target, atomically: true, encoding: .utf8)
+        chmod(target, 0o600)
+        return target
+    }
+
+    func expectUntouched(_ target: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        var status = stat()
+        #expect(stat(target, &status) == 0, sourceLocation: sourceLocation)
+        #expect(status.st_uid == 0 && status.st_mode & 0o7777 == 0o600,
+                "the target is now uid \(status.st_uid) mode \(String(status.st_mode & 0o7777, radix: 8))",
+                sourceLocation: sourceLocation)
+    }
+
+    @Test("a socket directory writable by others without the sticky bit, or owned by another user, is refused (exit 69)",
+          .enabled(if: geteuid() == 0))
+    func unsafeDirectoriesRefused() throws {
+        let base = TestSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: base) }
+        let open = base.appendingPathComponent("open")
+        try FileManager.default.createDirectory(at: open, withIntermediateDirectories: true)
+        chmod(open.path, 0o777)
+        let theirs = base.appendingPathComponent("theirs")
+        try FileManager.default.createDirectory(at: theirs, withIntermediateDirectories: true)
+        chown(theirs.path, 65534, 65534)
+        for (directory, words) in [(open, "writable by others without the sticky bit"), (theirs, "owned by uid 65534")] {
+            let run = try runBroker(["serve", "--hypervisor", "simulated", "--domid", "5", "--allow-root",
+                                     "--policy", TestSupport.policyPath("qemu-xen.policy"),
+                                     "--listen", directory.appendingPathComponent("broker.sock").path])
+            #expect(run.status == 69, "\(directory.lastPathComponent): \(run.output)")
+            #expect(run.output.contains(words), "\(run.output)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path).isEmpty)
+        }
+    }
+
+    @Test("an attacker of another uid swapping the socket for a symlink, over many starts: root's file is never handed over",
+          .enabled(if: geteuid() == 0), arguments: [0o777, 0o1777])
+    func attackerRace(mode: Int) throws {
+        let base = TestSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: base) }
+        chmod(base.path, 0o755)
+        let secrets = base.appendingPathComponent("secrets")
+        try FileManager.default.createDirectory(at: secrets, withIntermediateDirectories: true)
+        chmod(secrets.path, 0o700)
+        let target = try makeTarget(in: secrets)
+        let binary = try attacker(in: base)
+        let sockets = base.appendingPathComponent("sockets")
+        try FileManager.default.createDirectory(at: sockets, withIntermediateDirectories: true)
+        chmod(sockets.path, mode_t(mode))
+        let outcome = try race(socketDirectory: sockets, target: target, starts: 40, attackerBinary: binary)
+        expectUntouched(target)
+        if mode == 0o777 {
+            #expect(outcome.served == 0, "a broker served from a directory anyone can write")
+        }
+        #expect(outcome.served + outcome.refused > 0)
+        // The attacker cannot remove a socket of root's in a sticky
+        // directory: without the race a start there serves.
+        if mode == 0o1777 {
+            let attackerLog = (try? String(contentsOfFile: base.appendingPathComponent("attacker.log").path, encoding: .utf8)) ?? ""
+            #expect(attackerLog.contains("attacker ready"), "\(attackerLog)")
+        }
+    }
+}

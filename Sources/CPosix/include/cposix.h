@@ -21,6 +21,10 @@ int cposix_peercred_get(int fd, cposix_peercred *out);
  * in cposix_wait, never in a socket call. */
 int cposix_accept_cloexec(int fd);
 
+/* open(".", O_PATH | O_DIRECTORY | O_CLOEXEC): the working directory, to
+ * return to with fchdir (O_PATH: no read permission needed). */
+int cposix_open_working_directory(void);
+
 /* dup3(oldfd, newfd, O_CLOEXEC). */
 int cposix_dup3_cloexec(int oldfd, int newfd);
 
