@@ -10,6 +10,18 @@ import PackageDescription
 let version = "0.2.0"
 let versionDefine = CSetting.define("DMOP_BROKER_VERSION", to: "\"\(version)\"")
 
+// Where the wrapper looks for the drop-in library unless told otherwise:
+// Debian's multiarch library directory, in a private subdirectory (not on
+// the loader's default path, so only QEMU under the wrapper loads it).
+#if arch(x86_64)
+let multiarch = "x86_64-linux-gnu"
+#elseif arch(arm64)
+let multiarch = "aarch64-linux-gnu"
+#else
+let multiarch = "unknown-linux-gnu"
+#endif
+let libraryDirDefine = CSetting.define("DMOP_LIBRARY_DIR", to: "\"/usr/lib/\(multiarch)/dmop-broker\"")
+
 // Hardening of release builds, the flags Debian's dpkg-buildflags asks for
 // (lintian checks them in the package): the C code gets a stack protector,
 // stack-clash and control-flow protection and _FORTIFY_SOURCE; every shipped
@@ -100,7 +112,7 @@ let package = Package(
                 ]),
         // device_model_override= wrapper: broker, seccomp, exec QEMU.
         .executableTarget(name: "dmop-qemu-wrapper",
-                          cSettings: [versionDefine] + hardenedC,
+                          cSettings: [versionDefine, libraryDirDefine] + hardenedC,
                           linkerSettings: hardenedLink + [.linkedLibrary("seccomp"), .unsafeFlags(noSwiftRuntime)]),
         // Benchmarks (issue 6): echo floor vs brokered round trip, decision,
         // start-up, memory. Loads the C library with dlopen, so no link to it.

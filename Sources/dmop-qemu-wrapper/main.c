@@ -50,7 +50,7 @@
 
 #define DEFAULT_CONFIG       "/etc/dmop-broker/wrapper.conf"
 #define DEFAULT_QEMU         "/usr/libexec/xen-qemu-system-i386"
-#define DEFAULT_LIBRARY_DIR  "/usr/lib/dmop-broker"
+#define DEFAULT_LIBRARY_DIR  DMOP_LIBRARY_DIR
 #define DEFAULT_READY_TIMEOUT_MS 10000
 #define LIBRARY_SONAME       "libxendevicemodel.so.1"
 #define MAX_BROKER_ARGS      32

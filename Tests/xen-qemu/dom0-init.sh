@@ -143,8 +143,8 @@ run_guest() {
     BPID=""
     if [ "$broker" = 1 ]; then
         BPID=$(pid_of_broker $DOMID)
-        if [ -n "$QPID" ] && grep -q ' /usr/lib/dmop-broker/libxendevicemodel.so.1$' /proc/$QPID/maps; then
-            pass $name.qemu-library "QEMU mapped /usr/lib/dmop-broker/libxendevicemodel.so.1"
+        if [ -n "$QPID" ] && grep -q ' /usr/lib/x86_64-linux-gnu/dmop-broker/libxendevicemodel.so.1$' /proc/$QPID/maps; then
+            pass $name.qemu-library "QEMU mapped /usr/lib/x86_64-linux-gnu/dmop-broker/libxendevicemodel.so.1"
         elif [ "$expect" = boot ]; then
             fail $name.qemu-library "QEMU (pid ${QPID:-none}) did not load the broker's libxendevicemodel"
         fi

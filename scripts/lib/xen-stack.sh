@@ -271,18 +271,29 @@ stack_headers() {
     echo "$dir/usr/include"
 }
 
-# stack_install_project ROOTFS BIN POLICY-DIR: the broker, the wrapper and the
-# library laid out as scripts/install lays them out. The one place the
+# stack_install_project ROOTFS BIN POLICY-DIR: the project installed as users
+# install it: the Debian package (scripts/package, from the release build
+# whose products are in BIN, relinked without SwiftPM's RUNPATH) installed with
+# apt-get install ./dmop-broker_VERSION_amd64.deb in the rootfs. The package
+# ships the policies (POLICY-DIR is the source of both). The one place the
 # harnesses install the project into a dom0 rootfs.
 stack_install_project() {
-    local rootfs="$1" bin="$2" policies="$3" policy
-    rm -rf "$rootfs/etc/dmop-broker" "$rootfs/usr/lib/dmop-broker"
-    install -D -m 0755 "$bin/dmop-broker" "$rootfs/usr/sbin/dmop-broker"
-    install -D -m 0755 "$bin/dmop-qemu-wrapper" "$rootfs/usr/sbin/dmop-qemu-wrapper"
-    install -D -m 0644 "$bin/libdmop-xendevicemodel.so" "$rootfs/usr/lib/dmop-broker/libxendevicemodel.so.1"
-    for policy in "$policies"/*.policy; do
-        install -D -m 0644 "$policy" "$rootfs/etc/dmop-broker/$(basename "$policy")"
-    done
+    local rootfs="$1" bin="$2" root deb name log="$STACK_DIR/install.log"
+    root="$(cd "$3/.." && pwd)"
+    deb="$(cd "$root" && DMOP_SWIFT_SCRATCH="$(cd "$bin/../.." && pwd)" scripts/package 2>"$log")" ||
+        { tail -20 "$log" >&2; echo "xen-stack: scripts/package failed (log: $log)" >&2; return 1; }
+    name="$(basename "$deb")"
+    # A clean install each run: the previous run's package and files go first.
+    chroot "$rootfs" dpkg --purge dmop-broker >>"$log" 2>&1 || true
+    rm -rf "$rootfs/etc/dmop-broker"
+    cp "$deb" "$rootfs/tmp/$name"
+    chroot "$rootfs" /bin/sh -c "export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q --no-install-recommends ./tmp/$name || { apt-get update -q && apt-get install -y -q --no-install-recommends ./tmp/$name; }" \
+        >>"$log" 2>&1 ||
+        { tail -20 "$log" >&2; echo "xen-stack: apt-get install ./$name in the $STACK_SUITE rootfs failed (log: $log)" >&2; return 1; }
+    rm -f "$rootfs/tmp/$name"
+    chroot "$rootfs" /usr/sbin/dmop-qemu-wrapper --version >&2 ||
+        { echo "xen-stack: the installed dmop-qemu-wrapper does not run" >&2; return 1; }
 }
 
 # stack_run_all SCRIPT-NAME STACKS -- CMD...: runs CMD once per stack with
