@@ -221,7 +221,11 @@ enum Hostile {
 
     private static func listeningSocketsOnce(of pid: pid_t) -> Int? {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd"),
-              let table = try? String(contentsOfFile: "/proc/net/unix", encoding: .utf8) else { return nil }
+              // Read to EOF: Foundation's String(contentsOfFile:) stops after the
+              // first page of a /proc file, which misses sockets once the
+              // machine has more than about 60.
+              let bytes = try? Files.read("/proc/net/unix") else { return nil }
+        let table = String(decoding: bytes, as: UTF8.self)
         let inodes = Set(names.compactMap { name -> String? in
             guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(name)"),
                   target.hasPrefix("socket:[") else { return nil }
