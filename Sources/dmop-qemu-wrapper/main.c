@@ -33,6 +33,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -777,6 +778,264 @@ static void confine(void)
     close(fd);
 }
 
+/* ---------- libxl's option probe (Xen 4.20 and later) ---------- */
+
+/* Does QEMU's argv ask for "-machine none" (or -M none): no guest, no
+ * -xen-domid, as libxl__spawn_local_dm's probe runs it? */
+static bool asks_machine_none(int argc, char **argv, int first)
+{
+    for (int i = first; i + 1 < argc; i++) {
+        const char *opt = argv[i];
+        if (opt[0] != '-')
+            continue;
+        opt += opt[1] == '-' ? 2 : 1;
+        if (strcmp(opt, "machine") && strcmp(opt, "M"))
+            continue;
+        const char *v = argv[i + 1];
+        if (!strncmp(v, "type=", 5))
+            v += 5;
+        if (!strncmp(v, "none", 4) && (v[4] == 0 || v[4] == ','))
+            return true;
+    }
+    return false;
+}
+
+/* One option of a -chardev value: does "socket,...,KEY=...,..." hold KEY
+ * (KEY given with its '=' or alone)? */
+static bool chardev_option_is(const char *opt, size_t len, const char *key)
+{
+    size_t k = strlen(key);
+    return len >= k && !strncmp(opt, key, k) && (len == k || opt[k] == '=');
+}
+
+/*
+ * libxl hands QEMU its QMP socket already listening (fd=N,server=on). QEMU
+ * unlinks the path of a listening Unix socket when it closes it (it asks
+ * the fd for its address), and libxl binds the same path for the real
+ * device model while the probe is still exiting: the real start then finds
+ * no socket ("Failed to connect to QMP socket"). So the wrapper accepts
+ * libxl's connection itself, closes the listening fd and gives QEMU the
+ * connected fd as a client chardev: QEMU never holds the listener, and
+ * never unlinks anything. Returns false when there was no such chardev.
+ */
+static bool take_over_qmp_listeners(int argc, char **argv, int first, int timeout_ms)
+{
+    bool took = false;
+    for (int i = first; i + 1 < argc; i++) {
+        const char *opt = argv[i], *v = argv[i + 1], *p;
+        long listen_fd = -1;
+        bool server = false;
+        int on = 0, conn, pr;
+        socklen_t len = sizeof on;
+        struct pollfd pfd;
+        char *out, *o;
+
+        if (strcmp(opt, "-chardev") && strcmp(opt, "--chardev"))
+            continue;
+        if (strncmp(v, "socket,", 7))
+            continue;
+        for (p = v + 7; *p;) {
+            size_t n = strcspn(p, ",");
+            if (chardev_option_is(p, n, "fd") && n > 3) {
+                char *end = NULL;
+                errno = 0;
+                listen_fd = strtol(p + 3, &end, 10);
+                if (errno || end != p + n || listen_fd < 0 || listen_fd > INT_MAX)
+                    listen_fd = -1;
+            } else if (chardev_option_is(p, n, "server")) {
+                server = n == 6 || !strncmp(p, "server=on", n) || !strncmp(p, "server=yes", n);
+            }
+            p += n + (p[n] == ',');
+        }
+        if (listen_fd < 0 || !server)
+            continue;
+        if (getsockopt((int)listen_fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) < 0 || !on)
+            fail(EX_USAGE, "probe: -chardev %s names fd %ld, which is not a listening "
+                 "socket", v, listen_fd);
+        pfd.fd = (int)listen_fd;
+        pfd.events = POLLIN;
+        do
+            pr = poll(&pfd, 1, timeout_ms);
+        while (pr < 0 && errno == EINTR);
+        if (pr <= 0)
+            fail(EX_UNAVAILABLE, "probe: libxl did not connect to its QMP socket "
+                 "(fd %ld) within %d ms", listen_fd, timeout_ms);
+        do
+            conn = accept4((int)listen_fd, NULL, NULL, 0);
+        while (conn < 0 && errno == EINTR);
+        if (conn < 0)
+            fail(EX_OSERR, "probe: accept on fd %ld: %s", listen_fd, strerror(errno));
+        close((int)listen_fd);
+
+        /* The same options without fd=, server and wait, then fd=CONN. */
+        out = malloc(strlen(v) + 24);
+        if (!out)
+            fail(EX_OSERR, "out of memory");
+        o = stpcpy(out, "socket");
+        for (p = v + 7; *p;) {
+            size_t n = strcspn(p, ",");
+            if (!chardev_option_is(p, n, "fd") && !chardev_option_is(p, n, "server") &&
+                !chardev_option_is(p, n, "wait") && !chardev_option_is(p, n, "nowait")) {
+                *o++ = ',';
+                memcpy(o, p, n);
+                o += n;
+            }
+            p += n + (p[n] == ',');
+        }
+        sprintf(o, ",fd=%d", conn);
+        argv[i + 1] = out;
+        took = true;
+    }
+    return took;
+}
+
+/* libxl's probe: QEMU confined exactly as for a guest (no_new_privs, the
+ * filter refusing DM_OP, IRQFD and IOEVENTFD), but with no broker: there
+ * is no guest yet, and Xen's own libxendevicemodel can do nothing through
+ * the filter. Never returns. */
+static void run_probe(const struct config *c, int argc, char **argv, int first)
+    __attribute__((noreturn));
+static void run_probe(const struct config *c, int argc, char **argv, int first)
+{
+    char **qargv;
+    bool took;
+
+    if (access(c->qemu, X_OK) < 0)
+        fail(EX_CONFIG, "cannot execute QEMU at %s: %s", c->qemu, strerror(errno));
+    took = take_over_qmp_listeners(argc, argv, first, c->ready_timeout_ms);
+    confine();
+    if (unsetenv("DMOP_BROKER_FD") < 0 || unsetenv("DMOP_BROKER_SOCKET") < 0)
+        fail(EX_OSERR, "unsetenv: %s", strerror(errno));
+    qargv = calloc((size_t)(argc - first + 2), sizeof *qargv);
+    if (!qargv)
+        fail(EX_OSERR, "out of memory");
+    qargv[0] = (char *)c->qemu;
+    for (int i = first; i < argc; i++)
+        qargv[i - first + 1] = argv[i];
+    note("libxl's option probe (-machine none, no -xen-domid): exec %s "
+         "confined, without a broker%s", c->qemu,
+         took ? "; QMP handed over as a connected socket" : "");
+    execv(c->qemu, qargv);
+    fail(126, "cannot exec %s: %s", c->qemu, strerror(errno));
+}
+
+/* ---------- the file-size limit for QEMU's display surface ---------- */
+
+/* QEMU's console starts on a 640x480 placeholder surface, 4 bytes a pixel. */
+#define PLACEHOLDER_SURFACE_BYTES (640ULL * 480 * 4)
+/* What QEMU gives a display device whose size the argv does not set. */
+#define DEFAULT_VRAM_MB 16ULL
+
+/* The largest VRAM (MiB) a display device of QEMU's argv has: the sizes in
+ * -device ...,vgamem_mb=N / vram_size_mb=N / ram_size_mb=N and -global
+ * X.vgamem_mb=N; a -vga or display -device without one counts as QEMU's
+ * default. 0 when QEMU has no display device. */
+static unsigned long long display_vram_mb(int argc, char **argv, int first)
+{
+    unsigned long long best = 0;
+    for (int i = first; i + 1 < argc; i++) {
+        const char *opt = argv[i], *v = argv[i + 1];
+        bool display = false, sized = false;
+        if (opt[0] != '-')
+            continue;
+        opt += opt[1] == '-' ? 2 : 1;
+        if (!strcmp(opt, "vga")) {
+            if (strcmp(v, "none"))
+                best = best > DEFAULT_VRAM_MB ? best : DEFAULT_VRAM_MB;
+            i++;
+            continue;
+        }
+        if (!strcmp(opt, "device")) {
+            static const char *const displays[] = {
+                "VGA", "cirrus-vga", "qxl-vga", "qxl", "secondary-vga",
+                "bochs-display", "ati-vga", "virtio-vga", NULL,
+            };
+            size_t n = strcspn(v, ",");
+            for (int d = 0; displays[d]; d++)
+                if (strlen(displays[d]) == n && !strncmp(v, displays[d], n))
+                    display = true;
+        } else if (strcmp(opt, "global")) {
+            continue;
+        }
+        for (const char *p = v; *p;) {
+            size_t n = strcspn(p, ",");
+            const char *eq = memchr(p, '=', n);
+            if (eq) {
+                size_t klen = (size_t)(eq - p);
+                const char *key = p;
+                const char *dot = memchr(p, '.', klen);
+                if (dot) { /* -global DRIVER.PROP=VALUE */
+                    klen -= (size_t)(dot + 1 - p);
+                    key = dot + 1;
+                }
+                if ((klen == 9 && !strncmp(key, "vgamem_mb", 9)) ||
+                    (klen == 12 && !strncmp(key, "vram_size_mb", 12)) ||
+                    (klen == 11 && !strncmp(key, "ram_size_mb", 11))) {
+                    char *end = NULL;
+                    unsigned long long mb;
+                    errno = 0;
+                    mb = strtoull(eq + 1, &end, 10);
+                    if (errno || end != p + n || mb > 1024)
+                        fail(EX_USAGE, "display memory '%.*s' is not a size in MiB "
+                             "up to 1024", (int)n, p);
+                    best = best > mb ? best : mb;
+                    sized = true;
+                }
+            }
+            p += n + (p[n] == ',');
+        }
+        if (display && !sized)
+            best = best > DEFAULT_VRAM_MB ? best : DEFAULT_VRAM_MB;
+        i++;
+    }
+    return best;
+}
+
+/*
+ * libxl limits a restricted device model's RLIMIT_FSIZE to 256 KiB, and
+ * QEMU 10 backs each display surface with a memfd it ftruncates to the
+ * surface's size, so it dies of SIGXFSZ on the first 640x480 placeholder.
+ * The limit QEMU gets is the largest surface its display can ask for: the
+ * placeholder, and with VRAM V, 4 bytes for each of at most 2V pixels (a
+ * 4-bit VBE mode holds 2 pixels per byte of VRAM). It also bounds every
+ * other file QEMU writes (its log, a serial file): larger than libxl's,
+ * never unlimited. See dmop-qemu-wrapper(8).
+ */
+static unsigned long long display_file_size_limit(int argc, char **argv, int first)
+{
+    unsigned long long vram = display_vram_mb(argc, argv, first) << 20;
+    unsigned long long need = vram * 2 * 4;
+    return need > PLACEHOLDER_SURFACE_BYTES ? need : PLACEHOLDER_SURFACE_BYTES;
+}
+
+static void set_display_file_size_limit(int argc, char **argv, int first, long domid)
+{
+    struct rlimit rl;
+    unsigned long long limit = display_file_size_limit(argc, argv, first);
+
+    rl.rlim_cur = rl.rlim_max = (rlim_t)limit;
+    if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+        fail(EX_OSERR, "setrlimit(RLIMIT_FSIZE, %llu) for QEMU's display "
+             "surface: %s", limit, strerror(errno));
+    note("domain %ld: RLIMIT_FSIZE %llu bytes (QEMU's largest display surface)",
+         domid, limit);
+}
+
+/* QEMU 9 and later with -xen-domid-restrict exit with "Duplicate device ID
+ * 'xen-vkbd-0'" when the guest has libxl's default PV keyboard. libxl
+ * passes -run-with only to a QEMU that has it (9 and later). */
+static void hint_vkbd(int argc, char **argv, int first, const struct qemu_args *q)
+{
+    bool run_with = false;
+    for (int i = first; i < argc; i++)
+        if (!strcmp(argv[i], "-run-with") || !strcmp(argv[i], "--run-with"))
+            run_with = true;
+    if (q->restricted && run_with)
+        note("domain %ld: if QEMU exits with \"Duplicate device ID 'xen-vkbd-0'\", "
+             "set vkb_device = 0 in the guest's xl.cfg (QEMU 9 and later with "
+             "-xen-domid-restrict)", q->domid);
+}
+
 /* ---------- main ---------- */
 
 int main(int argc, char **argv)
@@ -810,9 +1069,11 @@ int main(int argc, char **argv)
         c.broker = default_broker();
 
     scan_qemu_args(argc, argv, first, &q);
+    if (q.domid < 0 && asks_machine_none(argc, argv, first))
+        run_probe(&c, argc, argv, first);
     if (q.domid < 0)
         fail(EX_USAGE, "no -xen-domid in QEMU's arguments: this wrapper serves "
-             "Xen device models only");
+             "Xen device models only (and libxl's -machine none probe)");
     if (!q.restricted) {
         if (!c.allow_unrestricted)
             fail(EX_USAGE, "QEMU's arguments lack -xen-domid-restrict (xl.cfg "
@@ -837,6 +1098,8 @@ int main(int argc, char **argv)
         fail(EX_CONFIG, "cannot execute QEMU at %s: %s", c.qemu, strerror(errno));
 
     fd = start_broker(&c, &q);
+    set_display_file_size_limit(argc, argv, first, q.domid);
+    hint_vkbd(argc, argv, first, &q);
     confine();
 
     /* QEMU's end of the socket survives exec; the library adopts it and sets

@@ -316,6 +316,166 @@ struct ClientLibraryTests {
         #expect(!run.output.contains("process survived"), "\(run)")
     }
 
+    /// libxl's option probe (Xen 4.20): `-machine none` and no -xen-domid.
+    /// QEMU runs confined without a broker, gets libxl's QMP connection as
+    /// a connected socket (not the listener), and so cannot unlink the
+    /// socket path libxl reuses for the real start. A C program plays
+    /// libxl (listening socket on fd 9, connect, read the greeting) and a
+    /// stand-in plays QEMU, doing on exit what QEMU does: unlink the path
+    /// of a listening Unix socket it holds.
+    @Test func wrapperRunsLibxlsProbeConfinedWithoutABroker() throws {
+        let fixture = try ClientLibraryFixture.get()
+        let dir = try fixture.scratch("probe")
+        let qemu = dir.appendingPathComponent("probe-qemu").path
+        let libxl = dir.appendingPathComponent("probe-libxl").path
+        try """
+        #define _GNU_SOURCE
+        #include <errno.h>
+        #include <stdio.h>
+        #include <stdlib.h>
+        #include <string.h>
+        #include <sys/ioctl.h>
+        #include <sys/socket.h>
+        #include <sys/un.h>
+        #include <fcntl.h>
+        #include <unistd.h>
+        #include <stdint.h>
+        #include <xen/xen.h>
+        #include <xen/sys/privcmd.h>
+        int main(int argc, char **argv) {
+            int fd = -1, listening = 1;
+            socklen_t len = sizeof listening;
+            for (int i = 1; i + 1 < argc; i++)
+                if (!strcmp(argv[i], "-chardev")) {
+                    printf("chardev %s\\n", argv[i + 1]);
+                    const char *f = strstr(argv[i + 1], "fd=");
+                    if (f) fd = atoi(f + 3);
+                }
+            if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0) {
+                printf("no chardev fd\\n"); return 1;
+            }
+            printf("listening=%d broker_fd=%s ld_library_path=%s\\n", listening,
+                   getenv("DMOP_BROKER_FD") ? "set" : "unset", getenv("LD_LIBRARY_PATH") ? "set" : "unset");
+            int null = open("/dev/null", O_RDONLY);
+            errno = 0;
+            int rc = ioctl(null, IOCTL_PRIVCMD_DM_OP, NULL);
+            int error = errno;
+            printf("dm_op=%d errno=%d\\n", rc, error);
+            char line[256];
+            FILE *st = fopen("/proc/self/status", "r");
+            while (st && fgets(line, sizeof line, st))
+                if (!strncmp(line, "Seccomp:", 8) || !strncmp(line, "NoNewPrivs:", 11)) fputs(line, stdout);
+            int conn = listening ? accept(fd, NULL, NULL) : fd;
+            if (write(conn, "{\\"QMP\\": {}}\\r\\n", 14) != 14) return 1;
+            if (listening) { /* QEMU's socket_listen_cleanup */
+                struct sockaddr_un a; socklen_t al = sizeof a;
+                if (getsockname(fd, (struct sockaddr *)&a, &al) == 0 && a.sun_path[0]) unlink(a.sun_path);
+            }
+            return 0;
+        }
+        """.write(toFile: qemu + ".c", atomically: true, encoding: .utf8)
+        try """
+        #define _GNU_SOURCE
+        #include <stdio.h>
+        #include <string.h>
+        #include <sys/socket.h>
+        #include <sys/stat.h>
+        #include <sys/un.h>
+        #include <sys/wait.h>
+        #include <unistd.h>
+        int main(int argc, char **argv) {
+            struct sockaddr_un a = { .sun_family = AF_UNIX };
+            snprintf(a.sun_path, sizeof a.sun_path, "%s", argv[1]);
+            unlink(a.sun_path);
+            int l = socket(AF_UNIX, SOCK_STREAM, 0);
+            if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 1)) { perror("listen"); return 2; }
+            pid_t pid = fork();
+            if (pid == 0) { dup2(l, 9); execv(argv[2], argv + 2); _exit(127); }
+            close(l);
+            int c = socket(AF_UNIX, SOCK_STREAM, 0);
+            if (connect(c, (struct sockaddr *)&a, sizeof a)) { perror("connect"); return 2; }
+            char buf[64] = { 0 };
+            ssize_t n = read(c, buf, sizeof buf - 1);
+            int status = 0;
+            waitpid(pid, &status, 0);
+            struct stat st;
+            printf("libxl: greeting=%s wrapper-status=%d path-after-exit=%s\\n", n > 0 && strstr(buf, "QMP") ? "yes" : "no",
+                   WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+                   stat(a.sun_path, &st) == 0 ? "present" : "gone");
+            return 0;
+        }
+        """.write(toFile: libxl + ".c", atomically: true, encoding: .utf8)
+        for (out, source) in [(qemu, qemu + ".c"), (libxl, libxl + ".c")] {
+            let compile = try ProcessRun.run("/usr/bin/cc", ["-std=gnu11", "-Wall", "-o", out, source])
+            try #require(compile.status == 0, "\(compile)")
+        }
+        let probeArguments = ["-S", "-no-user-config", "-nodefaults", "-nographic", "-machine", "none,accel=xen",
+                              "-chardev", "socket,id=libxl-cmd,fd=9,server=on,wait=off",
+                              "-mon", "chardev=libxl-cmd,mode=control"]
+        let socketPath = dir.appendingPathComponent("qmp-libxl-7").path
+        // No policy, no broker: the probe needs neither.
+        let run = try ProcessRun.run(libxl, [socketPath, ClientLibraryFixture.wrapperPath, "--qemu", qemu,
+                                             "--ready-timeout", "10"] + probeArguments, timeout: 60)
+        #expect(run.output.contains("libxl: greeting=yes wrapper-status=0 path-after-exit=present"), "\(run)")
+        #expect(run.output.contains("chardev socket,id=libxl-cmd,fd="), "\(run)")
+        #expect(!run.output.contains("server=on"), "QEMU was handed the listener:\n\(run)")
+        #expect(run.output.contains("listening=0 broker_fd=unset ld_library_path=unset"), "\(run)")
+        #expect(run.output.contains("dm_op=-1 errno=1"), "\(run)")
+        #expect(run.output.contains("Seccomp:\t2") && run.output.contains("NoNewPrivs:\t1"), "\(run)")
+        #expect(run.output.contains("libxl's option probe"), "\(run)")
+        #expect(!run.output.contains("dmop-broker pid"), "a broker was started for the probe:\n\(run)")
+
+        // Without the wrapper the same stand-in unlinks libxl's path: the race.
+        let bare = try ProcessRun.run(libxl, [socketPath, qemu] + probeArguments, timeout: 60)
+        #expect(bare.output.contains("path-after-exit=gone"), "\(bare)")
+
+        // Any other argv without -xen-domid is still refused.
+        let other = try ProcessRun.run(ClientLibraryFixture.wrapperPath, ["--qemu", qemu, "-nodefaults", "-machine", "pc"])
+        #expect(other.status == 64, "\(other)")
+        #expect(other.output.contains("no -xen-domid"), "\(other)")
+    }
+
+    /// QEMU gets the RLIMIT_FSIZE its largest display surface needs: the
+    /// 640x480 placeholder without a display device, 8 bytes per byte of
+    /// VRAM with one; never unlimited, whatever the wrapper inherited.
+    @Test func wrapperSetsTheDisplaySurfaceFileSizeLimit() throws {
+        let fixture = try ClientLibraryFixture.get()
+        let dir = try fixture.scratch("fsize")
+        let program = dir.appendingPathComponent("fsize").path
+        try """
+        #include <stdio.h>
+        #include <sys/resource.h>
+        int main(void) {
+            struct rlimit rl;
+            getrlimit(RLIMIT_FSIZE, &rl);
+            printf("fsize cur=%llu max=%llu\\n", (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max);
+            return 0;
+        }
+        """.write(toFile: program + ".c", atomically: true, encoding: .utf8)
+        let compile = try ProcessRun.run("/usr/bin/cc", ["-std=gnu11", "-o", program, program + ".c"])
+        try #require(compile.status == 0, "\(compile)")
+        let config = dir.appendingPathComponent("wrapper.conf").path
+        try "allow-unrestricted = yes\n".write(toFile: config, atomically: true, encoding: .utf8)
+        func limit(_ qemuArguments: [String]) throws -> String {
+            let run = try ProcessRun.run(ClientLibraryFixture.wrapperPath,
+                                         ["--config", config] + wrapperArguments(fixture, broker: broker)
+                                             .map { $0 == fixture.fakeQEMU ? program : $0 }
+                                             + ["-xen-domid", "7", "-nodefaults"] + qemuArguments)
+            #expect(run.status == 0, "\(run)")
+            return run.output.split(separator: "\n").first { $0.hasPrefix("fsize ") }.map(String.init) ?? run.output
+        }
+        #expect(try limit([]) == "fsize cur=1228800 max=1228800")
+        #expect(try limit(["-device", "VGA,vgamem_mb=16"]) == "fsize cur=134217728 max=134217728")
+        #expect(try limit(["-device", "cirrus-vga,vgamem_mb=8"]) == "fsize cur=67108864 max=67108864")
+        #expect(try limit(["-vga", "std"]) == "fsize cur=134217728 max=134217728")
+        #expect(try limit(["-vga", "none", "-device", "e1000"]) == "fsize cur=1228800 max=1228800")
+        let bad = try ProcessRun.run(ClientLibraryFixture.wrapperPath,
+                                     ["--config", config] + wrapperArguments(fixture, broker: broker)
+                                         .map { $0 == fixture.fakeQEMU ? program : $0 }
+                                         + ["-xen-domid", "7", "-device", "VGA,vgamem_mb=lots"])
+        #expect(bad.status == 64, "\(bad)")
+    }
+
     /// A broker that never becomes ready: the wrapper gives up at its
     /// timeout, kills it and never runs QEMU.
     @Test func wrapperFailsClosedWhenTheBrokerIsNotReady() throws {
