@@ -44,7 +44,8 @@ public struct XenRelease: Hashable, Sendable, Comparable, CustomStringConvertibl
 ///   the same identifier, `abiIdentifier` below, while
 ///   __XEN_LATEST_INTERFACE_VERSION__ is 0x00040e00 at 4.17 and 4.18 and
 ///   0x00041300 from 4.19.
-/// A release joins the table only after the same check. The table speaks
+/// `scripts/check-xen-releases XEN-GIT-DIR` repeats the check. A release
+/// joins the table only after it. The table speaks
 /// for the ABI it was checked with: a build against headers whose identifier
 /// differs (a future dm_op.h) trusts no release until the table is redone.
 public enum XenReleases {

@@ -17,7 +17,14 @@ enum TestSupport {
         return directory
     }
 
-    static var brokerPath: String { productsDirectory.appendingPathComponent("dmop-broker").path }
+    /// The broker under test: this build's, or DMOP_TEST_BROKER's, the
+    /// broker of a build against another release's Xen headers
+    /// (scripts/test-trixie-headers runs each build's clients against the
+    /// other build's broker).
+    static var brokerPath: String {
+        if let other = ProcessInfo.processInfo.environment["DMOP_TEST_BROKER"], !other.isEmpty { return other }
+        return productsDirectory.appendingPathComponent("dmop-broker").path
+    }
 
     /// The package root (policy/, man/ live there).
     static var packageRoot: URL {
