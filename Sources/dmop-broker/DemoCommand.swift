@@ -89,8 +89,8 @@ struct DemoCommand: ParsableCommand {
             _ = try client.perform("set_pci_intx_level", ["device": 3, "intx": 0, "level": 0])
             return ("asserted and deasserted", ())
         }
-        try step("inject_msi addr 0xfee00000 data 0x4041") {
-            _ = try client.perform("inject_msi", ["addr": 0xfee0_0000, "data": 0x4041])
+        try step("inject_msi addr 0x35000 data 0x4041 (QEMU passes the offset in its MSI window)") {
+            _ = try client.perform("inject_msi", ["addr": 0x3_5000, "data": 0x4041])
             return ("injected", ())
         }
         try step("track_dirty_vram first_pfn 0xf0000, 64 pages (a display refresh)") {

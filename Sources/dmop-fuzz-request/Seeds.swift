@@ -88,7 +88,7 @@ enum Seeds {
 
         // Interrupt traffic and rate limits (remote_shutdown: burst 4).
         var interrupts = Builder()
-        interrupts.op("inject_msi", ["addr": 0xfee0_0000, "data": 0x4041])
+        interrupts.op("inject_msi", ["addr": 0x3_5000, "data": 0x4041])
         interrupts.op("set_pci_intx_level", ["device": 3, "intx": 0, "level": 1])
         interrupts.op("set_pci_intx_level", ["device": 3, "intx": 0, "level": 0])
         for _ in 0..<6 { interrupts.op("remote_shutdown", ["reason": 1]) }

@@ -19,7 +19,8 @@ func sandboxQemuLikeSession(_ client: BrokerClient) throws {
         _ = try client.perform("set_isa_irq_level", ["isa_irq": 4, "level": level])
         _ = try client.perform("set_pci_intx_level", ["device": 3, "intx": 0, "level": level])
     }
-    _ = try client.perform("inject_msi", ["addr": 0xfee0_0000, "data": 0x4041])
+    // (QEMU passes the offset in its APIC MSI window, as a real guest showed)
+    _ = try client.perform("inject_msi", ["addr": 0x3_5000, "data": 0x4041])
     _ = try client.trackDirtyVram(firstPfn: 0xf0000, pages: 64)
     // Refusals: not in the policy, another domid, the XSA-506 shape.
     #expect(try client.invoke("inject_event", ["vcpuid": 0, "vector": 14, "type": 3]).result != 0)
