@@ -564,6 +564,24 @@ static void close_from(int lowfd)
 }
 
 /* In the grandchild: fds 3 and 4, nothing else above stderr, then exec. */
+/*
+ * libxl's RLIMIT_FSIZE (256 KiB for a restricted device model) is meant for
+ * QEMU. Inherited by the broker, it would fill the audit file within about a
+ * thousand lines, after which the broker refuses every DMOP and the guest
+ * stops. The broker sets its own limit when it confines itself (the audit
+ * file's size at start plus a margin, dmop-broker(8)). Raising the hard
+ * limit needs root, which the broker has until then; without it the
+ * inherited limit stays and the broker says so when its file fills.
+ */
+static void lift_file_size_limit(void)
+{
+    struct rlimit unlimited = { RLIM_INFINITY, RLIM_INFINITY };
+
+    if (setrlimit(RLIMIT_FSIZE, &unlimited) < 0)
+        fprintf(stderr, "dmop-qemu-wrapper: cannot lift the file-size limit "
+                "for dmop-broker: %s\n", strerror(errno));
+}
+
 static void exec_broker(const struct config *c, const struct qemu_args *q, int sock, int ready)
 {
     const char *argv[24 + MAX_BROKER_ARGS];
@@ -608,6 +626,7 @@ static void exec_broker(const struct config *c, const struct qemu_args *q, int s
     for (int k = 0; k < c->n_broker_args; k++)
         argv[i++] = c->broker_args[k];
     argv[i] = NULL;
+    lift_file_size_limit();
     execv(c->broker, (char *const *)argv);
     fprintf(stderr, "dmop-qemu-wrapper: cannot exec %s: %s\n", c->broker,
             strerror(errno));

@@ -438,6 +438,30 @@ struct ClientLibraryTests {
     /// QEMU gets the RLIMIT_FSIZE its largest display surface needs: the
     /// 640x480 placeholder without a display device, 8 bytes per byte of
     /// VRAM with one; never unlimited, whatever the wrapper inherited.
+    /// libxl gives a restricted device model RLIMIT_FSIZE 256 KiB; the broker
+    /// must not inherit it (its audit file would fill and stop the guest's
+    /// DMOPs after about a thousand lines): it runs with no inherited limit
+    /// and sets its own when it confines itself. Only the soft limit is set
+    /// here: raising a hard limit needs CAP_SYS_RESOURCE, which root in this
+    /// test sandbox lacks (on a Xen host the wrapper, as root, has it).
+    @Test(.enabled(if: geteuid() == 0)) func wrapperLiftsLibxlsFileSizeLimitForTheBroker() throws {
+        let fixture = try ClientLibraryFixture.get()
+        let dir = try fixture.scratch("brokerfsize")
+        let seen = dir.appendingPathComponent("broker-fsize").path
+        let script = dir.appendingPathComponent("broker.sh").path
+        try "#!/bin/sh\nulimit -f > '\(seen)'\nexec \(broker) \"$@\"\n"
+            .write(toFile: script, atomically: true, encoding: .utf8)
+        chmod(script, 0o755)
+        let run = try ProcessRun.run("/usr/bin/prlimit",
+                                     ["--fsize=262144:unlimited", "--", ClientLibraryFixture.wrapperPath]
+                                         + wrapperArguments(fixture, broker: script) + Self.libxlArguments,
+                                     environment: ["FAKE_QEMU_LIBDIR": fixture.libraryDirectory.path])
+        #expect(run.status == 0, "\(run)")
+        let limit = (try? String(contentsOfFile: seen, encoding: .utf8)) ?? ""
+        #expect(limit.trimmingCharacters(in: .whitespacesAndNewlines) == "unlimited",
+                "the broker started with RLIMIT_FSIZE \(limit) (libxl's 256 KiB)")
+    }
+
     @Test func wrapperSetsTheDisplaySurfaceFileSizeLimit() throws {
         let fixture = try ClientLibraryFixture.get()
         let dir = try fixture.scratch("fsize")
