@@ -9,7 +9,11 @@
 #   xq-plain  baseline: qemu-xen as libxl runs it, dm_restrict=1, no broker
 #   xq-brk    SeaBIOS, vga="none", QEMU under dmop-qemu-wrapper
 #   xq-vga    SeaBIOS, vga="stdvga", QEMU under dmop-qemu-wrapper
-#   xq-nomap  like xq-brk with a policy that lacks map_io_range_to_ioreq_server
+#   xq-nomap  like xq-brk; wrapper.conf's policy.xq-nomap gives its broker a
+#             policy that lacks map_io_range_to_ioreq_server
+# Each broker must run as uid and gid user-range-base + domid (wrapper.conf)
+# with its guest's policy, and xq-nomap's broker must differ from the others
+# in both.
 # Results are "TEST <name> PASS|FAIL <detail>" lines in /xq-out/results.txt
 # (also on the console); the host reads /xq-out from the disk image after
 # the VM has powered off. XQ-END on the console marks a complete run.
@@ -180,6 +184,14 @@ run_guest() {
             else
                 fail $label.broker-confined "broker pid $BPID: Seccomp ${sec:-?}, uids ${uids:-?}, privcmd fds $pc"
             fi
+            want_id=$((RANGE_BASE + DOMID))
+            gids=$(awk '/^Gid:/ { print $2, $3, $4, $5 }' $st)
+            if [ "$uids" = "$want_id $want_id $want_id $want_id" ] && [ "$gids" = "$uids" ]; then
+                pass $label.broker-uid "broker runs as uid and gid $want_id (user-range-base $RANGE_BASE + domid $DOMID)"
+            else
+                fail $label.broker-uid "broker uids $uids, gids $gids; want $want_id (user-range-base $RANGE_BASE + domid $DOMID)"
+            fi
+            echo "$label uid=${uids%% *}" >>$OUT/per-guest.txt
             ppid=$(awk '/^PPid:/ { print $2 }' $st)
             [ "$ppid" = 1 ] && pass $label.broker-detached "broker's parent is init, not QEMU" ||
                 fail $label.broker-detached "broker's parent is pid $ppid"
@@ -212,6 +224,19 @@ audit_checks() {
     name=$1 expect=$2 broker=$3 label=${4:-$1}
     f=$OUT/qemu-dm-$name.log
     [ "$broker" = 1 ] || return 0
+    # The start line: policy=PATH (quoted only when PATH needs it), the one
+    # wrapper.conf gives this guest.
+    case $name in
+    xq-nomap) want_policy=/etc/dmop-broker/xq-nomap.policy ;;
+    *) want_policy=/etc/dmop-broker/qemu-xen.policy ;;
+    esac
+    started=$(grep -m1 'starting version=' $f | sed -n 's/.* policy=\("[^"]*"\|[^ ]*\) .*/\1/p' | tr -d '"')
+    if [ -n "$started" ] && [ "$started" = "$want_policy" ]; then
+        pass $label.broker-policy "the broker's start line names policy=$started"
+    else
+        fail $label.broker-policy "the broker's start line names policy=${started:-none}; want $want_policy"
+    fi
+    echo "$label policy=${started:-none}" >>$OUT/per-guest.txt
     fwd=$(grep -c 'verdict=forward' $f)
     bad=$(grep 'verdict=forward' $f | grep -vc ' rc=0 ')
     ref=$(grep -c 'verdict=refuse' $f)
@@ -273,6 +298,7 @@ guest_hook() {
     fi
 }
 
+RANGE_BASE=$(sed -n 's/^user-range-base *= *//p' /etc/dmop-broker/wrapper.conf)
 for g in $(echo "${xq_guests:-plain+brk+vga+nomap}" | tr + ' '); do
     case $g in
     # Stock dm_restrict does not boot on trixie (SIGXFSZ): there it is the baseline.
@@ -293,5 +319,18 @@ for g in $(echo "${xq_guests:-plain+brk+vga+nomap}" | tr + ' '); do
     *) fail dom0.guests "unknown guest $g" ;;
     esac
 done
+# One wrapper.conf, two brokers set apart: xq-nomap's and a booting guest's.
+if grep -q '^xq-nomap ' $OUT/per-guest.txt 2>/dev/null && grep -q -E '^xq-(brk|vga) ' $OUT/per-guest.txt; then
+    other=$(grep -m1 -o -E '^xq-(brk|vga)' $OUT/per-guest.txt)
+    a=$(grep "^xq-nomap " $OUT/per-guest.txt | cut -d' ' -f2 | sort | tr '\n' ' ')
+    b=$(grep "^$other " $OUT/per-guest.txt | cut -d' ' -f2 | sort | tr '\n' ' ')
+    ua=$(echo "$a" | grep -o 'uid=[0-9]*') ub=$(echo "$b" | grep -o 'uid=[0-9]*')
+    pa=$(echo "$a" | grep -o 'policy=[^ ]*') pb=$(echo "$b" | grep -o 'policy=[^ ]*')
+    if [ -n "$ua" ] && [ -n "$ub" ] && [ "$ua" != "$ub" ] && [ -n "$pa" ] && [ "$pa" != "$pb" ]; then
+        pass per-guest.differ "one wrapper.conf: xq-nomap's broker $a, $other's $b"
+    else
+        fail per-guest.differ "xq-nomap's broker $a, $other's $b: want both uid and policy to differ"
+    fi
+fi
 echo "XQ-COUNT $(grep -c . $OUT/results.txt)" | tee $OUT/count.txt
 finish
