@@ -322,8 +322,8 @@ done
 # One wrapper.conf, two brokers set apart: xq-nomap's and a booting guest's.
 if grep -q '^xq-nomap ' $OUT/per-guest.txt 2>/dev/null && grep -q -E '^xq-(brk|vga) ' $OUT/per-guest.txt; then
     other=$(grep -m1 -o -E '^xq-(brk|vga)' $OUT/per-guest.txt)
-    a=$(grep "^xq-nomap " $OUT/per-guest.txt | cut -d' ' -f2 | sort | tr '\n' ' ')
-    b=$(grep "^$other " $OUT/per-guest.txt | cut -d' ' -f2 | sort | tr '\n' ' ')
+    a=$(grep "^xq-nomap " $OUT/per-guest.txt | cut -d' ' -f2 | sort | paste -s -d' ')
+    b=$(grep "^$other " $OUT/per-guest.txt | cut -d' ' -f2 | sort | paste -s -d' ')
     ua=$(echo "$a" | grep -o 'uid=[0-9]*') ub=$(echo "$b" | grep -o 'uid=[0-9]*')
     pa=$(echo "$a" | grep -o 'policy=[^ ]*') pb=$(echo "$b" | grep -o 'policy=[^ ]*')
     if [ -n "$ua" ] && [ -n "$ub" ] && [ "$ua" != "$ub" ] && [ -n "$pa" ] && [ "$pa" != "$pb" ]; then
