@@ -1,0 +1,269 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# PID 1 of the dom0 that scripts/xen-guest-test boots. Starts the toolstack,
+# a bridge with an HTTP server for the guest's network phase, then runs the
+# Linux HVM guest of guest-init.sh twice with dm_restrict=1: xg-plain (QEMU
+# as libxl runs it, the baseline) and xg-brk (QEMU under dmop-qemu-wrapper),
+# the latter saved, restored and migrated to this same host mid-workload.
+# Both QEMUs run with dmop-calltrace.so preloaded (qemu-traced), so what
+# QEMU asked of libxendevicemodel can be held against the broker's audit.
+# Writes /xg-out: results.txt ("TEST <name> PASS|FAIL <detail>"), phase
+# marks and traces for the host-side report; XG-END on the console.
+# Settings (kernel command line): xg_guests (default plain+brk), xg_wait
+# (seconds per guest, default 600), xg_migrate (1: also xl migrate).
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/xen-4.17/bin
+OUT=/xg-out
+XG=/var/lib/xen/xg
+for m in proc:/proc sysfs:/sys devtmpfs:/dev devpts:/dev/pts tmpfs:/dev/shm tmpfs:/run tmpfs:/tmp; do
+    mkdir -p ${m#*:}
+    mount -t ${m%%:*} ${m%%:*} ${m#*:} 2>/dev/null
+done
+mount -o remount,rw /
+dmesg -n 1
+rm -rf $OUT
+mkdir -p $OUT
+up() { cut -d' ' -f1 /proc/uptime; }
+since() { awk -v a="$1" -v b="$(up)" 'BEGIN { printf "%.2f", b - a }'; }
+say() { echo "XG[$(up)] $*"; }
+result() { echo "TEST $1 $2 $3" | tee -a $OUT/results.txt; }
+fail() { result "$1" FAIL "$2"; }
+check() { # check NAME STATUS DETAIL: PASS when STATUS is 0
+    if [ "$2" = 0 ]; then result "$1" PASS "$3"; else fail "$1" "$3"; fi
+}
+end_run() {
+    say "XG-END"
+    cp -a /var/log/xen/. $OUT/ 2>/dev/null
+    sync
+    reboot -f
+    sleep 10
+    echo b >/proc/sysrq-trigger
+}
+
+for m in xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc tun bridge; do
+    modprobe $m || say "modprobe $m failed"
+done
+mkdir -p /proc/xen /run/xen /run/xenstored /var/log/xen
+mount -t xenfs xenfs /proc/xen
+rm -f /var/log/xen/*
+ip link set lo up
+XENSTORED_ROOTDIR=/run/xenstored xenstored --pid-file /run/xenstored.pid
+n=0
+until xenstore-read -s / >/dev/null 2>&1 || [ $n -ge 300 ]; do n=$((n + 1)); sleep 0.1; done
+xen-init-dom0 >/dev/null 2>&1
+xenconsoled --pid-file /run/xenconsoled.pid --log=guest --log-dir=/var/log/xen
+XENVERSION=$(xl info 2>/dev/null | sed -n 's/^xen_version *: *//p')
+if [ -z "$XENVERSION" ]; then
+    fail dom0.toolstack "xl info failed"
+    end_run
+fi
+result dom0.toolstack PASS "Xen $XENVERSION, qemu-system-xen $(dpkg-query -W -f='${Version}' qemu-system-xen)"
+export LIBXL_DEVICE_MODEL_START_TIMEOUT=600
+
+# The guests' network: a bridge, the guest's tap joins it when QEMU creates it.
+ip link add xgbr0 type bridge
+ip addr add 10.9.0.1/24 dev xgbr0
+ip link set xgbr0 up
+mkdir -p $XG/www/cgi-bin
+head -c $((${xg_net_mb:-4} * 1048576)) /dev/urandom >$XG/www/blob
+BLOB=$(md5sum <$XG/www/blob | cut -d' ' -f1)
+cat >$XG/www/cgi-bin/up <<'EOS'
+#!/bin/sh
+head -c "$CONTENT_LENGTH" >/var/lib/xen/xg/upload.bin
+printf 'Content-Type: text/plain\r\n\r\n'
+md5sum </var/lib/xen/xg/upload.bin | cut -d' ' -f1
+EOS
+chmod +x $XG/www/cgi-bin/up
+busybox httpd -p 10.9.0.1:8080 -h $XG/www
+join_taps() {
+    for t in /sys/class/net/tap*; do
+        [ -e "$t" ] || continue
+        [ -e "$t/master" ] && continue
+        ip link set "$(basename "$t")" master xgbr0 && ip link set "$(basename "$t")" up
+    done
+}
+
+dm_pid() { pgrep -f -- "^/usr/libexec/xen-qemu-system-i386 .*-xen-domid $1 " | head -1; }
+broker_pid() { pgrep -f -- "dmop-broker serve --domid $1 " | head -1; }
+# (after xl migrate the console log of the received domain is named after
+# its name while it was being received)
+console() { cat /var/log/xen/guest-$1.log /var/log/xen/guest-$1--incoming.log 2>/dev/null | tr -d '\r'; }
+guest_result() { console "$1" | sed -n "s/^XG RESULT $2=//p" | tail -1; }
+
+# confinement NAME DOMID: QEMU filtered with the broker's library, the broker
+# confined on the real privcmd.
+confinement() {
+    q=$(dm_pid $2)
+    b=$(broker_pid $2)
+    qsec=$(awk '/^Seccomp:/ { print $2 }' /proc/$q/status 2>/dev/null)
+    grep -q ' /usr/lib/dmop-broker/libxendevicemodel.so.1$' /proc/$q/maps 2>/dev/null
+    check $1.qemu-confined $(
+        [ "$qsec" = 2 ] && grep -q ' /usr/lib/dmop-broker/libxendevicemodel.so.1$' /proc/$q/maps 2>/dev/null
+        echo $?
+    ) "QEMU pid ${q:-none} ($(ps -o user= -p ${q:-1} 2>/dev/null)) Seccomp ${qsec:-?}, broker's libxendevicemodel mapped"
+    if [ -z "$b" ]; then
+        fail $1.broker-confined "no dmop-broker serve --domid $2"
+        return
+    fi
+    bsec=$(awk '/^Seccomp:/ { print $2 }' /proc/$b/status)
+    uids=$(awk '/^Uid:/ { print $2, $3, $4, $5 }' /proc/$b/status)
+    pc=$(for f in /proc/$b/fd/*; do readlink $f; done | grep -c '^/dev/xen/privcmd$')
+    check $1.broker-confined $(
+        [ "$bsec" = 2 ] && [ "$pc" -ge 1 ] && ! echo " $uids " | grep -q ' 0 '
+        echo $?
+    ) "broker pid $b for domid $2: Seccomp $bsec, uids $uids ($(ps -o user= -p $b)), $pc privcmd fd"
+    echo "$b" >>$OUT/brokers-$1.txt
+}
+
+# save_restore NAME: xl save mid-workload, xl restore (a new domid, so the
+# wrapper starts a new broker), then optionally xl migrate to this host.
+save_restore() {
+    name=$1
+    old=$(xl domid $name)
+    oldb=$(broker_pid $old)
+    sleep 2
+    T=$(up)
+    xl save $name $XG/$name.save >/var/log/xen/xl-save.log 2>&1
+    rc=$?
+    check sr.save $rc "xl save of domid $old rc=$rc in $(since $T)s ($(du -m $XG/$name.save 2>/dev/null | cut -f1) MiB; log xl-save.log)"
+    [ $rc = 0 ] || return 1
+    n=0
+    while [ -n "$oldb" ] && [ -d /proc/$oldb ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+    check sr.old-broker-exits $([ -z "$oldb" ] || [ ! -d /proc/$oldb ]; echo $?) "broker ${oldb:-none} of the saved domid $old gone"
+    move_guest sr.restore "$old" xl restore $XG/$name.save || return 1
+    rm -f $XG/$name.save
+    [ "${xg_migrate:-1}" = 1 ] || return 0
+    sleep 3
+    # -s "": the receiving side is this host's own xl, no ssh. Live
+    # migration is tried, not required: when it fails, a NOTE line says
+    # what stopped it (xl resumes the guest where it was).
+    MOVE_FAILED=note
+    move_guest migrate.localhost "$(xl domid $name)" xl -v migrate -s "" $name "xl migrate-receive"
+    MOVE_FAILED=""
+}
+
+# move_guest TEST OLD-DOMID COMMAND...: xl restore or xl migrate; the guest
+# must come back under a new domid with a new, confined broker.
+move_guest() {
+    test=$1 old=$2
+    shift 2
+    T=$(up)
+    "$@" >/var/log/xen/$test.log 2>&1
+    rc=$?
+    new=$(xl domid $name 2>/dev/null)
+    if [ -n "${MOVE_FAILED:-}" ] && { [ $rc != 0 ] || [ -z "$new" ]; }; then
+        echo "NOTE $test failed, rc=$rc: $(grep -i -E 'error|fail|cannot' /var/log/xen/$test.log | head -4 | tr '\n' ' ')" | tee -a $OUT/notes.txt
+        return 1
+    fi
+    check $test $rc "$* rc=$rc in $(since $T)s: domid $old -> ${new:-none} (log $test.log$([ $rc = 0 ] || grep -i -m2 -E 'error|fail' /var/log/xen/$test.log | sed 's/^/: /' | tr '\n' ' '))"
+    [ $rc = 0 ] && [ -n "$new" ] && [ "$new" != "$old" ] || return 1
+    echo "$test $old $new $(up)" >>$OUT/domids.txt
+    join_taps
+    confinement $test $new
+}
+
+# run_guest NAME BROKER(0|1): the workload from xl create to power-off.
+run_guest() {
+    name=$1 broker=$2
+    : >$OUT/phases-$name.txt
+    T0=$(up)
+    xl -vvv create /etc/xen/$name.cfg >/var/log/xen/xl-create-$name.log 2>&1
+    rc=$?
+    domid=$(xl domid $name 2>/dev/null)
+    if [ $rc != 0 ] || [ -z "$domid" ]; then
+        fail $name.create "xl create rc=$rc (log xl-create-$name.log)"
+        tail -n 20 /var/log/xen/xl-create-$name.log
+        return
+    fi
+    result $name.create PASS "domid $domid, xl create returned in $(since $T0)s"
+    echo "create - $domid $T0" >$OUT/domids.txt
+    seen=" " vnc=""
+    while :; do
+        join_taps
+        log=$(console $name)
+        for p in $(echo "$log" | sed -n 's/^XG PHASE //p'); do
+            case "$seen" in *" $p "*) continue ;; esac
+            seen="$seen$p "
+            echo "$p $(up)" >>$OUT/phases-$name.txt
+            say "[$name] phase $p"
+            case $p in
+            probe) [ "$broker" = 1 ] && confinement $name $domid ;;
+            display)
+                vnc-watch 127.0.0.1 5900 $OUT/frame-$name.raw >$OUT/vnc-$name.txt 2>&1 &
+                vnc=$!
+                ;;
+            sr) [ "$broker" = 1 ] && save_restore $name; touch $XG/www/sr-done ;;
+            esac
+        done
+        if [ -n "$vnc" ] && echo "$log" | grep -q '^XG DRAWN'; then
+            sleep 3
+            kill $vnc
+            wait $vnc
+            vnc=""
+        fi
+        echo "$log" | grep -q '^XG DONE' && break
+        xl list $name >/dev/null 2>&1 || break
+        if xl list $name 2>/dev/null | awk 'NR == 2 { exit $5 !~ /c/ }'; then
+            fail $name.finished "the guest crashed; last console lines: $(echo "$log" | grep -v '^ *$' | tail -3 | tr '\n' ' ')"
+            break
+        fi
+        awk -v a="$T0" -v b="$(up)" -v w="${xg_wait:-600}" 'BEGIN { exit !(b - a >= w) }' && {
+            fail $name.finished "no XG DONE within ${xg_wait:-600}s; last console line: $(echo "$log" | tail -1)"
+            break
+        }
+        sleep 0.2
+    done
+    echo "DONE $(up)" >>$OUT/phases-$name.txt
+    [ -n "$vnc" ] && kill $vnc
+    log=$(console $name)
+    echo "$log" | grep -q '^XG DONE' && result $name.finished PASS "workload complete $(since $T0)s after xl create"
+    # The guest powers off (on_poweroff = destroy): QEMU and the brokers go.
+    n=0
+    while xl list $name >/dev/null 2>&1 && [ $n -lt 100 ]; do sleep 0.2; n=$((n + 1)); done
+    xl list $name >/dev/null 2>&1 && xl destroy $name
+    if [ "$broker" = 1 ]; then
+        sleep 2
+        left=$(for b in $(cat $OUT/brokers-*.txt 2>/dev/null); do [ -d /proc/$b ] && echo $b; done)
+        all=$(pgrep -f 'dmop-broker serve' | tr '\n' ' ')
+        check $name.brokers-exit $([ -z "$left$all" ]; echo $?) "brokers $(cat $OUT/brokers-*.txt 2>/dev/null | tr '\n' ' ')gone after the domain ended${all:+; still running: $all}"
+    fi
+    mv $OUT/domids.txt $OUT/domids-$name.txt
+    cp -a /var/log/xen/. $OUT/ 2>/dev/null
+    sync
+    cp /var/log/xen/guest-$name.log $OUT/console-$name.txt 2>/dev/null
+    # The guest's own checks, from its console.
+    r=$(guest_result $name probe.insmod-failed)
+    check $name.drivers $([ "$r" = none ]; echo $?) "modules that failed to load: ${r:-no result}; devices: $(guest_result $name probe.devices)"
+    for d in sda nvme0n1; do
+        r=$(guest_result $name disk.$d)
+        check $name.disk-$d $(case "$r" in match*) echo 0 ;; *) echo 1 ;; esac) "write + read back: ${r:-no result}"
+    done
+    r=$(guest_result $name net.down)
+    check $name.net-down $([ "$r" = "$BLOB" ]; echo $?) "dom0 -> guest ${xg_net_mb:-4} MiB over e1000: guest md5 ${r:-none}, dom0 md5 $BLOB"
+    s=$(guest_result $name net.up-sent)
+    g=$(guest_result $name net.up-received)
+    d=$(md5sum <$XG/upload.bin 2>/dev/null | cut -d' ' -f1)
+    check $name.net-up $([ -n "$s" ] && [ "$s" = "$g" ] && [ "$s" = "$d" ]; echo $?) "guest -> dom0: guest sent md5 ${s:-none}, dom0 received md5 ${d:-none}"
+    rm -f $XG/upload.bin
+    want=$(cat /lib/xg-picture.md5)
+    drawn=$(guest_result $name display.drawn)
+    frame=$(md5sum <$OUT/frame-$name.raw 2>/dev/null | cut -d' ' -f1)
+    check $name.display $([ "$drawn" = "$want" ] && [ "$frame" = "$want" ]; echo $?) "mode $(guest_result $name display.mode): picture md5 $want, guest fb0 ${drawn:-none}, VNC frame ${frame:-none} ($(cat $OUT/vnc-$name.txt 2>/dev/null | tr '\n' ' '))"
+    if [ "$broker" = 1 ]; then
+        bad=$(echo "$log" | sed -n 's/^XG RESULT sr.round[0-9]*=//p' | grep -vc '^match/match$')
+        rounds=$(echo "$log" | grep -c '^XG RESULT sr.round')
+        check sr.workload $([ "$rounds" -gt 0 ] && [ "$bad" = 0 ]; echo $?) "$rounds disk rounds across save/restore/migrate, $bad mismatched"
+        r=$(guest_result $name sr.net-after)
+        check sr.network $([ "$r" = "$BLOB" ]; echo $?) "network after save/restore/migrate: guest md5 ${r:-none}, dom0 md5 $BLOB"
+    fi
+    rm -f $XG/www/sr-done
+}
+
+for g in $(echo "${xg_guests:-plain+brk}" | tr + ' '); do
+    case $g in
+    plain) run_guest xg-plain 0 ;;
+    brk) run_guest xg-brk 1 ;;
+    *) fail dom0.guests "unknown guest $g" ;;
+    esac
+done
+echo "XG-COUNT $(grep -c . $OUT/results.txt)" | tee $OUT/count.txt
+end_run

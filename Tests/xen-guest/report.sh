@@ -1,0 +1,130 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# report.sh OUT BROKER WORK: the host-side half of scripts/xen-guest-test,
+# run on what dom0 left in OUT (its xg-out directory):
+# - for every QEMU that served xg-brk (created, restored, migrated), its
+#   call trace (dmop-calltrace.so) against its broker's audit: the same
+#   DMOPs in the same order with the same results, none refused;
+# - per phase, the time with and without the broker and their ratio;
+# - per phase and op, the DMOP count, mean and peak rate (per second);
+# - the argument ranges QEMU used per op and field, and the policy that
+#   `dmop-broker policy learn` derives from the audit (WORK/learned-*).
+# Prints TEST lines and the tables on stdout.
+set -uo pipefail
+OUT=$1 BROKER=$2 WORK=$3
+
+# calls_of DOMID: "op rc" per call QEMU made (rc as Xen gave it: 0 or -errno)
+calls_of() {
+    sed -n 's/^[0-9.]* op=\([a-z_]*\) .* rc=\(-\{0,1\}[0-9]*\) errno=\([0-9]*\)$/\1 \2 \3/p' "$OUT/calltrace-$1.log" 2>/dev/null |
+        awk '{ print $1, ($2 == 0 ? 0 : -$3) }'
+}
+# audit_of DOMID: the broker's audit lines for that domid, in order.
+audit_of() {
+    cat "$OUT"/qemu-dm-xg-brk*.log* 2>/dev/null | grep -a " domid=$1 op=" | grep -av 'forwards:' || true
+}
+
+# ---- the broker forwarded every call QEMU made, with Xen's result ------------
+if [ -s "$OUT/domids-xg-brk.txt" ]; then
+    while read -r how _ domid _; do
+        calls=$(calls_of "$domid")
+        audit=$(audit_of "$domid")
+        forwarded=$(echo "$audit" | grep -a 'verdict=forward' | sed -n 's/.* op=\([a-z_]*\) verdict=forward .* rc=\(-\{0,1\}[0-9]*\) .*/\1 \2/p')
+        refused=$(echo "$audit" | grep -ac 'verdict=refuse')
+        n=$(echo "$calls" | grep -c .)
+        m=$(echo "$forwarded" | grep -c .)
+        name="xg-brk.$how.d$domid"
+        if [ "$n" -gt 0 ] && [ "$calls" = "$forwarded" ]; then
+            echo "TEST $name.audit-matches-trace PASS $n calls QEMU made, each forwarded in order with the result Xen gave ($(echo "$calls" | awk '{ c[$1]++ } END { for (o in c) printf "%s %d, ", o, c[o] }' | sed 's/, $//'))"
+        else
+            first=$(diff <(echo "$calls") <(echo "$forwarded") | grep -m2 '^[<>]' | tr '\n' ' ')
+            echo "TEST $name.audit-matches-trace FAIL QEMU made $n calls, the audit shows $m forwarded; first difference: ${first:-none}"
+        fi
+        if [ "$refused" = 0 ]; then
+            echo "TEST $name.audit-no-refusal PASS no DMOP refused"
+        else
+            echo "TEST $name.audit-no-refusal FAIL $refused refused: $(echo "$audit" | grep -a 'verdict=refuse' | grep -o 'op=[a-z_]* verdict=refuse reason=[A-Z_]*' | sort | uniq -c | tr -s ' ' | tr '\n' ';')"
+        fi
+    done <"$OUT/domids-xg-brk.txt"
+    # One "session end" per broker: each QEMU's broker saw its QEMU go.
+    brokers=$(grep -c . "$OUT/domids-xg-brk.txt")
+    ends=$(cat "$OUT"/qemu-dm-xg-brk*.log* 2>/dev/null | grep -ac 'session end:')
+    if [ "$ends" -ge "$brokers" ] && [ "$brokers" -gt 0 ]; then
+        echo "TEST xg-brk.audit-session-ends PASS $brokers brokers, $ends \"session end\" lines ($(cat "$OUT"/qemu-dm-xg-brk*.log* | grep -a -o 'reason=[^ ]*' | sort | uniq -c | tr -s ' ' | tr '\n' ';'))"
+    else
+        echo "TEST xg-brk.audit-session-ends FAIL $brokers brokers, $ends \"session end\" lines"
+    fi
+fi
+
+# ---- per-phase windows ---------------------------------------------------------
+# windows NAME: "phase start end" in dom0 time; boot runs from xl create.
+windows() {
+    local t0
+    t0=$(awk '$1 == "create" { print $4 }' "$OUT/domids-$1.txt" 2>/dev/null)
+    [ -n "$t0" ] || return 0
+    { echo "boot $t0"; cat "$OUT/phases-$1.txt"; } | awk 'NR > 1 { print p, t, $2 } { p = $1; t = $2 }' | grep -v '^end '
+}
+# trace_of NAME: all call lines of the guest's QEMUs, "t op", time-ordered.
+trace_of() {
+    for d in $(awk '{ print $3 }' "$OUT/domids-$1.txt" 2>/dev/null); do
+        sed -n 's/^\([0-9.]*\) op=\([a-z_]*\) .*/\1 \2/p' "$OUT/calltrace-$d.log" 2>/dev/null
+    done | sort -n
+}
+gtime() { sed -n "s/^XG RESULT time\.$2=//p" "$OUT/console-$1.txt" 2>/dev/null | tail -1; }
+
+echo "---- time per phase (s): guest clock, boot from xl create to init on dom0's clock ----"
+printf '%-10s %10s %10s %8s\n' phase without with ratio
+for p in boot probe disk net display; do
+    if [ $p = boot ]; then
+        a=$(windows xg-plain | awk '$1 == "boot" { printf "%.2f", $3 - $2 }')
+        b=$(windows xg-brk | awk '$1 == "boot" { printf "%.2f", $3 - $2 }')
+    else
+        a=$(gtime xg-plain $p) b=$(gtime xg-brk $p)
+    fi
+    awk -v p=$p -v a="${a:-}" -v b="${b:-}" 'BEGIN { r = (a > 0 && b != "") ? sprintf("%.2f", b / a) : "-"; printf "%-10s %10s %10s %8s\n", p, a == "" ? "-" : a, b == "" ? "-" : b, r }'
+done | tee "$WORK/phase-times.txt"
+
+for g in xg-plain xg-brk; do
+    [ -s "$OUT/phases-$g.txt" ] || continue
+    echo "---- $g: DMOPs per phase and op (count, mean/s over the phase, peak in one second) ----"
+    trace_of $g >"$WORK/trace-$g.txt"
+    windows $g | while read -r ph a b; do
+        awk -v ph=$ph -v a=$a -v b=$b '$1 >= a && $1 < b {
+                c[$2]++; s = int($1); k = $2 " " s; per[k]++; if (per[k] > peak[$2]) peak[$2] = per[k]; n++ }
+            END { d = b - a; printf "%-8s %6.1fs %6d DMOPs\n", ph, d, n
+                for (o in c) printf "    %-34s %6d %8.1f/s %6d/s peak\n", o, c[o], c[o] / d, peak[o] }' "$WORK/trace-$g.txt" |
+            { read -r head; echo "$head"; sort -k2 -rn; }
+    done
+done
+
+# ---- argument ranges and the learned policy -------------------------------------
+if ls "$OUT"/calltrace-*.log >/dev/null 2>&1 && [ -s "$OUT/domids-xg-brk.txt" ]; then
+    for d in $(awk '{ print $3 }' "$OUT/domids-xg-brk.txt"); do cat "$OUT/calltrace-$d.log"; done |
+        awk 'function num(v,   i, x, c) { if (v !~ /^0x/) return v + 0
+                x = 0; for (i = 3; i <= length(v); i++) { c = index("0123456789abcdef", substr(tolower(v), i, 1)); x = x * 16 + c - 1 }
+                return x }
+            function hex(x,   s, d) { if (x == 0) return "0x0"; s = ""
+                while (x >= 1) { d = x % 16; s = substr("0123456789abcdef", d + 1, 1) s; x = (x - d) / 16 }
+                return "0x" s }
+            { op = ""; for (i = 2; i <= NF; i++) { split($i, kv, "="); k = kv[1]; v = kv[2]
+                if (k == "op") { op = v; n[op]++; continue }
+                if (k == "dom" || k == "rc" || k == "errno" || k == "sbdf" || v == "") continue
+                x = num(v); key = op " " k
+                if (!(key in lo) || x < lo[key]) lo[key] = x; if (!(key in hi) || x > hi[key]) hi[key] = x } }
+            END { for (key in lo) { split(key, a, " "); printf "%-34s %-16s %.0f..%.0f (%s..%s) in %d calls\n", a[1], a[2], lo[key], hi[key], hex(lo[key]), hex(hi[key]), n[a[1]] } }' |
+        sort >"$WORK/learned-xg-brk.ranges"
+    # The distinct calls (op and arguments, without results and counts): the
+    # evidence a unit test holds policy/qemu-xen.policy against.
+    for d in $(awk '{ print $3 }' "$OUT/domids-xg-brk.txt"); do cat "$OUT/calltrace-$d.log"; done |
+        sed -E 's/^[0-9.]+ //; s/ (dom|rc|errno|dirty|pages|largest_extent)=[^ ]*//g' | LC_ALL=C sort -u >"$WORK/learned-xg-brk.calls"
+    echo "---- xg-brk: argument ranges QEMU used (all its QEMUs) ----"
+    cat "$WORK/learned-xg-brk.ranges"
+    audits=()
+    # (the broker logs to stderr, the file libxl gives QEMU: a log the device
+    # model could write, which policy learn reads only when told to trust it)
+    for f in "$OUT"/qemu-dm-xg-brk*.log*; do [ -e "$f" ] && audits+=(--trust-log "$f"); done
+    if [ ${#audits[@]} -gt 0 ] && "$BROKER" policy learn "${audits[@]}" | sed "s|$OUT/||g" >"$WORK/learned-xg-brk.policy"; then
+        echo "---- xg-brk: dmop-broker policy learn ----"
+        cat "$WORK/learned-xg-brk.policy"
+    fi
+fi
+exit 0
