@@ -148,8 +148,32 @@ public final class AuditSink: @unchecked Sendable {
                 throw SystemError("\(channel) socket \(socket)", errno: ENAMETOOLONG)
             }
             withUnsafeMutableBytes(of: &address.pointee.sun_path) { $0.copyBytes(from: bytes) }
-            return AuditSink(channel: channel, fd: fd, address: address)
+            // A socket file outlives its daemon (a restored snapshot, a
+            // crash): say so at start rather than refuse every request.
+            guard let refusal = probe(address) else {
+                return AuditSink(channel: channel, fd: fd, address: address)
+            }
+            address.deallocate()
+            Glibc.close(fd)
+            throw SystemError("\(channel) socket \(socket): no daemon listens", errno: refusal)
         }
+    }
+
+    /// Whether a daemon receives on the datagram socket at `address`: nil
+    /// when a throwaway socket connects, else the errno.
+    private static func probe(_ address: UnsafeMutablePointer<sockaddr_un>) -> Int32? {
+        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return errno }
+        defer { Glibc.close(fd) }
+        let connected = address.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+        }
+        return connected == 0 ? nil : errno
+    }
+
+    /// Whether a daemon receives on the datagram socket at `path`.
+    public static func daemonListens(at path: String) -> Bool {
+        (try? open(.syslog(socket: path))) != nil
     }
 
     /// The flags of every open of a FILE channel, first and on SIGHUP; the

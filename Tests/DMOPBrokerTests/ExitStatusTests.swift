@@ -107,6 +107,26 @@ struct ExitStatusTests {
         }
     }
 
+    @Test("--audit-log syslog:SOCKET whose daemon is gone (the socket file left behind): refused at start, in words")
+    func staleLogSocket() throws {
+        let path = "/tmp/dmop-stale-\(getpid()).sock"
+        unlink(path)
+        defer { unlink(path) }
+        // Bound, then closed: the file stays, nothing receives on it.
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        close(fd)
+        try #require(bound == 0)
+        let result = try runBroker(Self.simulated + ["--socket-fd", "77", "--audit-log", "syslog:\(path)", "--allow-root"])
+        #expect(result.status == BrokerExit.auditLog.rawValue, "\(result)")
+        #expect(result.output.contains("no daemon listens: ECONNREFUSED"), "\(result.output)")
+    }
+
     @Test("--user with an unknown name: one line that names the option once")
     func unknownUser() throws {
         let result = try runBroker(Self.simulated + ["--listen", "/tmp/dmop-exit-\(getpid()).sock", "--user", "nosuchuser"])
