@@ -76,8 +76,15 @@ let package = Package(
         .target(name: "DMOPCore", dependencies: ["CXen"]),
         // Typed file descriptors, errno, SEQPACKET datagrams.
         .target(name: "DMOPPosix", dependencies: ["CPosix"]),
-        // The hypervisor interface: real privcmd and the simulated model.
+        // The hypervisor interface and the real privcmd backend.
         .target(name: "DMOPHypervisor", dependencies: ["DMOPCore", "DMOPPosix", "CXen"]),
+        // The simulated privcmd and Xen (--hypervisor simulated, tests):
+        // outside the broker's trusted code.
+        .target(name: "DMOPSimulation", dependencies: ["DMOPCore", "DMOPPosix", "DMOPHypervisor", "CXen"]),
+        // Whole-file reads and child processes for the tools, bench and tests.
+        .target(name: "DMOPTooling", dependencies: ["DMOPPosix"]),
+        // `dmop-broker policy learn`: a policy from audit logs and records.
+        .target(name: "DMOPPolicyLearning", dependencies: ["DMOPCore"]),
         // prctl, setres*id, close_range, the SIGSYS reporter: for DMOPSandbox.
         .target(name: "CSandbox", cSettings: hardenedC),
         // Privilege drop, fd hygiene, rlimits, seccomp.
@@ -89,11 +96,12 @@ let package = Package(
             "DMOPCore", "DMOPPosix", "DMOPHypervisor",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // Swift client API.
+        // Swift client API and the client's half of the wire codec.
         .target(name: "DMOPClient", dependencies: ["DMOPCore", "DMOPPosix"]),
 
         .executableTarget(name: "dmop-broker", dependencies: [
-            "CVersion", "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSandbox", "DMOPServer", "DMOPClient",
+            "CVersion", "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSimulation", "DMOPSandbox", "DMOPServer",
+            "DMOPClient", "DMOPTooling", "DMOPPolicyLearning",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], linkerSettings: hardenedLink),
@@ -117,20 +125,21 @@ let package = Package(
         // Benchmarks (issue 6): echo floor vs brokered round trip, decision,
         // start-up, memory. Loads the C library with dlopen, so no link to it.
         .executableTarget(name: "dmop-bench", dependencies: [
-            "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPClient", "DMOPServer", "CPosix",
+            "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSimulation", "DMOPClient", "DMOPServer", "DMOPTooling",
+            "CPosix",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Fuzz targets (issue 5): scripts/fuzz builds them with libFuzzer
         // (-DDMOP_FUZZING); a plain build gives replay tools for their inputs.
-        .executableTarget(name: "dmop-fuzz-decoder", dependencies: ["DMOPCore", "DMOPPosix"]),
+        .executableTarget(name: "dmop-fuzz-decoder", dependencies: ["DMOPCore", "DMOPPosix", "DMOPClient", "DMOPTooling"]),
         .executableTarget(name: "dmop-fuzz-request", dependencies: [
-            "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPServer", "CXen",
-            .product(name: "Logging", package: "swift-log"),
+            "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSimulation", "DMOPServer", "DMOPClient", "DMOPTooling",
+            "CXen", .product(name: "Logging", package: "swift-log"),
         ]),
 
         .testTarget(name: "DMOPBrokerTests", dependencies: [
-            "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSandbox", "DMOPServer", "DMOPClient", "CXen",
-            "dmop-broker", "dmop-qemu-wrapper", "CVersion",
+            "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSimulation", "DMOPSandbox", "DMOPServer", "DMOPClient",
+            "DMOPTooling", "DMOPPolicyLearning", "CXen", "dmop-broker", "dmop-qemu-wrapper", "CVersion",
         ]),
     ]
 )

@@ -11,12 +11,12 @@ import Glibc
 /// is not the first byte of a page: the kernel pins that one page, and Xen,
 /// told the size is 0, reads and writes nothing. The sizes Xen sees stay
 /// exactly what the client sent.
-final class ZeroLengthBacking {
+public final class ZeroLengthBacking {
     private let block: UnsafeMutableRawPointer
     /// An address inside `block` that is not page-aligned.
-    let address: UnsafeMutableRawPointer
+    public let address: UnsafeMutableRawPointer
 
-    init() {
+    public init() {
         block = UnsafeMutableRawPointer.allocate(byteCount: 2, alignment: 1)
         block.storeBytes(of: 0 as UInt16, as: UInt16.self)
         let pageSize = max(Int(sysconf(Int32(_SC_PAGESIZE))), 1)
@@ -28,7 +28,7 @@ final class ZeroLengthBacking {
 
     /// The pointer to hand the kernel for `buffer`.
     @inline(__always)
-    func pointer(for buffer: UnsafeMutableRawBufferPointer) -> UnsafeMutableRawPointer? {
+    public func pointer(for buffer: UnsafeMutableRawBufferPointer) -> UnsafeMutableRawPointer? {
         buffer.count == 0 ? address : buffer.baseAddress
     }
 }

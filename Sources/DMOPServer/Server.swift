@@ -143,9 +143,14 @@ public final class BrokerServer {
     /// Xen keeps an ioreq server until the domain dies and allows only a
     /// few per domain: the servers a session created go with it.
     private func destroyOwnedServers(_ session: Session) {
-        guard !session.owned.ids.isEmpty, let destroy = Catalogue.op(named: "destroy_ioreq_server") else { return }
+        guard !session.owned.ids.isEmpty, let destroy = Catalogue.op(named: "destroy_ioreq_server"),
+              let idField = destroy.ioreqServerField else { return }
         for id in session.owned.ids {
-            var header = destroy.encodeHeader(["id": UInt64(id)])
+            var header = [UInt8](repeating: 0, count: DMOPABI.opStructSize)
+            header.withUnsafeMutableBytes { bytes in
+                bytes.putLE32(destroy.number, at: DMOPABI.opOffset)
+                bytes.putLE16(id, at: idField.offset)
+            }
             let rc = header.withUnsafeMutableBytes { bytes in
                 withUnsafeTemporaryAllocation(of: UnsafeMutableRawBufferPointer.self, capacity: 1) { views in
                     views.initializeElement(at: 0, to: bytes)

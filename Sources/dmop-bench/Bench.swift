@@ -4,6 +4,8 @@ import DMOPClient
 import DMOPCore
 import DMOPHypervisor
 import DMOPPosix
+import DMOPSimulation
+import DMOPTooling
 import Glibc
 
 /// One measured round trip: does it once and returns the nanoseconds it

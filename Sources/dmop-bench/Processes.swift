@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 import DMOPPosix
+import DMOPTooling
 import Glibc
 
 /// Prints one line to stderr and exits 1: a benchmark that measured a

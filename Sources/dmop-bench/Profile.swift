@@ -3,6 +3,8 @@ import DMOPCore
 import DMOPHypervisor
 import DMOPPosix
 import DMOPServer
+import DMOPSimulation
+import DMOPTooling
 import Glibc
 import Logging
 

@@ -6,6 +6,7 @@
 // for set_pci_intx_level through the C library (the Swift client when the
 // library is not built), both processes pinned to one CPU.
 import DMOPPosix
+import DMOPTooling
 import Glibc
 
 let arguments = CommandLine.arguments

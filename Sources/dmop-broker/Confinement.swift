@@ -3,6 +3,7 @@ import ArgumentParser
 import DMOPHypervisor
 import DMOPSandbox
 import DMOPServer
+import DMOPSimulation
 import Glibc
 import Logging
 

@@ -3,6 +3,7 @@ import ArgumentParser
 import CVersion
 import DMOPCore
 import DMOPPosix
+import DMOPTooling
 import Glibc
 
 @main

@@ -3,6 +3,7 @@ import ArgumentParser
 import DMOPClient
 import DMOPCore
 import DMOPPosix
+import DMOPTooling
 import Glibc
 
 /// Starts a broker on the simulated hypervisor, plays what QEMU does for a

@@ -2,7 +2,10 @@
 import ArgumentParser
 import DMOPCore
 import DMOPHypervisor
+import DMOPPolicyLearning
 import DMOPPosix
+import DMOPSimulation
+import DMOPTooling
 import Glibc
 
 struct PolicyCommand: ParsableCommand {

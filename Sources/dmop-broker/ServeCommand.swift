@@ -6,6 +6,7 @@ import DMOPHypervisor
 import DMOPPosix
 import DMOPSandbox
 import DMOPServer
+import DMOPSimulation
 import Glibc
 import Logging
 

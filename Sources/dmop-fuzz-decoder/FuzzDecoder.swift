@@ -8,8 +8,10 @@
 // is how a crash file is reproduced under a debugger.
 //
 // A failed check calls abort(), which libFuzzer reports as a crash.
+import DMOPClient
 import DMOPCore
 import DMOPPosix
+import DMOPTooling
 import Glibc
 
 @_cdecl("LLVMFuzzerTestOneInput")

@@ -16,10 +16,13 @@
 //               (else policy/qemu-xen.policy); bit 2 attach an fd (SCM_RIGHTS)
 //               to the last datagram; bit 3 --peer-uid set to another uid
 //   then        repeated: u16 LE length, that many bytes (fewer at the end)
+import DMOPClient
 import DMOPCore
 import DMOPHypervisor
 import DMOPPosix
 import DMOPServer
+import DMOPSimulation
+import DMOPTooling
 import Glibc
 import Logging
 

@@ -5,6 +5,8 @@ import DMOPCore
 @testable import DMOPPosix
 import DMOPSandbox
 @testable import DMOPServer
+import DMOPSimulation
+import DMOPTooling
 import Foundation
 import Glibc
 import Logging

@@ -2,6 +2,7 @@
 import DMOPClient
 import DMOPCore
 import DMOPPosix
+import DMOPTooling
 import Foundation
 import Glibc
 

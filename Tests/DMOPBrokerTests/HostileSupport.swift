@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
+import DMOPClient
 import DMOPCore
 import DMOPPosix
+import DMOPTooling
 import Foundation
 import Glibc
 import Testing

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 import DMOPCore
+import DMOPPolicyLearning
 import Foundation
 import Testing
 

@@ -3,6 +3,7 @@ import DMOPClient
 import DMOPCore
 import DMOPPosix
 import DMOPSandbox
+import DMOPTooling
 import Foundation
 import Glibc
 import Testing

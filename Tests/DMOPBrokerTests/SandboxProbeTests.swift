@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 import DMOPPosix
 import DMOPSandbox
+import DMOPTooling
 import Foundation
 import Glibc
 import Testing

@@ -3,6 +3,7 @@ import CXen
 import DMOPClient
 import DMOPCore
 import DMOPHypervisor
+import DMOPSimulation
 import Foundation
 import Glibc
 import Testing

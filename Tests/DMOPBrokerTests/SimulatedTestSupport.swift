@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 import CXen
 import DMOPHypervisor
+import DMOPSimulation
 import Glibc
 
 /// Builds DMOP buffers from the C structs (as libxendevicemodel does) and

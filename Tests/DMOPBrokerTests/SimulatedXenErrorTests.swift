@@ -2,6 +2,7 @@
 import CXen
 import DMOPHypervisor
 import DMOPPosix
+import DMOPSimulation
 import Glibc
 import Testing
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 import CXen
 @testable import DMOPHypervisor
+@testable import DMOPSimulation
 import Glibc
 import Testing
 

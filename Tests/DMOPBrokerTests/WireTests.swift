@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: MIT
+import DMOPClient
 import DMOPCore
 import Testing
 

@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: MIT
+import DMOPCore
+
 /// Learns a minimal policy from what a device model really did, as
 /// audit2allow does for SELinux: run a session under a permissive policy (or
 /// the simulated hypervisor with --simulated-record), feed the audit log or

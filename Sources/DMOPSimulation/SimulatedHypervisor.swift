@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 import CXen
 import DMOPCore
+import DMOPHypervisor
 import DMOPPosix
 import Glibc
 

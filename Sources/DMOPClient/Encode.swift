@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: MIT
+import DMOPCore
+
 extension OpSpec {
     /// Buffer 0 for this op as libxendevicemodel builds it: a zeroed
     /// `struct xen_dm_op` of 32 bytes with `op` and the named payload

@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: MIT
+import DMOPPosix
+import Glibc
+
+public enum Files {
+    /// Reads a whole (small) file. Policies are a few KiB; anything over
+    /// `limit` is refused rather than read.
+    public static func read(_ path: String, limit: Int = 1 << 20) throws(SystemError) -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open \(path)") }
+        defer { close(fd) }
+        var result: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("read \(path)")
+            }
+            if n == 0 { return result }
+            result += chunk[0..<n]
+            if result.count > limit { throw SystemError("read \(path) (over \(limit) bytes)", errno: EFBIG) }
+        }
+    }
+
+    /// Writes all of `bytes` to `fd`, retrying short writes and EINTR.
+    public static func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws(SystemError) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("write")
+            }
+            offset += n
+        }
+    }
+
+    /// A directory stands for the (non-hidden) files in it, sorted; any other
+    /// path for itself. For tools that take "FILE|DIR" arguments.
+    public static func expandDirectory(_ path: String) -> [String] {
+        var info = stat()
+        guard stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR, let directory = opendir(path) else { return [path] }
+        defer { closedir(directory) }
+        var files: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name.hasPrefix(".") { continue }
+            files.append(path + "/" + name)
+        }
+        return files.sorted()
+    }
+
+    /// Path of the running executable.
+    public static func selfExecutable() -> String? {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = buffer.withUnsafeMutableBytes { readlink("/proc/self/exe", $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count - 1) }
+        guard n > 0 else { return nil }
+        return String(decoding: buffer[0..<n], as: UTF8.self)
+    }
+}
