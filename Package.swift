@@ -72,11 +72,15 @@ let package = Package(
         // The version for Swift code (dmop-broker --version, the start line).
         .target(name: "CVersion", cSettings: [versionDefine] + hardenedC),
 
-        // Pure: catalogue, wire codec, policy, decision. No OS calls.
-        .target(name: "DMOPCore", dependencies: ["CXen"]),
         // Typed file descriptors, errno, SEQPACKET datagrams.
         .target(name: "DMOPPosix", dependencies: ["CPosix"]),
-        // The hypervisor interface and the real privcmd backend.
+        // The trusted core (README "Trusted core"): what decides that only
+        // allowed DMOPs for the one domid reach the hypervisor, and the
+        // request handler and privcmd call that carry the decision out.
+        .target(name: "DMOPTrusted", dependencies: ["CXen", "DMOPPosix"]),
+        // Pure code beside it, not on the forward path: logfmt, Xen releases.
+        .target(name: "DMOPCore", dependencies: ["DMOPTrusted"]),
+        // Opening, restricting and proving the real privcmd.
         .target(name: "DMOPHypervisor", dependencies: ["DMOPCore", "DMOPPosix", "CXen"]),
         // The simulated privcmd and Xen (--hypervisor simulated, tests):
         // outside the broker's trusted code.

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 import CXen
 import DMOPPosix
+import DMOPTrusted
 import Glibc
 
 /// The real thing: Linux's `/dev/xen/privcmd` and its ioctls.
@@ -12,10 +13,7 @@ import Glibc
 /// is pinned to).
 public final class PrivcmdHypervisor: Hypervisor {
     public static let defaultPath = "/dev/xen/privcmd"
-    /// privcmd's dm_op_max_nr_bufs default: more descriptors than this never
-    /// reach the kernel (it would answer E2BIG), so the descriptor array has
-    /// a fixed bound.
-    public static let maxBuffers = 16
+    public static let maxBuffers = PrivcmdDMOp.maxBuffers
 
     public let kind = "privcmd"
     public let path: String
@@ -115,21 +113,6 @@ public final class PrivcmdHypervisor: Hypervisor {
     }
 
     public func dmOp(domid: UInt16, buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) -> Int32 {
-        let count = buffers.count
-        guard count <= Self.maxBuffers else { return -E2BIG }
-        // The descriptor array lives on the stack (at most 16 x 16 bytes).
-        return withUnsafeTemporaryAllocation(of: privcmd_dm_op_buf_t.self, capacity: Self.maxBuffers) { descriptors in
-            guard let first = descriptors.baseAddress else { return -ENOMEM }
-            for i in 0..<count {
-                let buffer = buffers[i]
-                (first + i).initialize(to: privcmd_dm_op_buf_t(uptr: zeroLength.pointer(for: buffer), size: buffer.count))
-            }
-            defer { (first).deinitialize(count: count) }
-            var op = privcmd_dm_op_t(dom: domid, num: UInt16(count), ubufs: UnsafePointer(first))
-            let rc = withUnsafeMutablePointer(to: &op) {
-                ioctl(descriptor.rawValue, cxen_ioctl_privcmd_dm_op(), UnsafeMutableRawPointer($0))
-            }
-            return rc < 0 ? -errno : rc
-        }
+        PrivcmdDMOp.call(fd: descriptor.rawValue, domid: domid, buffers: buffers, zeroLength: zeroLength)
     }
 }

@@ -47,9 +47,10 @@ public final class BrokerServer {
     private let replyBuffer: UnsafeMutableRawBufferPointer
     private let bufferMemory: (receive: ZeroedBuffer, reply: ZeroedBuffer)
 
-    /// Per broker, not per session: reconnecting gets no fresh tokens and
-    /// no fresh allowance of audit lines.
-    var limiter: RateLimiter
+    /// Decision, forward and reply of each request (the trusted core).
+    var handler: RequestHandler
+    /// Per broker, not per session: reconnecting gets no fresh allowance of
+    /// audit lines.
     var throttle: AuditThrottle
 
     public init(domid: UInt16, policy: Policy, hypervisor: any Hypervisor, peerUID: UInt32?, audit: Logger,
@@ -63,7 +64,7 @@ public final class BrokerServer {
         auditLines = AuditLineWriter.of(audit)
         self.auditOptions = auditOptions
         let now = cposix_monotonic_ns()
-        limiter = RateLimiter(policy: policy, now: now)
+        handler = RequestHandler(domid: domid, policy: policy, hypervisor: hypervisor, now: now)
         throttle = AuditThrottle(now: now)
         bufferMemory = (ZeroedBuffer(byteCount: Wire.maxRequestSize), ZeroedBuffer(byteCount: Wire.maxReplySize))
         receiveBuffer = bufferMemory.receive.bytes
@@ -270,66 +271,35 @@ public final class BrokerServer {
         }
     }
 
-    /// Decides, forwards if allowed, audits, and encodes the reply into
-    /// replyBuffer. Returns the reply's length.
+    /// Runs the request through the trusted handler, then audits and
+    /// counts what it did. Returns the reply's length (in replyBuffer).
     func handle(_ frame: RequestFrame, session: inout Session) -> Int {
         let started = cposix_monotonic_ns()
         session.requests += 1
-        let base = receiveBuffer.baseAddress!
-        let views = frame.buffers.map { UnsafeRawBufferPointer(start: base + $0.lowerBound, count: $0.count) }
-        let request = DMOPRequest(domid: frame.domid, buffers: views)
-        var decision = decide(restrictedDomid: domid, policy: policy, request: request, owned: session.owned)
-        let opName = request.opNumber.map { Catalogue.op(number: $0)?.name ?? "op\($0)" } ?? "-"
         writeSummaries(now: started)
         flushForwardCounts(session.peer, now: started, force: false)
-        if case .forward(let rule) = decision, rule.rateLimit != nil,
-           !limiter.admit(op: rule.op.number, now: started) {
-            decision = .refuse(.rateLimited, "\(rule.op.name): over \(rule.location)'s limit")
-        }
-        if case .forward = decision, auditRefusesForwards {
-            decision = .refuse(.auditUnavailable, "the audit log cannot take more forward lines (\(Errno.name(auditLines?.sink.lastError ?? 0)))")
-        }
+        let auditBlocked: Int32? = auditRefusesForwards ? (auditLines?.sink.lastError ?? 0) : nil
+        let handled = handler.handle(frame, in: receiveBuffer, owned: &session.owned, now: started,
+                                     auditBlocked: auditBlocked, reply: replyBuffer)
         counters.requests += 1
-
-        switch decision {
-        case .refuse(let reason, let detail):
+        switch handled.outcome {
+        case .refused(let reason, let detail):
             session.refused += 1
-            counters.refused[RequestCounters.slot(request.opNumber)] += 1
-            if reason == .rateLimited { counters.rateLimited += 1 }
-            let result = -reason.errno
+            counters.refused[RequestCounters.slot(handled.opNumber)] += 1
+            let opName = handled.opNumber.map { Catalogue.op(number: $0)?.name ?? "op\($0)" } ?? "-"
             // Bounded under a flood: rate-limit refusals are only counted, other
             // refusals are logged up to a number per interval, then counted.
             if reason == .rateLimited {
+                counters.rateLimited += 1
                 throttle.countRateLimited(op: opName)
             } else if throttle.admitRefusalLine(reason) {
-                auditRefusal(session.peer, frame.domid, opName, reason, result, elapsedMicros(since: started), detail)
+                auditRefusal(session.peer, frame.domid, opName, reason, -reason.errno, elapsedMicros(since: started), detail)
             }
-            return Wire.encodeReply(into: replyBuffer, domid: frame.domid, requestID: frame.requestID,
-                                    result: result, refusal: reason, returned: [])
-
-        case .forward(let rule):
+        case .forwarded(let rule, let rc):
             session.forwarded += 1
-            // The writable views on the stack: no heap allocation per request.
-            let rc = withUnsafeTemporaryAllocation(of: UnsafeMutableRawBufferPointer.self,
-                                                  capacity: frame.buffers.count) { mutable in
-                for (index, range) in frame.buffers.enumerated() {
-                    mutable.initializeElement(at: index, to: UnsafeMutableRawBufferPointer(start: base + range.lowerBound,
-                                                                                           count: range.count))
-                }
-                return hypervisor.dmOp(domid: frame.domid, buffers: UnsafeBufferPointer(mutable))
-            }
-            var returned: [(index: Int, bytes: UnsafeRawBufferPointer)] = []
-            if rc == 0 {
-                session.owned.update(after: rule.op, header: views[0])
-                // Only what the op writes back, and only on success: Xen copies
-                // nothing back on failure.
-                if rule.op.writesBackPayload { returned.append((0, views[0])) }
-                if case .dirtyBitmap = rule.op.extraBuffer { returned.append((1, views[1])) }
-            }
             auditForward(session.peer, frame.domid, rule.op, rule.location, rc, elapsedMicros(since: started))
-            return Wire.encodeReply(into: replyBuffer, domid: frame.domid, requestID: frame.requestID,
-                                    result: rc, refusal: nil, returned: returned)
         }
+        return handled.replyLength
     }
 
     private func violation(_ fd: Int32, _ violation: ProtocolViolation) -> SessionEnd {
