@@ -112,7 +112,14 @@ public final class PrivcmdHypervisor: Hypervisor {
         throw HypervisorError(step: .verifyRestriction, errno: rc >= 0 ? 0 : error, detail: detail)
     }
 
-    public func dmOp(domid: UInt16, buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) -> Int32 {
+    public func dmOp(_ allowed: AllowedDMOP) -> Int32 {
+        guard let domid = restrictedDomid, domid == allowed.domid else { return -EPERM }
+        return allowed.withWritableBuffers { ioctlDMOp(domid: domid, buffers: $0) }
+    }
+
+    /// IOCTL_PRIVCMD_DM_OP as given, with no check of its own: the kernel's
+    /// answers for tests.
+    public func ioctlDMOp(domid: UInt16, buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) -> Int32 {
         PrivcmdDMOp.call(fd: descriptor.rawValue, domid: domid, buffers: buffers, zeroLength: zeroLength)
     }
 }

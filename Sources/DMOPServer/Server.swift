@@ -53,18 +53,18 @@ public final class BrokerServer {
     /// audit lines.
     var throttle: AuditThrottle
 
-    public init(domid: UInt16, policy: Policy, hypervisor: any Hypervisor, peerUID: UInt32?, audit: Logger,
+    public init(policy: Policy, hypervisor: RestrictedHypervisor, peerUID: UInt32?, audit: Logger,
                 auditOptions: AuditOptions = AuditOptions(), helloTimeoutNanoseconds: UInt64? = nil) {
-        self.domid = domid
+        domid = hypervisor.domid
         self.policy = policy
-        self.hypervisor = hypervisor
+        self.hypervisor = hypervisor.hypervisor
         self.peerUID = peerUID
         self.helloTimeoutNanoseconds = helloTimeoutNanoseconds
         self.audit = audit
         auditLines = AuditLineWriter.of(audit)
         self.auditOptions = auditOptions
         let now = cposix_monotonic_ns()
-        handler = RequestHandler(domid: domid, policy: policy, hypervisor: hypervisor, now: now)
+        handler = RequestHandler(policy: policy, hypervisor: hypervisor, now: now)
         throttle = AuditThrottle(now: now)
         bufferMemory = (ZeroedBuffer(byteCount: Wire.maxRequestSize), ZeroedBuffer(byteCount: Wire.maxReplySize))
         receiveBuffer = bufferMemory.receive.bytes
@@ -144,19 +144,12 @@ public final class BrokerServer {
     /// Xen keeps an ioreq server until the domain dies and allows only a
     /// few per domain: the servers a session created go with it.
     private func destroyOwnedServers(_ session: Session) {
-        guard !session.owned.ids.isEmpty, let destroy = Catalogue.op(named: "destroy_ioreq_server"),
-              let idField = destroy.ioreqServerField else { return }
         for id in session.owned.ids {
             var header = [UInt8](repeating: 0, count: DMOPABI.opStructSize)
-            header.withUnsafeMutableBytes { bytes in
-                bytes.putLE32(destroy.number, at: DMOPABI.opOffset)
-                bytes.putLE16(id, at: idField.offset)
-            }
             let rc = header.withUnsafeMutableBytes { bytes in
-                withUnsafeTemporaryAllocation(of: UnsafeMutableRawBufferPointer.self, capacity: 1) { views in
-                    views.initializeElement(at: 0, to: bytes)
-                    return hypervisor.dmOp(domid: domid, buffers: UnsafeBufferPointer(views))
-                }
+                guard let allowed = allowSessionEndDestroy(restrictedDomid: domid, id: id, owned: session.owned,
+                                                           header: bytes) else { return -EINVAL }
+                return hypervisor.dmOp(allowed)
             }
             audit.notice("ioreq server destroyed at session end: peer_pid=\(session.peer.pid) domid=\(domid) id=\(id) rc=\(rc)")
         }

@@ -115,6 +115,13 @@ public final class SimulatedHypervisor: Hypervisor {
         throw HypervisorError(step: .verifyRestriction, errno: rc < 0 ? Int32(truncatingIfNeeded: -rc) : 0, detail: detail)
     }
 
+    public func dmOp(_ allowed: AllowedDMOP) -> Int32 {
+        guard isRestricted, restriction == allowed.domid else { return -EPERM }
+        return allowed.withWritableBuffers { dmOp(domid: restriction, buffers: $0) }
+    }
+
+    /// The call as a client of the kernel makes it, with the zero-length
+    /// backing of `PrivcmdHypervisor` and no other check of its own.
     public func dmOp(domid: UInt16, buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) -> Int32 {
         // The same substitution PrivcmdHypervisor makes before its ioctl.
         guard buffers.contains(where: { $0.count == 0 }) else { return ioctlDMOp(domid: domid, buffers: buffers) }

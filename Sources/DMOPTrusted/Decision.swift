@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: MIT
+import DMOPPosix
+
 /// A DMOP as the decision sees it: the target domid and the buffers, as
 /// sent. The buffers are views; the decision never writes.
 public struct DMOPRequest {
@@ -17,9 +19,47 @@ public struct DMOPRequest {
     }
 }
 
+/// A DMOP the decision allowed: the only thing a hypervisor backend takes.
+/// Its initializer is private to this file, so nothing but `decide` (and
+/// the session-end clean-up below) can make one.
+public struct AllowedDMOP: Equatable {
+    /// The rule that allowed it.
+    public let rule: PolicyRule
+    /// The broker's own restricted domid (the request named the same one).
+    public let domid: UInt16
+    /// The request's buffers, as sent, in the received datagram.
+    public let buffers: [UnsafeRawBufferPointer]
+
+    fileprivate init(rule: PolicyRule, domid: UInt16, buffers: [UnsafeRawBufferPointer]) {
+        self.rule = rule
+        self.domid = domid
+        self.buffers = buffers
+    }
+
+    /// Writable views of the buffers, on the stack, for the hypervisor to
+    /// write its results into.
+    public func withWritableBuffers<R>(_ body: (UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) -> R) -> R {
+        withUnsafeTemporaryAllocation(of: UnsafeMutableRawBufferPointer.self, capacity: buffers.count) { mutable in
+            for (index, buffer) in buffers.enumerated() {
+                // SAFETY: the buffers view the broker's own writable memory
+                // (its receive buffer, or the clean-up's header), and
+                // `mutable` has room for exactly buffers.count views.
+                mutable.initializeElement(at: index, to: UnsafeMutableRawBufferPointer(mutating: buffer))
+            }
+            return body(UnsafeBufferPointer(mutable))
+        }
+    }
+
+    public static func == (lhs: AllowedDMOP, rhs: AllowedDMOP) -> Bool {
+        lhs.rule == rhs.rule && lhs.domid == rhs.domid
+            && lhs.buffers.map(\.baseAddress) == rhs.buffers.map(\.baseAddress)
+            && lhs.buffers.map(\.count) == rhs.buffers.map(\.count)
+    }
+}
+
 public enum Decision: Equatable {
-    /// May reach the hypervisor; the rule that allowed it.
-    case forward(PolicyRule)
+    /// May reach the hypervisor, as this.
+    case forward(AllowedDMOP)
     /// Must not; why.
     case refuse(ReasonCode, String)
 
@@ -27,6 +67,40 @@ public enum Decision: Equatable {
         if case .forward = self { return true }
         return false
     }
+}
+
+/// The gate of the request path: `decide`, then the rule's rate limit, then
+/// the audit log's state (`auditBlocked`: the errno of an audit log that can
+/// take no more forward lines, nil when it can). A forward uses up a token.
+public func decide(restrictedDomid: UInt16, policy: Policy, request: DMOPRequest, owned: OwnedIoreqServers,
+                   limiter: inout RateLimiter, now: UInt64, auditBlocked: Int32?) -> Decision {
+    let decision = decide(restrictedDomid: restrictedDomid, policy: policy, request: request, owned: owned)
+    guard case .forward(let allowed) = decision else { return decision }
+    let rule = allowed.rule
+    if rule.rateLimit != nil, !limiter.admit(op: rule.op.number, now: now) {
+        return .refuse(.rateLimited, "\(rule.op.name): over \(rule.location)'s limit")
+    }
+    if let error = auditBlocked {
+        return .refuse(.auditUnavailable, "the audit log cannot take more forward lines (\(Errno.name(error)))")
+    }
+    return decision
+}
+
+/// The broker's own clean-up when a session ends: destroy_ioreq_server for
+/// a server that session created, whatever the policy says (Xen keeps a
+/// server until the domain dies). Writes the call into `header`, a zeroed
+/// buffer of `DMOPABI.opStructSize` bytes; nil when `id` is not the
+/// session's or the catalogue lacks the op.
+public func allowSessionEndDestroy(restrictedDomid: UInt16, id: UInt16, owned: OwnedIoreqServers,
+                                   header: UnsafeMutableRawBufferPointer) -> AllowedDMOP? {
+    guard owned.contains(id), header.count == DMOPABI.opStructSize,
+          let op = Catalogue.op(named: "destroy_ioreq_server"), case .destroys(let idField) = op.ioreqServerEffect else {
+        return nil
+    }
+    header.putLE32(op.number, at: DMOPABI.opOffset)
+    header.putLE16(id, at: idField.offset)
+    let rule = PolicyRule(op: op, line: 0, conditions: [], location: "session end")
+    return AllowedDMOP(rule: rule, domid: restrictedDomid, buffers: [UnsafeRawBufferPointer(header)])
 }
 
 /// The one question of the trusted core: may this request reach the
@@ -37,7 +111,7 @@ public enum Decision: Equatable {
 /// The checks run cheapest and most fundamental first: the target domain,
 /// then the op and the policy, then the buffers' shape, then must-be-zero
 /// fields, then the policy's argument conditions, then ownership.
-/// (Rate limits are time, not input: the server applies them after.)
+/// (Rate limits are time, not input: the gate above applies them after.)
 public func decide(restrictedDomid: UInt16, policy: Policy, request: DMOPRequest,
                    owned: OwnedIoreqServers = OwnedIoreqServers()) -> Decision {
     // Reserved domids (DOMID_SELF, DOMID_INVALID...) are never a guest: the
@@ -82,7 +156,7 @@ public func decide(restrictedDomid: UInt16, policy: Policy, request: DMOPRequest
     if let idField = op.ioreqServerField, let id = idField.value(in: header), !owned.contains(UInt16(truncatingIfNeeded: id)) {
         return .refuse(.notOwner, "\(op.name): ioreq server \(id) was not created by this session")
     }
-    return .forward(rule)
+    return .forward(AllowedDMOP(rule: rule, domid: restrictedDomid, buffers: request.buffers))
 }
 
 private func checkExtraBuffer(_ op: OpSpec, header: UnsafeRawBufferPointer, request: DMOPRequest) -> Decision? {

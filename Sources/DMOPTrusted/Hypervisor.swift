@@ -23,10 +23,54 @@ public protocol Hypervisor: AnyObject {
     /// EPERM. Anything else is an error the broker must treat as fatal.
     func verifyRestricted() throws(HypervisorError)
 
-    /// IOCTL_PRIVCMD_DM_OP with the given buffers. The buffers are writable
-    /// memory owned by the caller; the hypervisor writes results into them
-    /// in place (buf[0] payload, buf[1] of track_dirty_vram).
-    func dmOp(domid: UInt16, buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) -> Int32
+    /// IOCTL_PRIVCMD_DM_OP for a DMOP the decision allowed, for the domid
+    /// this backend is restricted to (never one a client sent): -EPERM
+    /// without asking the kernel when it is not restricted, or restricted
+    /// to another domid. The hypervisor writes results into the buffers in
+    /// place (buf[0] payload, buf[1] of track_dirty_vram).
+    func dmOp(_ allowed: AllowedDMOP) -> Int32
+}
+
+/// The second step of open -> restrict -> verify -> serve: restricted, not
+/// yet proven. Made only by `RestrictedHypervisor.restrict`.
+public struct UnverifiedRestriction {
+    public let hypervisor: any Hypervisor
+    public let domid: UInt16
+
+    fileprivate init(hypervisor: any Hypervisor, domid: UInt16) {
+        self.hypervisor = hypervisor
+        self.domid = domid
+    }
+
+    /// Proves the restriction (`verifyRestricted`): the last step before
+    /// serving.
+    public func verify() throws(HypervisorError) -> RestrictedHypervisor {
+        try hypervisor.verifyRestricted()
+        return RestrictedHypervisor(hypervisor: hypervisor, domid: domid)
+    }
+}
+
+/// A hypervisor restricted to `domid`, the restriction proven: what a
+/// broker serves with. Only `UnverifiedRestriction.verify` makes one.
+public struct RestrictedHypervisor {
+    public let hypervisor: any Hypervisor
+    public let domid: UInt16
+
+    fileprivate init(hypervisor: any Hypervisor, domid: UInt16) {
+        self.hypervisor = hypervisor
+        self.domid = domid
+    }
+
+    /// Restricts `hypervisor` to `domid` (`restrict(to:)`).
+    public static func restrict(_ hypervisor: any Hypervisor, to domid: UInt16) throws(HypervisorError) -> UnverifiedRestriction {
+        try hypervisor.restrict(to: domid)
+        return UnverifiedRestriction(hypervisor: hypervisor, domid: domid)
+    }
+
+    /// Restricts and proves in one step.
+    public static func restrictAndVerify(_ hypervisor: any Hypervisor, to domid: UInt16) throws(HypervisorError) -> RestrictedHypervisor {
+        try restrict(hypervisor, to: domid).verify()
+    }
 }
 
 public struct HypervisorError: Error, Equatable, CustomStringConvertible {

@@ -1,6 +1,4 @@
 // SPDX-License-Identifier: MIT
-import DMOPPosix
-
 /// What became of one REQUEST, for the server's audit line and counters.
 public enum RequestOutcome {
     /// Refused by the broker; nothing reached the hypervisor.
@@ -20,10 +18,12 @@ public struct RequestHandler {
     /// Per broker, not per session: reconnecting gets no fresh tokens.
     var limiter: RateLimiter
 
-    public init(domid: UInt16, policy: Policy, hypervisor: any Hypervisor, now: UInt64) {
-        self.domid = domid
+    /// `domid` is the one the hypervisor is restricted to: a request for
+    /// any other is refused, and the call goes out for this one.
+    public init(policy: Policy, hypervisor: RestrictedHypervisor, now: UInt64) {
+        domid = hypervisor.domid
         self.policy = policy
-        self.hypervisor = hypervisor
+        self.hypervisor = hypervisor.hypervisor
         limiter = RateLimiter(policy: policy, now: now)
     }
 
@@ -35,44 +35,31 @@ public struct RequestHandler {
     public mutating func handle(_ frame: RequestFrame, in datagram: UnsafeMutableRawBufferPointer,
                                 owned: inout OwnedIoreqServers, now: UInt64, auditBlocked: Int32?,
                                 reply: UnsafeMutableRawBufferPointer) -> (outcome: RequestOutcome, opNumber: UInt32?, replyLength: Int) {
-        let base = datagram.baseAddress!
+        let base = UnsafeRawPointer(datagram.baseAddress!)
         let views = frame.buffers.map { UnsafeRawBufferPointer(start: base + $0.lowerBound, count: $0.count) }
         let request = DMOPRequest(domid: frame.domid, buffers: views)
-        var decision = decide(restrictedDomid: domid, policy: policy, request: request, owned: owned)
-        if case .forward(let rule) = decision, rule.rateLimit != nil, !limiter.admit(op: rule.op.number, now: now) {
-            decision = .refuse(.rateLimited, "\(rule.op.name): over \(rule.location)'s limit")
-        }
-        if case .forward = decision, let error = auditBlocked {
-            decision = .refuse(.auditUnavailable, "the audit log cannot take more forward lines (\(Errno.name(error)))")
-        }
+        let decision = decide(restrictedDomid: domid, policy: policy, request: request, owned: owned,
+                              limiter: &limiter, now: now, auditBlocked: auditBlocked)
         switch decision {
         case .refuse(let reason, let detail):
-            let result = -reason.errno
             let length = Wire.encodeReply(into: reply, domid: frame.domid, requestID: frame.requestID,
-                                          result: result, refusal: reason, returned: [])
+                                          result: -reason.errno, refusal: reason, returned: [])
             return (.refused(reason, detail), request.opNumber, length)
 
-        case .forward(let rule):
-            // The writable views on the stack: no heap allocation per request.
-            let rc = withUnsafeTemporaryAllocation(of: UnsafeMutableRawBufferPointer.self,
-                                                  capacity: frame.buffers.count) { mutable in
-                for (index, range) in frame.buffers.enumerated() {
-                    mutable.initializeElement(at: index, to: UnsafeMutableRawBufferPointer(start: base + range.lowerBound,
-                                                                                           count: range.count))
-                }
-                return hypervisor.dmOp(domid: frame.domid, buffers: UnsafeBufferPointer(mutable))
-            }
+        case .forward(let allowed):
+            let rc = hypervisor.dmOp(allowed)
+            let op = allowed.rule.op
             var returned: [(index: Int, bytes: UnsafeRawBufferPointer)] = []
             if rc == 0 {
-                owned.update(after: rule.op, header: views[0])
+                owned.update(after: op, header: views[0])
                 // Only what the op writes back, and only on success: Xen copies
                 // nothing back on failure.
-                if rule.op.writesBackPayload { returned.append((0, views[0])) }
-                if case .dirtyBitmap = rule.op.extraBuffer { returned.append((1, views[1])) }
+                if op.writesBackPayload { returned.append((0, views[0])) }
+                if case .dirtyBitmap = op.extraBuffer { returned.append((1, views[1])) }
             }
             let length = Wire.encodeReply(into: reply, domid: frame.domid, requestID: frame.requestID,
                                           result: rc, refusal: nil, returned: returned)
-            return (.forwarded(rule, rc: rc), request.opNumber, length)
+            return (.forwarded(allowed.rule, rc: rc), request.opNumber, length)
         }
     }
 }

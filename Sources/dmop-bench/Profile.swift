@@ -32,16 +32,17 @@ enum UnconfinedServeMode {
         let policy: Policy
         let hypervisor: SimulatedHypervisor
         let listener: FileDescriptor
+        let restricted: RestrictedHypervisor
         do {
             policy = try Policy.parse(String(decoding: try Files.read(policyPath), as: UTF8.self), file: policyPath)
             hypervisor = try SimulatedHypervisor(guestDomid: domid, vcpus: 2)
-            try hypervisor.restrict(to: domid)
+            restricted = try RestrictedHypervisor.restrictAndVerify(hypervisor, to: domid)
             listener = try SeqPacket.listen(path: listenPath)
         } catch {
             fail("serve-unconfined: \(error)")
         }
         let audit = Logger(label: "dmop-broker[\(getpid())]") { AuditLogHandler(label: $0) }
-        let server = BrokerServer(domid: domid, policy: policy, hypervisor: hypervisor, peerUID: nil, audit: audit)
+        let server = BrokerServer(policy: policy, hypervisor: restricted, peerUID: nil, audit: audit)
         // FileDescriptor closes in deinit: keep both alive while their raw
         // numbers are in use.
         let end = withExtendedLifetime(listener) { () -> SessionEnd in

@@ -99,7 +99,8 @@ struct PolicyCommand: ParsableCommand {
                        request: DMOPRequest(domid: target ?? domid.value, buffers: views))
             }
             switch decision {
-            case .forward(let rule):
+            case .forward(let allowed):
+                let rule = allowed.rule
                 let conditions = rule.conditions.isEmpty ? "" : " if " + rule.conditions.map(\.description).joined(separator: " and ")
                 print("forward: allowed by \(rule.location): allow \(rule.op.name)\(conditions)")
             case .refuse(let reason, let detail):

@@ -112,14 +112,16 @@ struct ServeCommand: ParsableCommand {
         // 2. The hypervisor: open, check its release, restrict, prove the restriction.
         let hypervisor = makeHypervisor()
         checkXenRelease(hypervisor.xenVersion, audit: audit)
+        let unverified: UnverifiedRestriction
         do {
-            try hypervisor.restrict(to: domid.value)
+            unverified = try RestrictedHypervisor.restrict(hypervisor, to: domid.value)
         } catch {
             if error.step == .notPrivcmd { fail(.hypervisorOpen, "--privcmd \(error)") }
             fail(.restrict, "restrict to domid \(domid.value): \(error)")
         }
+        let restricted: RestrictedHypervisor
         do {
-            try hypervisor.verifyRestricted()
+            restricted = try unverified.verify()
         } catch {
             fail(.restrictionNotVerified, "restriction to domid \(domid.value) not in force: \(error)")
         }
@@ -133,7 +135,7 @@ struct ServeCommand: ParsableCommand {
         // One client slot in --listen mode: a connection that never says
         // HELLO must not hold it. After the HELLO an idle client keeps it
         // (QEMU may be idle for as long as its guest is).
-        let server = BrokerServer(domid: domid.value, policy: policy, hypervisor: hypervisor,
+        let server = BrokerServer(policy: policy, hypervisor: restricted,
                                   peerUID: peerUid, audit: audit,
                                   auditOptions: AuditOptions(forwards: auditForwards, failure: auditFailure),
                                   helloTimeoutNanoseconds: listen == nil ? nil : UInt64(helloTimeout) * 1_000_000_000)

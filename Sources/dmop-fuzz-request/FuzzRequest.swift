@@ -116,16 +116,17 @@ final class RecordingHypervisor: Hypervisor {
     func restrict(to domid: UInt16) throws(HypervisorError) { try inner.restrict(to: domid) }
     func verifyRestricted() throws(HypervisorError) { try inner.verifyRestricted() }
 
-    func dmOp(domid: UInt16, buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) -> Int32 {
-        let input = buffers.map { Array(UnsafeRawBufferPointer($0)) }
+    func dmOp(_ allowed: AllowedDMOP) -> Int32 {
+        let buffers = allowed.buffers
+        let input = buffers.map { Array($0) }
         if let op = Self.relocateOp, let header = buffers.first, header.count >= DMOPABI.opOffset + DMOPABI.opWidth,
-           UnsafeRawBufferPointer(header).le32(at: DMOPABI.opOffset) == op.number,
-           let size = op.field(named: "size")?.value(in: UnsafeRawBufferPointer(header)), size > Self.relocateFramesModelled {
-            calls.append(Call(domid: domid, input: input, output: input, rc: -EINVAL, reachedModel: false))
+           header.le32(at: DMOPABI.opOffset) == op.number,
+           let size = op.field(named: "size")?.value(in: header), size > Self.relocateFramesModelled {
+            calls.append(Call(domid: allowed.domid, input: input, output: input, rc: -EINVAL, reachedModel: false))
             return -EINVAL
         }
-        let rc = inner.dmOp(domid: domid, buffers: buffers)
-        calls.append(Call(domid: domid, input: input, output: buffers.map { Array(UnsafeRawBufferPointer($0)) }, rc: rc,
+        let rc = inner.dmOp(allowed)
+        calls.append(Call(domid: allowed.domid, input: input, output: buffers.map { Array($0) }, rc: rc,
                           reachedModel: true))
         return rc
     }
@@ -209,13 +210,19 @@ public func fuzzRequestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> C
         // 1 MiB of guest RAM (the harness's guests have 32): relocate_memory
         // walks it page by page, and a smaller guest keeps executions fast.
         simulated = try SimulatedHypervisor(xen: SimulatedXen(.init(guestDomid: brokerDomid, vcpus: 2, ramFrames: 0x100)))
-        try simulated.restrict(to: brokerDomid)
     } catch {
         invariant(false, "simulated hypervisor: \(error)")
         return 0
     }
     let hypervisor = RecordingHypervisor(simulated)
-    let broker = BrokerServer(domid: brokerDomid, policy: policy, hypervisor: hypervisor,
+    let restricted: RestrictedHypervisor
+    do {
+        restricted = try RestrictedHypervisor.restrictAndVerify(hypervisor, to: brokerDomid)
+    } catch {
+        invariant(false, "simulated hypervisor: \(error)")
+        return 0
+    }
+    let broker = BrokerServer(policy: policy, hypervisor: restricted,
                               peerUID: session.wrongPeer ? getuid() &+ 1 : nil, audit: fixture.audit)
     let started = Double(monotonicSeconds())
     let end = broker.serve(connection: server.rawValue)
@@ -415,7 +422,8 @@ final class Model {
         case .refuse(let reason, _):
             invariant(reply.origin == .broker && reply.reason == reason && reply.result == -reason.errno && reply.buffers.isEmpty,
                       "\(what): refused with \(reason.name) by the decision, the broker replied \(reply)")
-        case .forward(let rule):
+        case .forward(let allowed):
+            let rule = allowed.rule
             if reply.origin == .broker {
                 // The only refusal after a forward decision is the rate limit,
                 // and only once the bucket's burst has been spent.

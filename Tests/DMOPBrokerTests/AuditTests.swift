@@ -82,16 +82,17 @@ struct AuditGoldenTests {
         let logger = fastPath ? Logger(label: "x") { _ in AuditLogHandler(writer: writer) }
                               : Logger(label: "x") { _ in OtherHandler(writer: writer) }
         let policy = try TestSupport.policy("allow set_isa_irq_level\n", file: "/etc/dmop broker/a \"b\".policy")
-        let hypervisor = try SimulatedHypervisor(guestDomid: 5, vcpus: 1, recordPath: nil)
+        let hypervisor = try RestrictedHypervisor.restrictAndVerify(
+            SimulatedHypervisor(guestDomid: 5, vcpus: 1, recordPath: nil), to: 5)
         do {
-            let each = BrokerServer(domid: 5, policy: policy, hypervisor: hypervisor, peerUID: nil, audit: logger,
+            let each = BrokerServer(policy: policy, hypervisor: hypervisor, peerUID: nil, audit: logger,
                                     auditOptions: AuditOptions(forwards: .each))
             #expect((each.auditLines != nil) == fastPath)
             let op = try #require(Catalogue.op(named: "set_isa_irq_level"))
             each.auditForward(Self.peer, 5, op, policy.rules[0].location, 0, 17)
             each.auditRefusal(Self.peer, 6, "nr_vcpus", .opNotAllowed, -EPERM, 3, "nr_vcpus: not in \"a b\\c\"")
             each.auditLines?.flush()
-            let aggregate = BrokerServer(domid: 5, policy: policy, hypervisor: hypervisor, peerUID: nil, audit: logger,
+            let aggregate = BrokerServer(policy: policy, hypervisor: hypervisor, peerUID: nil, audit: logger,
                                          auditOptions: AuditOptions(forwards: .aggregate))
             aggregate.auditForward(Self.peer, 5, op, policy.rules[0].location, 0, 5)
             aggregate.auditForward(Self.peer, 5, op, policy.rules[0].location, -22, 9)

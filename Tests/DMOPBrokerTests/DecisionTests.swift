@@ -127,8 +127,8 @@ struct DecisionTests {
 
     @Test("a forward names the rule that allowed it")
     func forwardRule() {
-        guard case .forward(let rule) = verdict([Self.irq]) else { Issue.record("refused"); return }
-        #expect(rule.location == "t.policy:2")
+        guard case .forward(let allowed) = verdict([Self.irq]) else { Issue.record("refused"); return }
+        #expect(allowed.rule.location == "t.policy:2")
     }
 
     @Test("the domid checks come before everything else")

@@ -57,7 +57,7 @@ struct HypervisorPrivcmdTests {
         }
 
         let header = withUnsafeBytes(of: DMOP.op(XEN_DMOP_nr_vcpus)) { Array($0) }
-        let rc = DMOP.withBuffers(sizes: [DMOP.opSize, 0], fill: [header]) { hv.dmOp(domid: 5, buffers: $0) }
+        let rc = DMOP.withBuffers(sizes: [DMOP.opSize, 0], fill: [header]) { hv.ioctlDMOp(domid: 5, buffers: $0) }
         #expect(rc == -ENOTTY)
     }
 
@@ -79,9 +79,9 @@ struct HypervisorPrivcmdTests {
     @Test("more than 16 buffers never reach the kernel (E2BIG, not ENOTTY)")
     func tooManyBuffers() throws {
         let hv = try PrivcmdHypervisor(path: "/dev/null")
-        #expect(DMOP.withBuffers(sizes: Array(repeating: 32, count: 17)) { hv.dmOp(domid: 5, buffers: $0) } == -E2BIG)
-        #expect(DMOP.withBuffers(sizes: Array(repeating: 32, count: 16)) { hv.dmOp(domid: 5, buffers: $0) } == -ENOTTY)
-        #expect(DMOP.withBuffers(sizes: []) { hv.dmOp(domid: 5, buffers: $0) } == -ENOTTY)
+        #expect(DMOP.withBuffers(sizes: Array(repeating: 32, count: 17)) { hv.ioctlDMOp(domid: 5, buffers: $0) } == -E2BIG)
+        #expect(DMOP.withBuffers(sizes: Array(repeating: 32, count: 16)) { hv.ioctlDMOp(domid: 5, buffers: $0) } == -ENOTTY)
+        #expect(DMOP.withBuffers(sizes: []) { hv.ioctlDMOp(domid: 5, buffers: $0) } == -ENOTTY)
     }
 
     @Test("a regular file is refused at open as not a privcmd device, and its fd is closed")

@@ -30,7 +30,7 @@ enum DMOP {
 
     /// Calls `hypervisor.dmOp` with buffer 0 = `op` (truncated or padded to
     /// `size0` bytes) and an optional buffer 1 holding `extra`.
-    static func call(_ hypervisor: some Hypervisor, domid: UInt16, _ op: xen_dm_op, size0: Int = opSize,
+    static func call(_ hypervisor: SimulatedHypervisor, domid: UInt16, _ op: xen_dm_op, size0: Int = opSize,
                      extra: [UInt8]? = nil) -> Result {
         var bytes0 = withUnsafeBytes(of: op) { Array($0) }
         if size0 < bytes0.count { bytes0 = Array(bytes0[0..<size0]) } else {
