@@ -39,75 +39,88 @@ public enum ExtraBuffer: Sendable, Equatable {
     /// The op takes buffer 0 only.
     case none
     /// track_dirty_vram: buffer 1 is the dirty bitmap Xen writes, at least
-    /// ceil(nr / 8) bytes, where nr is the named payload field.
-    case dirtyBitmap(pageCountField: String)
-    /// modified_memory: buffer 1 is exactly count * 16 bytes of
-    /// `xen_dm_op_modified_memory_extent`, whose pad must be zero.
-    case extents(countField: String, extentSize: Int, padOffset: Int, padWidth: Int)
+    /// ceil(pageCount / 8) bytes.
+    case dirtyBitmap(pageCount: FieldSpec)
+    /// modified_memory: buffer 1 is exactly count * extentSize bytes of
+    /// `xen_dm_op_modified_memory_extent`, each extent's pad zero (the pad's
+    /// offset is within an extent).
+    case extents(count: FieldSpec, extentSize: Int, pad: FieldSpec)
 
     /// The payload field that sizes buffer 1.
-    var countFieldName: String? {
+    public var countField: FieldSpec? {
         switch self {
         case .none: nil
-        case .dirtyBitmap(let name): name
-        case .extents(let name, _, _, _): name
+        case .dirtyBitmap(let field): field
+        case .extents(let field, _, _): field
         }
     }
 }
 
-/// How an op changes which ioreq servers exist, read from buffer 0.
-public enum IoreqServerEffect: Sendable, Equatable {
+/// Whether and how an op names an ioreq server, by which field of buffer 0.
+public enum IoreqServerRole: Sendable, Equatable {
     case none
-    /// The id Xen wrote back is a new server.
+    /// Xen writes the new server's id into the field.
     case creates(FieldSpec)
-    /// The named server is gone.
+    /// The field names an existing server, which must be the session's.
+    case names(FieldSpec)
+    /// As `names`, and the server is gone after a successful call.
     case destroys(FieldSpec)
 }
 
-/// One `XEN_DMOP_*` op of <xen/hvm/dm_op.h>.
+/// One `XEN_DMOP_*` op of <xen/hvm/dm_op.h>: one row of the op table, every
+/// check the decision makes on it stated here.
 ///
 /// A final class, not a struct: the request path copies an op several times
-/// (catalogue lookup, policy rule, decision), and a struct of this many
-/// references was copied through generic value witnesses, ~300 instructions
-/// a copy (callgrind, dmop-bench); a class reference costs one retain.
-/// Immutable, so value semantics are unchanged.
+/// (catalogue lookup, policy rule, decision), and a class reference costs one
+/// retain. Immutable, so value semantics are unchanged.
 public final class OpSpec: Sendable, Equatable {
     /// The name after `XEN_DMOP_`, as policies spell it.
     public let name: String
     public let number: UInt32
+    /// The C payload struct (for the table and the compiler cross-check).
+    public let cStruct: String
     /// sizeof the op's payload struct.
     public let payloadSize: Int
-    /// Xen copies the payload back into buffer 0 on success.
-    public let writesBackPayload: Bool
     public let extraBuffer: ExtraBuffer
     public let fields: [FieldSpec]
-    /// The field that sizes buffer 1 (nr, nr_extents); nil for one-buffer ops.
-    public let extraBufferCountField: FieldSpec?
-    /// The input field naming an existing ioreq server (`id`), if any.
-    public let ioreqServerField: FieldSpec?
+    /// The ioreq-server field and what the op does with that server.
+    public let ioreqServer: IoreqServerRole
+    /// The request buffers a successful REPLY returns (what Xen writes back).
+    public let replyBuffers: [Int]
     /// Must-be-zero fields, precomputed for the hot path.
     public let mustBeZeroFields: [FieldSpec]
-    /// What a successful call does to the set of ioreq servers a session owns.
-    public let ioreqServerEffect: IoreqServerEffect
 
-    public init(name: String, number: UInt32, payloadSize: Int, writesBackPayload: Bool,
-                extraBuffer: ExtraBuffer, fields: [FieldSpec]) {
+    /// A row that contradicts itself (a count or id field that is not one
+    /// of its input fields, a reply buffer it does not take) stops the
+    /// broker at start-up rather than skip a check later.
+    public init(name: String, number: UInt32, cStruct: String, payloadSize: Int, extraBuffer: ExtraBuffer,
+                ioreqServer: IoreqServerRole, replyBuffers: [Int], fields: [FieldSpec]) {
         self.name = name
         self.number = number
+        self.cStruct = cStruct
         self.payloadSize = payloadSize
-        self.writesBackPayload = writesBackPayload
         self.extraBuffer = extraBuffer
         self.fields = fields
-        extraBufferCountField = extraBuffer.countFieldName.flatMap { name in fields.first { $0.name == name } }
-        ioreqServerField = fields.first { $0.name == "id" && $0.role == .input }
+        self.ioreqServer = ioreqServer
+        self.replyBuffers = replyBuffers
         mustBeZeroFields = fields.filter { $0.role == .mustBeZero }
-        if let created = fields.first(where: { $0.name == "id" && $0.role == .output }) {
-            ioreqServerEffect = .creates(created)
-        } else if name == "destroy_ioreq_server", let destroyed = ioreqServerField {
-            ioreqServerEffect = .destroys(destroyed)
-        } else {
-            ioreqServerEffect = .none
+        for field in fields {
+            precondition(field.offset >= DMOPABI.payloadOffset
+                         && field.offset + field.width <= DMOPABI.payloadOffset + payloadSize && field.width <= 8,
+                         "op table: \(name).\(field.name) lies outside the payload")
         }
+        if let count = extraBuffer.countField {
+            precondition(fields.contains(count) && count.role == .input, "op table: \(name)'s buffer 1 count is not an input field")
+        }
+        switch ioreqServer {
+        case .none: break
+        case .creates(let field):
+            precondition(fields.contains(field) && field.role == .output, "op table: \(name) creates into a non-output field")
+        case .names(let field), .destroys(let field):
+            precondition(fields.contains(field) && field.role == .input, "op table: \(name) names a server by a non-input field")
+        }
+        precondition(replyBuffers.allSatisfy { $0 >= 0 && $0 < (extraBuffer == .none ? 1 : 2) },
+                     "op table: \(name) returns a buffer it does not take")
     }
 
     /// Exact number of buffers the broker accepts for the op. Xen is laxer
@@ -118,16 +131,27 @@ public final class OpSpec: Sendable, Equatable {
     /// Smallest acceptable buffer 0: the header plus the payload.
     public var minimumHeaderBufferSize: Int { DMOPABI.payloadOffset + payloadSize }
 
+    /// Xen copies the payload back into buffer 0 on success.
+    public var writesBackPayload: Bool { replyBuffers.contains(0) }
+
+    /// The input field naming an existing ioreq server, if any.
+    public var ioreqServerField: FieldSpec? {
+        switch ioreqServer {
+        case .names(let field), .destroys(let field): field
+        case .none, .creates: nil
+        }
+    }
+
     public func field(named name: String) -> FieldSpec? {
         fields.first { $0.name == name }
     }
 
-    /// Equal when every stored input is (the rest is derived from them).
+    /// Equal when every stored input is.
     public static func == (lhs: OpSpec, rhs: OpSpec) -> Bool {
         lhs === rhs
-            || (lhs.name == rhs.name && lhs.number == rhs.number && lhs.payloadSize == rhs.payloadSize
-                && lhs.writesBackPayload == rhs.writesBackPayload && lhs.extraBuffer == rhs.extraBuffer
-                && lhs.fields == rhs.fields)
+            || (lhs.name == rhs.name && lhs.number == rhs.number && lhs.cStruct == rhs.cStruct
+                && lhs.payloadSize == rhs.payloadSize && lhs.extraBuffer == rhs.extraBuffer
+                && lhs.ioreqServer == rhs.ioreqServer && lhs.replyBuffers == rhs.replyBuffers && lhs.fields == rhs.fields)
     }
 }
 
@@ -189,146 +213,167 @@ public enum Catalogue {
 
     private static func buildOps() -> [OpSpec] {
         var ops: [OpSpec] = []
-
-        func add<T>(_ name: String, _ number: Int32, _ type: T.Type, writesBack: Bool = false,
-                    extra: ExtraBuffer = .none, _ fields: [(String, PartialKeyPath<T>, Int, FieldRole)]) {
-            let specs = fields.map { name, keyPath, width, role in
-                FieldSpec(name: name, offset: DMOPABI.payloadOffset + DMOPABI.fieldOffset(keyPath),
-                          width: width, role: role)
-            }
-            ops.append(OpSpec(name: name, number: UInt32(number), payloadSize: MemoryLayout<T>.size,
-                              writesBackPayload: writesBack, extraBuffer: extra, fields: specs))
+        func add<T>(_ name: String, _ number: Int32, _ row: Row<T>, extra: ExtraBuffer = .none,
+                    ioreqServer: IoreqServerRole = .none, reply: [Int] = [], _ fields: [FieldSpec]) {
+            ops.append(OpSpec(name: name, number: UInt32(number), cStruct: String(describing: T.self),
+                              payloadSize: MemoryLayout<T>.size, extraBuffer: extra, ioreqServer: ioreqServer,
+                              replyBuffers: reply, fields: fields))
         }
-        func size<V>(_: V.Type) -> Int { MemoryLayout<V>.size }
 
-        typealias Create = xen_dm_op_create_ioreq_server
-        add("create_ioreq_server", XEN_DMOP_create_ioreq_server, Create.self, writesBack: true, [
-            ("handle_bufioreq", \Create.handle_bufioreq, size(UInt8.self), .input),
-            ("pad", \Create.pad, MemoryLayout.size(ofValue: Create().pad), .mustBeZero),
-            ("id", \Create.id, size(ioservid_t.self), .output),
+        let create = Row<xen_dm_op_create_ioreq_server>()
+        let createdID = create.field("id", \.id, .output)
+        add("create_ioreq_server", XEN_DMOP_create_ioreq_server, create, ioreqServer: .creates(createdID), reply: [0], [
+            create.field("handle_bufioreq", \.handle_bufioreq, .input),
+            create.field("pad", \.pad, .mustBeZero),
+            createdID,
         ])
-        typealias Info = xen_dm_op_get_ioreq_server_info
-        add("get_ioreq_server_info", XEN_DMOP_get_ioreq_server_info, Info.self, writesBack: true, [
-            ("id", \Info.id, size(ioservid_t.self), .input),
-            ("flags", \Info.flags, size(UInt16.self), .input),
-            ("bufioreq_port", \Info.bufioreq_port, size(evtchn_port_t.self), .output),
-            ("ioreq_gfn", \Info.ioreq_gfn, size(UInt64.self), .output),
-            ("bufioreq_gfn", \Info.bufioreq_gfn, size(UInt64.self), .output),
+        let info = Row<xen_dm_op_get_ioreq_server_info>()
+        let infoID = info.field("id", \.id, .input)
+        add("get_ioreq_server_info", XEN_DMOP_get_ioreq_server_info, info, ioreqServer: .names(infoID), reply: [0], [
+            infoID,
+            info.field("flags", \.flags, .input),
+            info.field("bufioreq_port", \.bufioreq_port, .output),
+            info.field("ioreq_gfn", \.ioreq_gfn, .output),
+            info.field("bufioreq_gfn", \.bufioreq_gfn, .output),
         ])
-        typealias Range = xen_dm_op_ioreq_server_range
-        let rangeFields: [(String, PartialKeyPath<Range>, Int, FieldRole)] = [
-            ("id", \Range.id, size(ioservid_t.self), .input),
-            ("pad", \Range.pad, size(UInt16.self), .mustBeZero),
-            ("type", \Range.type, size(UInt32.self), .input),
-            ("start", \Range.start, size(UInt64.self), .input),
-            ("end", \Range.end, size(UInt64.self), .input),
+        let range = Row<xen_dm_op_ioreq_server_range>()
+        let rangeID = range.field("id", \.id, .input)
+        let rangeFields = [
+            rangeID,
+            range.field("pad", \.pad, .mustBeZero),
+            range.field("type", \.type, .input),
+            range.field("start", \.start, .input),
+            range.field("end", \.end, .input),
         ]
-        add("map_io_range_to_ioreq_server", XEN_DMOP_map_io_range_to_ioreq_server, Range.self, rangeFields)
-        add("unmap_io_range_from_ioreq_server", XEN_DMOP_unmap_io_range_from_ioreq_server, Range.self, rangeFields)
-        typealias State = xen_dm_op_set_ioreq_server_state
-        add("set_ioreq_server_state", XEN_DMOP_set_ioreq_server_state, State.self, [
-            ("id", \State.id, size(ioservid_t.self), .input),
-            ("enabled", \State.enabled, size(UInt8.self), .input),
-            ("pad", \State.pad, size(UInt8.self), .mustBeZero),
+        add("map_io_range_to_ioreq_server", XEN_DMOP_map_io_range_to_ioreq_server, range,
+            ioreqServer: .names(rangeID), rangeFields)
+        add("unmap_io_range_from_ioreq_server", XEN_DMOP_unmap_io_range_from_ioreq_server, range,
+            ioreqServer: .names(rangeID), rangeFields)
+        let state = Row<xen_dm_op_set_ioreq_server_state>()
+        let stateID = state.field("id", \.id, .input)
+        add("set_ioreq_server_state", XEN_DMOP_set_ioreq_server_state, state, ioreqServer: .names(stateID), [
+            stateID,
+            state.field("enabled", \.enabled, .input),
+            state.field("pad", \.pad, .mustBeZero),
         ])
-        typealias Destroy = xen_dm_op_destroy_ioreq_server
-        add("destroy_ioreq_server", XEN_DMOP_destroy_ioreq_server, Destroy.self, [
-            ("id", \Destroy.id, size(ioservid_t.self), .input),
-            ("pad", \Destroy.pad, size(UInt16.self), .mustBeZero),
+        let destroy = Row<xen_dm_op_destroy_ioreq_server>()
+        let destroyedID = destroy.field("id", \.id, .input)
+        add("destroy_ioreq_server", XEN_DMOP_destroy_ioreq_server, destroy, ioreqServer: .destroys(destroyedID), [
+            destroyedID,
+            destroy.field("pad", \.pad, .mustBeZero),
         ])
-        typealias Vram = xen_dm_op_track_dirty_vram
-        add("track_dirty_vram", XEN_DMOP_track_dirty_vram, Vram.self,
-            extra: .dirtyBitmap(pageCountField: "nr"), [
-            ("nr", \Vram.nr, size(UInt32.self), .input),
-            ("pad", \Vram.pad, size(UInt32.self), .mustBeZero),
-            ("first_pfn", \Vram.first_pfn, size(UInt64.self), .input),
+        let vram = Row<xen_dm_op_track_dirty_vram>()
+        let pages = vram.field("nr", \.nr, .input)
+        add("track_dirty_vram", XEN_DMOP_track_dirty_vram, vram, extra: .dirtyBitmap(pageCount: pages), reply: [1], [
+            pages,
+            vram.field("pad", \.pad, .mustBeZero),
+            vram.field("first_pfn", \.first_pfn, .input),
         ])
-        typealias Intx = xen_dm_op_set_pci_intx_level
-        add("set_pci_intx_level", XEN_DMOP_set_pci_intx_level, Intx.self, [
-            ("domain", \Intx.domain, size(UInt16.self), .input),
-            ("bus", \Intx.bus, size(UInt8.self), .input),
-            ("device", \Intx.device, size(UInt8.self), .input),
-            ("intx", \Intx.intx, size(UInt8.self), .input),
-            ("level", \Intx.level, size(UInt8.self), .input),
+        let intx = Row<xen_dm_op_set_pci_intx_level>()
+        add("set_pci_intx_level", XEN_DMOP_set_pci_intx_level, intx, [
+            intx.field("domain", \.domain, .input),
+            intx.field("bus", \.bus, .input),
+            intx.field("device", \.device, .input),
+            intx.field("intx", \.intx, .input),
+            intx.field("level", \.level, .input),
         ])
-        typealias Isa = xen_dm_op_set_isa_irq_level
-        add("set_isa_irq_level", XEN_DMOP_set_isa_irq_level, Isa.self, [
-            ("isa_irq", \Isa.isa_irq, size(UInt8.self), .input),
-            ("level", \Isa.level, size(UInt8.self), .input),
+        let isa = Row<xen_dm_op_set_isa_irq_level>()
+        add("set_isa_irq_level", XEN_DMOP_set_isa_irq_level, isa, [
+            isa.field("isa_irq", \.isa_irq, .input),
+            isa.field("level", \.level, .input),
         ])
-        typealias Link = xen_dm_op_set_pci_link_route
-        add("set_pci_link_route", XEN_DMOP_set_pci_link_route, Link.self, [
-            ("link", \Link.link, size(UInt8.self), .input),
-            ("isa_irq", \Link.isa_irq, size(UInt8.self), .input),
+        let link = Row<xen_dm_op_set_pci_link_route>()
+        add("set_pci_link_route", XEN_DMOP_set_pci_link_route, link, [
+            link.field("link", \.link, .input),
+            link.field("isa_irq", \.isa_irq, .input),
         ])
-        typealias Modified = xen_dm_op_modified_memory
-        typealias Extent = xen_dm_op_modified_memory_extent
-        add("modified_memory", XEN_DMOP_modified_memory, Modified.self,
-            extra: .extents(countField: "nr_extents", extentSize: MemoryLayout<Extent>.size,
-                            padOffset: DMOPABI.fieldOffset(\Extent.pad), padWidth: size(UInt32.self)), [
-            ("nr_extents", \Modified.nr_extents, size(UInt32.self), .input),
-            ("opaque", \Modified.opaque, size(UInt32.self), .mustBeZero),
+        let modified = Row<xen_dm_op_modified_memory>()
+        let extents = modified.field("nr_extents", \.nr_extents, .input)
+        let extent = Row<xen_dm_op_modified_memory_extent>(offsetInBuffer: 0)
+        add("modified_memory", XEN_DMOP_modified_memory, modified,
+            extra: .extents(count: extents, extentSize: MemoryLayout<xen_dm_op_modified_memory_extent>.size,
+                            pad: extent.field("pad", \.pad, .mustBeZero)), [
+            extents,
+            modified.field("opaque", \.opaque, .mustBeZero),
         ])
-        typealias MemType = xen_dm_op_set_mem_type
-        add("set_mem_type", XEN_DMOP_set_mem_type, MemType.self, writesBack: true, [
-            ("nr", \MemType.nr, size(UInt32.self), .input),
-            ("mem_type", \MemType.mem_type, size(UInt16.self), .input),
-            ("pad", \MemType.pad, size(UInt16.self), .mustBeZero),
-            ("first_pfn", \MemType.first_pfn, size(UInt64.self), .input),
+        let memType = Row<xen_dm_op_set_mem_type>()
+        add("set_mem_type", XEN_DMOP_set_mem_type, memType, reply: [0], [
+            memType.field("nr", \.nr, .input),
+            memType.field("mem_type", \.mem_type, .input),
+            memType.field("pad", \.pad, .mustBeZero),
+            memType.field("first_pfn", \.first_pfn, .input),
         ])
-        typealias Event = xen_dm_op_inject_event
-        add("inject_event", XEN_DMOP_inject_event, Event.self, [
-            ("vcpuid", \Event.vcpuid, size(UInt32.self), .input),
-            ("vector", \Event.vector, size(UInt8.self), .input),
-            ("type", \Event.type, size(UInt8.self), .input),
-            ("insn_len", \Event.insn_len, size(UInt8.self), .input),
-            ("pad0", \Event.pad0, size(UInt8.self), .mustBeZero),
-            ("error_code", \Event.error_code, size(UInt32.self), .input),
-            ("pad1", \Event.pad1, size(UInt32.self), .mustBeZero),
-            ("cr2", \Event.cr2, size(UInt64.self), .input),
+        let event = Row<xen_dm_op_inject_event>()
+        add("inject_event", XEN_DMOP_inject_event, event, [
+            event.field("vcpuid", \.vcpuid, .input),
+            event.field("vector", \.vector, .input),
+            event.field("type", \.type, .input),
+            event.field("insn_len", \.insn_len, .input),
+            event.field("pad0", \.pad0, .mustBeZero),
+            event.field("error_code", \.error_code, .input),
+            event.field("pad1", \.pad1, .mustBeZero),
+            event.field("cr2", \.cr2, .input),
         ])
-        typealias Msi = xen_dm_op_inject_msi
-        add("inject_msi", XEN_DMOP_inject_msi, Msi.self, [
-            ("data", \Msi.data, size(UInt32.self), .input),
-            ("pad", \Msi.pad, size(UInt32.self), .mustBeZero),
-            ("addr", \Msi.addr, size(UInt64.self), .input),
+        let msi = Row<xen_dm_op_inject_msi>()
+        add("inject_msi", XEN_DMOP_inject_msi, msi, [
+            msi.field("data", \.data, .input),
+            msi.field("pad", \.pad, .mustBeZero),
+            msi.field("addr", \.addr, .input),
         ])
-        typealias MapMem = xen_dm_op_map_mem_type_to_ioreq_server
-        add("map_mem_type_to_ioreq_server", XEN_DMOP_map_mem_type_to_ioreq_server, MapMem.self,
-            writesBack: true, [
-            ("id", \MapMem.id, size(ioservid_t.self), .input),
-            ("type", \MapMem.type, size(UInt16.self), .input),
-            ("flags", \MapMem.flags, size(UInt32.self), .input),
-            ("opaque", \MapMem.opaque, size(UInt64.self), .mustBeZero),
+        let mapMem = Row<xen_dm_op_map_mem_type_to_ioreq_server>()
+        let mapMemID = mapMem.field("id", \.id, .input)
+        add("map_mem_type_to_ioreq_server", XEN_DMOP_map_mem_type_to_ioreq_server, mapMem,
+            ioreqServer: .names(mapMemID), reply: [0], [
+            mapMemID,
+            mapMem.field("type", \.type, .input),
+            mapMem.field("flags", \.flags, .input),
+            mapMem.field("opaque", \.opaque, .mustBeZero),
         ])
-        typealias Shutdown = xen_dm_op_remote_shutdown
-        add("remote_shutdown", XEN_DMOP_remote_shutdown, Shutdown.self, [
-            ("reason", \Shutdown.reason, size(UInt32.self), .input),
+        let shutdown = Row<xen_dm_op_remote_shutdown>()
+        add("remote_shutdown", XEN_DMOP_remote_shutdown, shutdown, [
+            shutdown.field("reason", \.reason, .input),
         ])
-        typealias Relocate = xen_dm_op_relocate_memory
-        add("relocate_memory", XEN_DMOP_relocate_memory, Relocate.self, [
-            ("size", \Relocate.size, size(UInt32.self), .input),
-            ("pad", \Relocate.pad, size(UInt32.self), .mustBeZero),
-            ("src_gfn", \Relocate.src_gfn, size(UInt64.self), .input),
-            ("dst_gfn", \Relocate.dst_gfn, size(UInt64.self), .input),
+        let relocate = Row<xen_dm_op_relocate_memory>()
+        add("relocate_memory", XEN_DMOP_relocate_memory, relocate, [
+            relocate.field("size", \.size, .input),
+            relocate.field("pad", \.pad, .mustBeZero),
+            relocate.field("src_gfn", \.src_gfn, .input),
+            relocate.field("dst_gfn", \.dst_gfn, .input),
         ])
-        typealias Pin = xen_dm_op_pin_memory_cacheattr
-        add("pin_memory_cacheattr", XEN_DMOP_pin_memory_cacheattr, Pin.self, [
-            ("start", \Pin.start, size(UInt64.self), .input),
-            ("end", \Pin.end, size(UInt64.self), .input),
-            ("type", \Pin.type, size(UInt32.self), .input),
-            ("pad", \Pin.pad, size(UInt32.self), .mustBeZero),
+        let pin = Row<xen_dm_op_pin_memory_cacheattr>()
+        add("pin_memory_cacheattr", XEN_DMOP_pin_memory_cacheattr, pin, [
+            pin.field("start", \.start, .input),
+            pin.field("end", \.end, .input),
+            pin.field("type", \.type, .input),
+            pin.field("pad", \.pad, .mustBeZero),
         ])
-        typealias Irq = xen_dm_op_set_irq_level
-        add("set_irq_level", XEN_DMOP_set_irq_level, Irq.self, [
-            ("irq", \Irq.irq, size(UInt32.self), .input),
-            ("level", \Irq.level, size(UInt8.self), .input),
-            ("pad", \Irq.pad, MemoryLayout.size(ofValue: Irq().pad), .mustBeZero),
+        let irq = Row<xen_dm_op_set_irq_level>()
+        add("set_irq_level", XEN_DMOP_set_irq_level, irq, [
+            irq.field("irq", \.irq, .input),
+            irq.field("level", \.level, .input),
+            irq.field("pad", \.pad, .mustBeZero),
         ])
-        typealias Vcpus = xen_dm_op_nr_vcpus
-        add("nr_vcpus", XEN_DMOP_nr_vcpus, Vcpus.self, writesBack: true, [
-            ("vcpus", \Vcpus.vcpus, size(UInt32.self), .output),
+        let vcpus = Row<xen_dm_op_nr_vcpus>()
+        add("nr_vcpus", XEN_DMOP_nr_vcpus, vcpus, reply: [0], [
+            vcpus.field("vcpus", \.vcpus, .output),
         ])
         return ops
+    }
+}
+
+/// Fields of one C payload struct `T`: offset and width both from the C
+/// type, through a key path (MemoryLayout), never typed in.
+struct Row<T> {
+    /// Where the struct starts in its buffer: after the xen_dm_op header
+    /// for payloads, 0 for the extents of buffer 1.
+    let offsetInBuffer: Int
+
+    init(offsetInBuffer: Int = DMOPABI.payloadOffset) {
+        self.offsetInBuffer = offsetInBuffer
+    }
+
+    func field<V>(_ name: String, _ keyPath: KeyPath<T, V>, _ role: FieldRole) -> FieldSpec {
+        FieldSpec(name: name, offset: offsetInBuffer + DMOPABI.fieldOffset(keyPath), width: MemoryLayout<V>.size,
+                  role: role)
     }
 }

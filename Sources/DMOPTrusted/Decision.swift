@@ -94,7 +94,7 @@ public func decide(restrictedDomid: UInt16, policy: Policy, request: DMOPRequest
 public func allowSessionEndDestroy(restrictedDomid: UInt16, id: UInt16, owned: OwnedIoreqServers,
                                    header: UnsafeMutableRawBufferPointer) -> AllowedDMOP? {
     guard owned.contains(id), header.count == DMOPABI.opStructSize,
-          let op = Catalogue.op(named: "destroy_ioreq_server"), case .destroys(let idField) = op.ioreqServerEffect else {
+          let op = Catalogue.op(named: "destroy_ioreq_server"), case .destroys(let idField) = op.ioreqServer else {
         return nil
     }
     header.putLE32(op.number, at: DMOPABI.opOffset)
@@ -153,33 +153,42 @@ public func decide(restrictedDomid: UInt16, policy: Policy, request: DMOPRequest
     for condition in rule.conditions where !condition.holds(in: header) {
         return .refuse(.conditionFailed, "\(op.name): condition '\(condition)' of \(rule.location) fails")
     }
-    if let idField = op.ioreqServerField, let id = idField.value(in: header), !owned.contains(UInt16(truncatingIfNeeded: id)) {
-        return .refuse(.notOwner, "\(op.name): ioreq server \(id) was not created by this session")
+    if let idField = op.ioreqServerField {
+        guard let id = idField.value(in: header) else { return shortHeader(op, idField, header) }
+        guard owned.contains(UInt16(truncatingIfNeeded: id)) else {
+            return .refuse(.notOwner, "\(op.name): ioreq server \(id) was not created by this session")
+        }
     }
     return .forward(AllowedDMOP(rule: rule, domid: restrictedDomid, buffers: request.buffers))
+}
+
+/// A field the buffer cannot hold: unreachable after the size check above,
+/// and a refusal, never a skipped check, should that ever change.
+private func shortHeader(_ op: OpSpec, _ field: FieldSpec, _ header: UnsafeRawBufferPointer) -> Decision {
+    .refuse(.badBufferSize, "\(op.name): buffer 0 of \(header.count) bytes does not hold \(field.name)")
 }
 
 private func checkExtraBuffer(_ op: OpSpec, header: UnsafeRawBufferPointer, request: DMOPRequest) -> Decision? {
     switch op.extraBuffer {
     case .none:
         return nil
-    case .dirtyBitmap:
-        guard let pages = op.extraBufferCountField?.value(in: header) else { return nil }
+    case .dirtyBitmap(let pageCount):
+        guard let pages = pageCount.value(in: header) else { return shortHeader(op, pageCount, header) }
         let needed = (pages + 7) / 8
         guard UInt64(request.buffers[1].count) >= needed else {
             return .refuse(.badBufferSize, "\(op.name): bitmap of \(request.buffers[1].count) bytes, \(pages) pages need \(needed)")
         }
         return nil
-    case .extents(_, let extentSize, let padOffset, let padWidth):
-        guard let count = op.extraBufferCountField?.value(in: header) else { return nil }
+    case .extents(let countField, let extentSize, let pad):
+        guard let count = countField.value(in: header) else { return shortHeader(op, countField, header) }
         let extents = request.buffers[1]
         guard UInt64(extents.count) == count * UInt64(extentSize) else {
             return .refuse(.badBufferSize, "\(op.name): \(count) extents need \(count * UInt64(extentSize)) bytes, buffer 1 has \(extents.count)")
         }
-        let pad = FieldSpec(name: "pad", offset: padOffset, width: padWidth, role: .mustBeZero)
         for index in 0..<Int(count) {
             let extent = UnsafeRawBufferPointer(rebasing: extents[(index * extentSize)..<((index + 1) * extentSize)])
-            if pad.value(in: extent) != 0 {
+            guard let value = pad.value(in: extent) else { return shortHeader(op, pad, extent) }
+            if value != 0 {
                 return .refuse(.nonzeroReserved, "\(op.name): extent \(index) pad is not zero")
             }
         }

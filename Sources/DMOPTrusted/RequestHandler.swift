@@ -54,8 +54,7 @@ public struct RequestHandler {
                 owned.update(after: op, header: views[0])
                 // Only what the op writes back, and only on success: Xen copies
                 // nothing back on failure.
-                if op.writesBackPayload { returned.append((0, views[0])) }
-                if case .dirtyBitmap = op.extraBuffer { returned.append((1, views[1])) }
+                for index in op.replyBuffers { returned.append((index, views[index])) }
             }
             let length = Wire.encodeReply(into: reply, domid: frame.domid, requestID: frame.requestID,
                                           result: rc, refusal: nil, returned: returned)

@@ -28,8 +28,8 @@ public struct OwnedIoreqServers: Equatable, Sendable {
     /// Follows a call the hypervisor completed with rc 0: a created server
     /// joins the set (its id as Xen wrote it back), a destroyed one leaves.
     public mutating func update(after op: OpSpec, header: UnsafeRawBufferPointer) {
-        switch op.ioreqServerEffect {
-        case .none: return
+        switch op.ioreqServer {
+        case .none, .names: return
         case .creates(let field):
             if let id = field.value(in: header) { insert(UInt16(truncatingIfNeeded: id)) }
         case .destroys(let field):

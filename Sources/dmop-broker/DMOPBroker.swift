@@ -12,7 +12,8 @@ struct DMOPBroker: ParsableCommand {
         commandName: "dmop-broker",
         abstract: "Forward only the DMOPs a policy allows, for one Xen domain, from a deprivileged device model.",
         version: "dmop-broker \(brokerVersion)",
-        subcommands: [ServeCommand.self, DemoCommand.self, PolicyCommand.self, SeccompProfileCommand.self]
+        subcommands: [ServeCommand.self, DemoCommand.self, PolicyCommand.self, SeccompProfileCommand.self,
+                      CatalogueCommand.self]
     )
 }
 

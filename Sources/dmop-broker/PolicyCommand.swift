@@ -89,7 +89,7 @@ struct PolicyCommand: ParsableCommand {
                 let size: Int
                 switch spec.extraBuffer {
                 case .dirtyBitmap: size = extraSize ?? Int(((values["nr"] ?? 0) + 7) / 8)
-                case .extents(_, let extentSize, _, _): size = extraSize ?? Int(values["nr_extents"] ?? 0) * extentSize
+                case .extents(_, let extentSize, _): size = extraSize ?? Int(values["nr_extents"] ?? 0) * extentSize
                 case .none: size = 0
                 }
                 buffers.append([UInt8](repeating: 0, count: min(size, DMOPABI.maxBufferSize)))

@@ -58,12 +58,12 @@ struct CatalogueTests {
                 #expect(Int(words[3]) == op.payloadSize, "size of \(words[1])")
                 seen += 1
             case "extent":
-                guard case .extents(_, let size, let padOffset, _) = TestSupport.op("modified_memory").extraBuffer else {
+                guard case .extents(_, let size, let pad) = TestSupport.op("modified_memory").extraBuffer else {
                     Issue.record("modified_memory has no extent buffer")
                     continue
                 }
                 #expect(Int(words[1]) == size)
-                #expect(Int(words[2]) == padOffset)
+                #expect(Int(words[2]) == pad.offset)
             default:
                 Issue.record("unexpected line \(line)")
             }
@@ -131,5 +131,77 @@ struct CatalogueTests {
         let msi = TestSupport.op("inject_msi").encodeHeader(["addr": 0xfee0_1000, "data": 0x4041])
         #expect(TestSupport.op("inject_msi").read("addr", from: msi) == 0xfee0_1000)
         #expect(Array(msi[8..<12]) == [0x41, 0x40, 0, 0])
+    }
+}
+
+@Suite("DMOP op table: printed, held by a golden file, checked against the C compiler")
+struct OpTableTests {
+    static let goldenPath = TestSupport.packageRoot.appendingPathComponent("Tests/golden/catalogue.txt").path
+
+    @Test("dmop-broker catalogue prints the table the golden file holds")
+    func golden() throws {
+        let golden = try String(contentsOfFile: Self.goldenPath, encoding: .utf8)
+        #expect(CatalogueTable.render() == golden)
+        let (status, output) = try runBroker(["catalogue"])
+        #expect(status == 0)
+        #expect(output == golden, "regenerate with: dmop-broker catalogue > Tests/golden/catalogue.txt")
+    }
+
+    /// Every field's offset and width, every op's number, struct and size,
+    /// and buffer 1's extent layout, from gcc's view of the headers.
+    @Test("every field's offset and width agree with the C compiler")
+    func fieldsAgreeWithCompiler() throws {
+        var source = """
+        #include <stdint.h>
+        #include <stdio.h>
+        #include <stddef.h>
+        #include <xen/xen.h>
+        #include <xen/hvm/dm_op.h>
+        #define FIELD(op, type, name) printf("field %s %s %zu %zu\\n", op, #name, \\
+            offsetof(struct xen_dm_op, u) + offsetof(struct type, name), sizeof(((struct type *)0)->name))
+        int main(void) {
+
+        """
+        var expected: [String] = []
+        for op in Catalogue.ops {
+            source += "    printf(\"op \(op.name) %d %zu\\n\", XEN_DMOP_\(op.name), sizeof(struct \(op.cStruct)));\n"
+            expected.append("op \(op.name) \(op.number) \(op.payloadSize)")
+            for field in op.fields {
+                source += "    FIELD(\"\(op.name)\", \(op.cStruct), \(field.name));\n"
+                expected.append("field \(op.name) \(field.name) \(field.offset) \(field.width)")
+            }
+            if case .extents(_, let size, let pad) = op.extraBuffer {
+                source += "    printf(\"extent %zu %zu %zu\\n\", sizeof(struct xen_dm_op_modified_memory_extent), "
+                source += "offsetof(struct xen_dm_op_modified_memory_extent, \(pad.name)), "
+                source += "sizeof(((struct xen_dm_op_modified_memory_extent *)0)->\(pad.name)));\n"
+                expected.append("extent \(size) \(pad.offset) \(pad.width)")
+            }
+        }
+        source += "    return 0;\n}\n"
+        let output = try TestSupport.compileAndRun(source)
+        #expect(output.split(separator: "\n").map(String.init) == expected)
+    }
+
+    @Test("the rows state ioreq-server roles and reply buffers explicitly")
+    func roles() {
+        func role(_ name: String) -> String {
+            switch TestSupport.op(name).ioreqServer {
+            case .none: "none"
+            case .creates(let f): "creates:\(f.name)"
+            case .names(let f): "names:\(f.name)"
+            case .destroys(let f): "destroys:\(f.name)"
+            }
+        }
+        #expect(role("create_ioreq_server") == "creates:id")
+        #expect(role("destroy_ioreq_server") == "destroys:id")
+        for name in ["get_ioreq_server_info", "map_io_range_to_ioreq_server", "unmap_io_range_from_ioreq_server",
+                     "set_ioreq_server_state", "map_mem_type_to_ioreq_server"] {
+            #expect(role(name) == "names:id", "\(name)")
+        }
+        #expect(Catalogue.ops.filter { $0.ioreqServer != .none }.count == 7)
+        #expect(TestSupport.op("track_dirty_vram").replyBuffers == [1])
+        #expect(Catalogue.ops.filter { !$0.replyBuffers.isEmpty }.map(\.name).sorted()
+                == ["create_ioreq_server", "get_ioreq_server_info", "map_mem_type_to_ioreq_server", "nr_vcpus",
+                    "set_mem_type", "track_dirty_vram"])
     }
 }

@@ -30,9 +30,9 @@ struct RealGuestPolicyTests {
         case .none:
             return [header]
         case .dirtyBitmap(let field):
-            return [header, [UInt8](repeating: 0, count: Int(((values[field] ?? 0) + 7) / 8))]
-        case .extents(let field, let size, _, _):
-            return [header, [UInt8](repeating: 0, count: Int(values[field] ?? 0) * size)]
+            return [header, [UInt8](repeating: 0, count: Int(((values[field.name] ?? 0) + 7) / 8))]
+        case .extents(let field, let size, _):
+            return [header, [UInt8](repeating: 0, count: Int(values[field.name] ?? 0) * size)]
         }
     }
 
