@@ -120,16 +120,24 @@ public final class BrokerClient {
 
     /// Sends a REQUEST and returns its id; the reply comes from nextReply().
     @discardableResult
-    public func send(domid: UInt16? = nil, buffers: [[UInt8]]) throws(ClientError) -> UInt32 {
+    public func send(domid: UInt16? = nil, buffers: [[UInt8]], posted: Bool = false) throws(ClientError) -> UInt32 {
         let id = nextRequestID
         nextRequestID &+= 1
         do {
             try SeqPacket.send(connection.rawValue,
-                               Wire.encodeRequest(domid: domid ?? welcome.domid, requestID: id, buffers: buffers))
+                               Wire.encodeRequest(domid: domid ?? welcome.domid, requestID: id, buffers: buffers,
+                                                  flags: posted ? Wire.requestFlagPosted : 0))
         } catch {
             throw .system(error)
         }
         return id
+    }
+
+    /// Sends a posted REQUEST (protocol version 2): no REPLY comes for it;
+    /// if it fails, the next synchronous reply carries the failure.
+    @discardableResult
+    public func post(domid: UInt16? = nil, buffers: [[UInt8]]) throws(ClientError) -> UInt32 {
+        try send(domid: domid, buffers: buffers, posted: true)
     }
 
     /// Sends raw bytes as one datagram (tests use this for hostile input).

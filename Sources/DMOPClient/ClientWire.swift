@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 import DMOPCore
 
-/// The client's half of protocol v1 (dmop-broker-protocol(7)): what a
+/// The client's half of protocols 1 and 2 (dmop-broker-protocol(7)): what a
 /// client sends and how it reads what the broker answers.
 public struct Refused: Equatable, Sendable {
     public var reason: ReasonCode
@@ -43,10 +43,12 @@ public struct Reply: Equatable, Sendable {
     public var reason: ReasonCode?
     /// Buffers the op wrote back, by request buffer index.
     public var buffers: [(index: Int, bytes: [UInt8])]
+    /// Version 2: a posted request failed since the last synchronous REPLY.
+    public var postedFailure: PostedFailure? = nil
 
     public static func == (lhs: Reply, rhs: Reply) -> Bool {
         lhs.domid == rhs.domid && lhs.requestID == rhs.requestID && lhs.result == rhs.result
-            && lhs.origin == rhs.origin && lhs.reason == rhs.reason
+            && lhs.origin == rhs.origin && lhs.reason == rhs.reason && lhs.postedFailure == rhs.postedFailure
             && lhs.buffers.map(\.index) == rhs.buffers.map(\.index)
             && lhs.buffers.map(\.bytes) == rhs.buffers.map(\.bytes)
     }
@@ -76,11 +78,11 @@ extension Wire {
 
     /// Encodes a REQUEST. Sizes are not checked here on purpose: tests use
     /// this to build hostile requests; the broker checks.
-    public static func encodeRequest(domid: UInt16, requestID: UInt32, buffers: [[UInt8]]) -> [UInt8] {
+    public static func encodeRequest(domid: UInt16, requestID: UInt32, buffers: [[UInt8]], flags: UInt16 = 0) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(requestHeaderSize + 4 * buffers.count + buffers.reduce(0) { $0 + $1.count })
         out.appendLE32(magic); out.appendLE16(MessageType.request.rawValue); out.appendLE16(domid)
-        out.appendLE32(requestID); out.appendLE16(UInt16(truncatingIfNeeded: buffers.count)); out.appendLE16(0)
+        out.appendLE32(requestID); out.appendLE16(UInt16(truncatingIfNeeded: buffers.count)); out.appendLE16(flags)
         for buffer in buffers { out.appendLE32(UInt32(truncatingIfNeeded: buffer.count)) }
         for buffer in buffers { out += buffer }
         return out
@@ -101,7 +103,7 @@ extension Wire {
             return .welcome(Welcome(version: bytes.le16(at: 6), dmopABI: bytes.le32(at: 8),
                                     xenVersion: bytes.le32(at: 12), domid: bytes.le16(at: 16),
                                     maxBuffers: bytes.le16(at: 18), maxBufferSize: bytes.le32(at: 20),
-                                    allowedOps: bytes.le32(at: 24)))
+                                    allowedOps: bytes.le32(at: 24), postedOps: bytes.le32(at: 28)))
         case .refused:
             guard bytes.count >= refusedHeaderSize else {
                 throw ProtocolViolation(.truncated, "REFUSED of \(bytes.count) bytes")
@@ -154,20 +156,37 @@ extension Wire {
         }
         let count = Int(bytes.le16(at: 20))
         guard count <= maxReturnedBuffers else { throw ProtocolViolation(.tooManyBuffers, "REPLY with \(count) buffers") }
+        let flags = bytes.le16(at: 22)
+        guard flags & ~replyFlagPostedFailure == 0 else { throw ProtocolViolation(.reservedNonzero, "REPLY flags \(flags)") }
+        let end = bytes.count - (flags & replyFlagPostedFailure != 0 ? postedFailureSize : 0)
         var cursor = replyHeaderSize + replyDescriptorSize * count
-        guard bytes.count >= cursor else { throw ProtocolViolation(.truncated, "REPLY descriptors cut short") }
+        guard end >= cursor else { throw ProtocolViolation(.truncated, "REPLY descriptors cut short") }
         var buffers: [(index: Int, bytes: [UInt8])] = []
         for slot in 0..<count {
             let descriptor = replyHeaderSize + replyDescriptorSize * slot
             let size = Int(bytes.le32(at: descriptor + 4))
-            guard size <= DMOPABI.maxBufferSize, cursor + size <= bytes.count else {
+            guard size <= DMOPABI.maxBufferSize, cursor + size <= end else {
                 throw ProtocolViolation(.lengthMismatch, "REPLY buffer \(slot) of \(size) bytes")
             }
             buffers.append((Int(bytes.le16(at: descriptor)), Array(bytes[cursor..<(cursor + size)])))
             cursor += size
         }
-        guard cursor == bytes.count else { throw ProtocolViolation(.lengthMismatch, "REPLY has trailing bytes") }
+        guard cursor == end else { throw ProtocolViolation(.lengthMismatch, "REPLY has trailing bytes") }
+        var postedFailure: PostedFailure?
+        if flags & replyFlagPostedFailure != 0 {
+            guard let failureOrigin = Reply.Origin(rawValue: bytes.le16(at: end + 12)) else {
+                throw ProtocolViolation(.reservedNonzero, "posted failure origin \(bytes.le16(at: end + 12))")
+            }
+            let failureReason = ReasonCode(rawValue: bytes.le16(at: end + 14))
+            guard (failureOrigin == .broker) == (failureReason != nil) else {
+                throw ProtocolViolation(.reservedNonzero, "posted failure reason \(bytes.le16(at: end + 14))")
+            }
+            postedFailure = PostedFailure(requestID: bytes.le32(at: end), op: bytes.le32(at: end + 4),
+                                          result: Int32(bitPattern: bytes.le32(at: end + 8)), origin: failureOrigin,
+                                          reason: failureReason, laterFailures: bytes.le32(at: end + 16))
+        }
         return Reply(domid: bytes.le16(at: 6), requestID: bytes.le32(at: 8),
-                     result: Int32(bitPattern: bytes.le32(at: 12)), origin: origin, reason: reason, buffers: buffers)
+                     result: Int32(bitPattern: bytes.le32(at: 12)), origin: origin, reason: reason, buffers: buffers,
+                     postedFailure: postedFailure)
     }
 }

@@ -226,19 +226,33 @@ public final class AuditLineWriter: @unchecked Sendable {
         var importance = AuditImportance.essential
         /// Where the message starts (after timestamp, label, level).
         var messageStart = 0
+        /// Finished bulk lines not yet written (stream channels), written
+        /// in one write when full, before any other line, or when due.
+        var batch: LineBuffer
+        var batchLines = 0
+        /// Monotonic time of the batch's first line.
+        var batchStarted: UInt64 = 0
     }
+
+    /// A batch of forward lines is written at the latest this long after
+    /// its first line (the server's wait wakes up for it).
+    public static let batchDelay: UInt64 = 500_000_000
+    static let batchCapacity = 16 << 10
 
     public init(sink: AuditSink, label: String, logLevel: Logger.Level = .info) {
         self.sink = sink
         self.label = Array(" \(label) ".utf8)
         self.logLevel = logLevel
         state = .allocate(capacity: 1)
-        state.initialize(to: State(line: LineBuffer(capacity: 512), clock: AuditClock()))
+        state.initialize(to: State(line: LineBuffer(capacity: 512), clock: AuditClock(),
+                                   batch: LineBuffer(capacity: sink.isStream ? Self.batchCapacity : 0)))
     }
 
     deinit {
         flush()
+        writeBatch()
         state.pointee.line.deallocate()
+        state.pointee.batch.deallocate()
         state.deinitialize(count: 1)
         state.deallocate()
     }
@@ -260,6 +274,8 @@ public final class AuditLineWriter: @unchecked Sendable {
     public func begin(_ level: Logger.Level, _ importance: AuditImportance) -> Bool {
         guard level >= logLevel else { return false }
         flush()
+        // Lines keep their order: the batch goes out before anything else.
+        if importance != .bulk { writeBatch() }
         state.pointee.level = level
         state.pointee.importance = importance
         state.pointee.line.removeAll()
@@ -309,7 +325,48 @@ public final class AuditLineWriter: @unchecked Sendable {
     /// the log write), or at the latest by the next begin().
     public func end() {
         state.pointee.line.append(UInt8(ascii: "\n"))
-        state.pointee.pending = true
+        guard state.pointee.importance == .bulk, state.pointee.batch.capacity > 0 else {
+            state.pointee.pending = true
+            return
+        }
+        if state.pointee.batch.count + state.pointee.line.count > state.pointee.batch.capacity { writeBatch() }
+        if state.pointee.batchLines == 0 { state.pointee.batchStarted = cposix_monotonic_ns() }
+        state.pointee.batch.append(state.pointee.line.bytes)
+        state.pointee.batchLines += 1
+    }
+
+    /// When the batch must be written (monotonic ns), nil when empty.
+    public var batchDeadline: UInt64? {
+        state.pointee.batchLines == 0 ? nil : state.pointee.batchStarted &+ Self.batchDelay
+    }
+
+    /// Writes the batched forward lines, if any, in one write.
+    public func writeBatch() {
+        guard state.pointee.batchLines > 0 else { return }
+        let lines = state.pointee.batchLines
+        state.pointee.batchLines = 0
+        let batch = state.pointee.batch.bytes
+        var written: Bool
+        if sink.fits(batch.count, .bulk) {
+            written = sink.write(batch, messageStart: 0, level: .info, importance: .bulk, lines: lines)
+        } else {
+            // A file near its size limit takes what still fits, line by line.
+            written = false
+            var start = 0
+            for index in batch.indices where batch[index] == UInt8(ascii: "\n") {
+                let line = UnsafeBufferPointer(rebasing: batch[start...index])
+                if sink.write(line, messageStart: 0, level: .info, importance: .bulk) { written = true }
+                start = index + 1
+            }
+        }
+        state.pointee.batch.removeAll()
+        if written, sink.unreportedLost > 0 { reportLost() }
+    }
+
+    /// Whether one more forward line can be taken: the channel works and a
+    /// file still has room for the batch and the line.
+    public var acceptsBulk: Bool {
+        !sink.failing && sink.fits(state.pointee.batch.count + 512, .bulk)
     }
 
     /// A whole line from the Logger: message as given, metadata sorted by

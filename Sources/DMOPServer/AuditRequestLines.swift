@@ -149,8 +149,9 @@ extension BrokerServer {
             line.append(" latency_us_max="); line.append(tally.maxLatency)
             line.append(" seconds="); line.append(tenths / 10); line.append("."); line.append(tenths % 10)
             line.end()
-            line.flush()
         }
+        // One line per op per interval: no reason to hold them back.
+        auditLines?.writeBatch()
         counters.intervalUsed = false
         counters.intervalStart = now
     }
@@ -158,12 +159,14 @@ extension BrokerServer {
     /// The refusal that replaces a forward while the audit channel cannot
     /// take its line and --audit-failure is refuse.
     var auditRefusesForwards: Bool {
-        auditOptions.failure == .refuse && !(auditLines?.sink.acceptsBulk ?? true)
+        auditOptions.failure == .refuse && !(auditLines?.acceptsBulk ?? true)
     }
 
     /// SIGHUP and SIGUSR1, taken between requests.
     public func handleRuntimeSignals(_ peer: SeqPacket.Credentials? = nil) {
         if cposix_take_hangup() != 0 {
+            // Batched lines belong to the file they were written for.
+            auditLines?.writeBatch()
             let outcome = auditLines?.sink.reopen() ?? "nothing to reopen"
             audit.notice("SIGHUP: \(outcome)")
         }

@@ -221,10 +221,10 @@ public final class AuditSink: @unchecked Sendable {
     /// was lost (counted).
     @discardableResult
     public func write(_ line: UnsafeBufferPointer<UInt8>, messageStart: Int, level: Logger.Level,
-                      importance: AuditImportance) -> Bool {
+                      importance: AuditImportance, lines: Int = 1) -> Bool {
         guard fits(line.count, importance) else {
             if importance == .bulk { failing = true }
-            return lose(EFBIG)
+            return lose(EFBIG, lines: lines)
         }
         let result: Int32
         switch channel {
@@ -232,14 +232,23 @@ public final class AuditSink: @unchecked Sendable {
         case .journal: result = sendJournal(line, messageStart: messageStart, level: level)
         case .syslog: result = sendSyslog(line, messageStart: messageStart, level: level)
         }
-        guard result == 0 else { return lose(result) }
+        guard result == 0 else { return lose(result, lines: lines) }
         failing = false
         return true
     }
 
-    private func lose(_ error: Int32) -> Bool {
-        lost += 1
-        unreportedLost += 1
+    /// stderr and files take several lines in one write; the daemons take
+    /// one entry per datagram.
+    public var isStream: Bool {
+        switch channel {
+        case .stderr, .file: true
+        case .journal, .syslog: false
+        }
+    }
+
+    private func lose(_ error: Int32, lines: Int = 1) -> Bool {
+        lost += UInt64(lines)
+        unreportedLost += UInt64(lines)
         lastError = error
         failing = true
         return false

@@ -80,7 +80,8 @@ public final class BrokerServer {
     public var welcome: Welcome {
         Welcome(version: Wire.protocolVersion, dmopABI: DMOPABI.identifier,
                 xenVersion: hypervisor.xenVersion, domid: domid, maxBuffers: UInt16(DMOPABI.maxBuffers),
-                maxBufferSize: UInt32(DMOPABI.maxBufferSize), allowedOps: policy.allowedOpsMask)
+                maxBufferSize: UInt32(DMOPABI.maxBufferSize), allowedOps: policy.allowedOpsMask,
+                postedOps: policy.postedOpsMask)
     }
 
     /// Serves the connected client on `fd` until the session ends. The fd
@@ -107,10 +108,12 @@ public final class BrokerServer {
         var session = Session(peer: peer, started: started)
         let end = loop(fd: fd, session: &session)
         flushForwardCounts(peer, now: cposix_monotonic_ns(), force: true)
+        // Before the session end line counts what was lost.
+        auditLines?.writeBatch()
         destroyOwnedServers(session)
         writeSummaries(now: cposix_monotonic_ns())
         if logged {
-            audit.info("session end: peer_pid=\(peer.pid) reason=\(Logfmt.quote(describe(end))) requests=\(session.requests) forwarded=\(session.forwarded) refused=\(session.refused) audit_lost=\(auditLines?.sink.lost ?? 0)")
+            audit.info("session end: peer_pid=\(peer.pid) reason=\(Logfmt.quote(describe(end))) requests=\(session.requests) forwarded=\(session.forwarded) refused=\(session.refused) audit_lost=\(auditLines?.sink.lost ?? 0)\(postedSummary(session))")
         }
         return end
     }
@@ -134,6 +137,12 @@ public final class BrokerServer {
         var refused = 0
         /// The ioreq servers this session created: the only ones it may name.
         var owned = OwnedIoreqServers()
+        /// The version WELCOME chose.
+        var version: UInt16 = 1
+        var posted = 0
+        var postedFailed = 0
+        /// The first posted failure since the last synchronous REPLY.
+        var postedFailure: PostedFailure?
 
         init(peer: SeqPacket.Credentials, started: UInt64) {
             self.peer = peer
@@ -160,9 +169,20 @@ public final class BrokerServer {
     private func wait(_ fd: Int32, _ events: Int32, session: Session) -> SessionEnd? {
         while true {
             var timeout: Int64 = -1
+            var helloDeadline = false
             if !session.helloDone, let limit = helloTimeoutNanoseconds {
                 let elapsed = cposix_monotonic_ns() &- session.started
                 timeout = elapsed >= limit ? 0 : Int64(limit - elapsed)
+                helloDeadline = true
+            }
+            // Batched forward lines are due even while nothing arrives.
+            if let due = auditLines?.batchDeadline {
+                let now = cposix_monotonic_ns()
+                let left = due > now ? Int64(due - now) : 0
+                if timeout < 0 || left < timeout {
+                    timeout = left
+                    helloDeadline = false
+                }
             }
             var revents: Int16 = 0
             let rc = cposix_wait(fd, Int16(events), timeout, &revents)
@@ -172,6 +192,10 @@ public final class BrokerServer {
                 if cposix_stop_signal() != 0 { return .stopped }
                 if cposix_runtime_signal_pending() != 0 { handleRuntimeSignals(session.peer) }
                 return nil
+            }
+            if rc == 0 && !helloDeadline {
+                auditLines?.writeBatch()
+                continue
             }
             if rc == 0 {
                 let seconds = Double(helloTimeoutNanoseconds ?? 0) / 1e9
@@ -202,14 +226,33 @@ public final class BrokerServer {
         }
     }
 
+    /// Requests taken per wake-up before the wait runs again (its signal
+    /// checks and the audit's time bound).
+    static let drainLimit = 64
+
     private func loop(fd: Int32, session: inout Session) -> SessionEnd {
+        // Everything queued is taken per wake-up: receives after the first
+        // one run until EAGAIN, so a burst of posted requests costs one wait.
+        var drained = Self.drainLimit
         while true {
-            if let end = wait(fd, Int32(POLLIN), session: session) { return end }
+            if drained >= Self.drainLimit {
+                if let end = wait(fd, Int32(POLLIN), session: session) { return end }
+                drained = 0
+            } else if cposix_runtime_signal_pending() != 0 {
+                // SIGHUP and SIGUSR1 are delivered at any time: take them
+                // between requests as the wait would.
+                handleRuntimeSignals(session.peer)
+            }
+            drained += 1
             let received: SeqPacket.Received
             do {
                 received = try SeqPacket.receive(fd, into: receiveBuffer)
             } catch {
-                if error.errno == EINTR || error.errno == EAGAIN { continue }
+                if error.errno == EAGAIN {
+                    drained = Self.drainLimit
+                    continue
+                }
+                if error.errno == EINTR { continue }
                 if error.errno == ECONNRESET { return .hangUp }
                 return .ioError(error)
             }
@@ -247,16 +290,22 @@ public final class BrokerServer {
                     let encoded = Wire.encodeWelcome(welcome)
                     if let end = encoded.withUnsafeBytes({ send(fd, $0, session: session) }) { return end }
                     session.helloDone = true
+                    session.version = version
                 }
             case .request(let frame):
                 guard session.helloDone else {
                     return violation(fd, ProtocolViolation(.helloRequired, requestID: frame.requestID,
                                                            "REQUEST before HELLO"))
                 }
+                if frame.posted && session.version < Wire.postingVersion {
+                    return violation(fd, ProtocolViolation(.reservedNonzero, requestID: frame.requestID,
+                                                           "REQUEST flags 0x1 (posted) in a version \(session.version) session"))
+                }
                 let replyLength = handle(frame, session: &session)
-                // The request's audit line goes out once the reply is sent:
-                // before the next read, never after any later line.
+                // A refusal's line goes out once the reply is sent: before
+                // the next read, never after any later line.
                 defer { auditLines?.flush() }
+                if frame.posted { continue }
                 if let end = send(fd, UnsafeRawBufferPointer(rebasing: replyBuffer[0..<replyLength]), session: session) {
                     return end
                 }
@@ -269,11 +318,14 @@ public final class BrokerServer {
     func handle(_ frame: RequestFrame, session: inout Session) -> Int {
         let started = cposix_monotonic_ns()
         session.requests += 1
+        if frame.posted { session.posted += 1 }
         writeSummaries(now: started)
         flushForwardCounts(session.peer, now: started, force: false)
         let auditBlocked: Int32? = auditRefusesForwards ? (auditLines?.sink.lastError ?? 0) : nil
+        // A synchronous REPLY carries the posted failure kept so far.
         let handled = handler.handle(frame, in: receiveBuffer, owned: &session.owned, now: started,
-                                     auditBlocked: auditBlocked, reply: replyBuffer)
+                                     auditBlocked: auditBlocked, reply: replyBuffer,
+                                     postedFailure: frame.posted ? nil : takePostedFailure(&session))
         counters.requests += 1
         switch handled.outcome {
         case .refused(let reason, let detail):
@@ -288,11 +340,46 @@ public final class BrokerServer {
             } else if throttle.admitRefusalLine(reason) {
                 auditRefusal(session.peer, frame.domid, opName, reason, -reason.errno, elapsedMicros(since: started), detail)
             }
+            if frame.posted {
+                notePostedFailure(frame, handled.opNumber, -reason.errno, .broker, reason, session: &session)
+            }
         case .forwarded(let rule, let rc):
             session.forwarded += 1
             auditForward(session.peer, frame.domid, rule.op, rule.location, rc, elapsedMicros(since: started))
+            if frame.posted && rc != 0 {
+                notePostedFailure(frame, handled.opNumber, rc, .hypervisor, nil, session: &session)
+            }
         }
         return handled.replyLength
+    }
+
+    /// Keeps the first failure of a posted request for the next synchronous
+    /// REPLY; later ones are counted.
+    private func notePostedFailure(_ frame: RequestFrame, _ op: UInt32?, _ result: Int32, _ origin: ReplyOrigin,
+                                   _ reason: ReasonCode?, session: inout Session) {
+        session.postedFailed += 1
+        if session.postedFailure == nil {
+            session.postedFailure = PostedFailure(requestID: frame.requestID, op: op ?? UInt32.max, result: result,
+                                                  origin: origin, reason: reason)
+        } else if session.postedFailure!.laterFailures < UInt32.max {
+            session.postedFailure!.laterFailures += 1
+        }
+    }
+
+    /// The kept posted failure, for the REPLY being built; its delivery is
+    /// audited (as a refusal line is: bounded under a flood).
+    private func takePostedFailure(_ session: inout Session) -> PostedFailure? {
+        guard let failure = session.postedFailure else { return nil }
+        session.postedFailure = nil
+        if throttle.admitRefusalLine(failure.reason ?? .opNotAllowed) {
+            let opName = Catalogue.op(number: failure.op)?.name ?? (failure.op == UInt32.max ? "-" : "op\(failure.op)")
+            audit.notice("posted failure delivered: peer_pid=\(session.peer.pid) domid=\(domid) request_id=\(failure.requestID) op=\(opName) rc=\(failure.result) reason=\(failure.reason?.name ?? "-") later_failures=\(failure.laterFailures)")
+        }
+        return failure
+    }
+
+    private func postedSummary(_ session: Session) -> String {
+        session.version < Wire.postingVersion ? "" : " posted=\(session.posted) posted_failed=\(session.postedFailed)"
     }
 
     private func violation(_ fd: Int32, _ violation: ProtocolViolation) -> SessionEnd {

@@ -6,10 +6,13 @@ import DMOPPosix
 public struct DMOPRequest {
     public var domid: UInt16
     public var buffers: [UnsafeRawBufferPointer]
+    /// Sent posted (protocol version 2): allowed only when its rule says so.
+    public var posted: Bool
 
-    public init(domid: UInt16, buffers: [UnsafeRawBufferPointer]) {
+    public init(domid: UInt16, buffers: [UnsafeRawBufferPointer], posted: Bool = false) {
         self.domid = domid
         self.buffers = buffers
+        self.posted = posted
     }
 
     /// The op number in buffer 0, when buffer 0 holds one.
@@ -133,6 +136,9 @@ public func decide(restrictedDomid: UInt16, policy: Policy, request: DMOPRequest
     }
     guard let rule = policy.rule(forOp: opNumber) else {
         return .refuse(.opNotAllowed, "op \(op.name) is not allowed by \(policy.source)")
+    }
+    guard !request.posted || rule.mayPost else {
+        return .refuse(.postingNotAllowed, "op \(op.name) may not be posted (\(rule.location) does not say 'posted')")
     }
     guard request.buffers.count == op.bufferCount else {
         return .refuse(.badBufferCount, "\(op.name) takes \(op.bufferCount) buffer(s), got \(request.buffers.count)")

@@ -27,6 +27,11 @@ public struct Policy: Sendable {
     public var allowedOpsMask: UInt32 {
         rules.reduce(0) { $0 | (1 << $1.op.number) }
     }
+
+    /// Bit n set when op n may be posted (WELCOME's posted_ops).
+    public var postedOpsMask: UInt32 {
+        rules.reduce(0) { $0 | ($1.mayPost ? 1 << $1.op.number : 0) }
+    }
 }
 
 public struct PolicyRule: Sendable, Equatable {
@@ -37,13 +42,17 @@ public struct PolicyRule: Sendable, Equatable {
     public let location: String
     /// Applied by the server after the decision; nil: no limit.
     public let rateLimit: RateLimit?
+    /// `posted`: a version 2 client may send the op without waiting.
+    public let mayPost: Bool
 
-    public init(op: OpSpec, line: Int, conditions: [Condition], location: String, rateLimit: RateLimit? = nil) {
+    public init(op: OpSpec, line: Int, conditions: [Condition], location: String, rateLimit: RateLimit? = nil,
+                mayPost: Bool = false) {
         self.op = op
         self.line = line
         self.conditions = conditions
         self.location = location
         self.rateLimit = rateLimit
+        self.mayPost = mayPost
     }
 }
 
@@ -105,6 +114,7 @@ extension Policy {
     ///     allow <op>
     ///     allow <op> if <field> <cmp> <number> [and <field> in <n>,<n>...]
     ///     allow <op> [if ...] rate <n>/s [burst <m>]
+    ///     allow <op> [if ...] [rate ...] posted
     public static func parse(_ text: String, file: String) throws(PolicyError) -> Policy {
         var rules: [PolicyRule] = []
         var lineNumber = 0
@@ -145,13 +155,25 @@ extension Policy {
                 rateLimit = try scanner.rateLimit()
                 next = scanner.word()
             }
+            var mayPost = false
+            if let word = next, word.text == "posted" {
+                // A posted request gets no REPLY, so nothing could carry
+                // what such an op writes back.
+                guard op.replyBuffers.isEmpty else {
+                    throw scanner.error(at: word.column, "'\(op.name)' writes results back, so it cannot be posted")
+                }
+                mayPost = true
+                next = scanner.word()
+            }
             if let word = next {
-                let expected = conditions.isEmpty && rateLimit == nil ? "'if', 'rate'" : rateLimit == nil ? "'and', 'rate'" : "nothing"
+                let expected = mayPost ? "nothing"
+                    : conditions.isEmpty && rateLimit == nil ? "'if', 'rate', 'posted'"
+                    : rateLimit == nil ? "'and', 'rate', 'posted'" : "'posted'"
                 throw scanner.error(at: word.column, "expected \(expected) or end of line, found '\(word.text)'")
             }
             try scanner.expectEnd()
             rules.append(PolicyRule(op: op, line: lineNumber, conditions: conditions,
-                                    location: "\(file):\(lineNumber)", rateLimit: rateLimit))
+                                    location: "\(file):\(lineNumber)", rateLimit: rateLimit, mayPost: mayPost))
         }
         return Policy(source: file, rules: rules)
     }

@@ -17,6 +17,8 @@ public enum ReasonCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
     case notOwner = 10
     /// The audit log cannot take the forward's line (--audit-failure refuse).
     case auditUnavailable = 11
+    /// A posted request for an op its rule does not mark `posted`.
+    case postingNotAllowed = 12
     // Protocol errors (the broker closes) and hello refusals.
     case badMagic = 32
     case truncated = 33
@@ -46,6 +48,7 @@ public enum ReasonCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
         case .rateLimited: "RATE_LIMITED"
         case .notOwner: "NOT_OWNER"
         case .auditUnavailable: "AUDIT_UNAVAILABLE"
+        case .postingNotAllowed: "POSTING_NOT_ALLOWED"
         case .badMagic: "BAD_MAGIC"
         case .truncated: "TRUNCATED"
         case .oversized: "OVERSIZED"

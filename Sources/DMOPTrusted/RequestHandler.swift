@@ -32,18 +32,22 @@ public struct RequestHandler {
     /// (Wire.maxReplySize bytes). `owned` follows a successful create or
     /// destroy. `auditBlocked` is the errno of an audit log that can take no
     /// more forward lines (nil when it can): then forwards are refused.
+    /// A posted frame gets no REPLY (length 0); a synchronous one carries
+    /// `postedFailure` in its trailer.
     public mutating func handle(_ frame: RequestFrame, in datagram: UnsafeMutableRawBufferPointer,
                                 owned: inout OwnedIoreqServers, now: UInt64, auditBlocked: Int32?,
-                                reply: UnsafeMutableRawBufferPointer) -> (outcome: RequestOutcome, opNumber: UInt32?, replyLength: Int) {
+                                reply: UnsafeMutableRawBufferPointer, postedFailure: PostedFailure? = nil)
+        -> (outcome: RequestOutcome, opNumber: UInt32?, replyLength: Int) {
         let base = UnsafeRawPointer(datagram.baseAddress!)
         let views = frame.buffers.map { UnsafeRawBufferPointer(start: base + $0.lowerBound, count: $0.count) }
-        let request = DMOPRequest(domid: frame.domid, buffers: views)
+        let request = DMOPRequest(domid: frame.domid, buffers: views, posted: frame.posted)
         let decision = decide(restrictedDomid: domid, policy: policy, request: request, owned: owned,
                               limiter: &limiter, now: now, auditBlocked: auditBlocked)
         switch decision {
         case .refuse(let reason, let detail):
-            let length = Wire.encodeReply(into: reply, domid: frame.domid, requestID: frame.requestID,
-                                          result: -reason.errno, refusal: reason, returned: [])
+            let length = frame.posted ? 0
+                : Wire.encodeReply(into: reply, domid: frame.domid, requestID: frame.requestID,
+                                   result: -reason.errno, refusal: reason, returned: [], postedFailure: postedFailure)
             return (.refused(reason, detail), request.opNumber, length)
 
         case .forward(let allowed):
@@ -56,8 +60,9 @@ public struct RequestHandler {
                 // nothing back on failure.
                 for index in op.replyBuffers { returned.append((index, views[index])) }
             }
-            let length = Wire.encodeReply(into: reply, domid: frame.domid, requestID: frame.requestID,
-                                          result: rc, refusal: nil, returned: returned)
+            let length = frame.posted ? 0
+                : Wire.encodeReply(into: reply, domid: frame.domid, requestID: frame.requestID,
+                                   result: rc, refusal: nil, returned: returned, postedFailure: postedFailure)
             return (.forwarded(allowed.rule, rc: rc), request.opNumber, length)
         }
     }

@@ -1,11 +1,21 @@
 // SPDX-License-Identifier: MIT
-/// Wire protocol v1 (dmop-broker-protocol(7)): fixed little-endian layouts
-/// over SOCK_SEQPACKET. Decoding is total: every length is checked before it
+/// Wire protocol, versions 1 and 2 (dmop-broker-protocol(7)): fixed
+/// little-endian layouts over SOCK_SEQPACKET. Version 2 adds posted
+/// requests (no REPLY of their own; the first failure rides on the next
+/// synchronous REPLY). Decoding is total: every length is checked before it
 /// is used, and nothing is allocated from a length the peer chose.
 public enum Wire {
     public static let magic: UInt32 = 0x424F_4D44  // "DMOB" in memory order
-    public static let protocolVersion: UInt16 = 1
-    public static let supportedVersions: ClosedRange<UInt16> = 1...1
+    public static let protocolVersion: UInt16 = 2
+    public static let supportedVersions: ClosedRange<UInt16> = 1...2
+    /// The first version with posted requests.
+    public static let postingVersion: UInt16 = 2
+    /// REQUEST flags (bytes 14..15, version 2): the request is posted.
+    public static let requestFlagPosted: UInt16 = 0x0001
+    /// REPLY flags (bytes 22..23, version 2): a posted-failure trailer
+    /// follows the buffers.
+    public static let replyFlagPostedFailure: UInt16 = 0x0001
+    public static let postedFailureSize = 20
 
     public static let commonHeaderSize = 8
     public static let helloSize = 16
@@ -25,7 +35,7 @@ public enum Wire {
     /// The largest REPLY: two buffers come back at most.
     public static let maxReturnedBuffers = 2
     public static let maxReplySize =
-        replyHeaderSize + maxReturnedBuffers * (replyDescriptorSize + DMOPABI.maxBufferSize)
+        replyHeaderSize + maxReturnedBuffers * (replyDescriptorSize + DMOPABI.maxBufferSize) + postedFailureSize
     /// Longest text in REFUSED and PROTOCOL_ERROR.
     public static let maxTextLength = 512
 }
@@ -85,9 +95,11 @@ public struct Welcome: Equatable, Sendable {
     public var maxBufferSize: UInt32
     /// Bit n set: the policy allows op number n.
     public var allowedOps: UInt32
+    /// Bit n set: op number n may be posted (version 2; 0 in version 1).
+    public var postedOps: UInt32
 
     public init(version: UInt16, dmopABI: UInt32, xenVersion: UInt32, domid: UInt16,
-                maxBuffers: UInt16, maxBufferSize: UInt32, allowedOps: UInt32) {
+                maxBuffers: UInt16, maxBufferSize: UInt32, allowedOps: UInt32, postedOps: UInt32 = 0) {
         self.version = version
         self.dmopABI = dmopABI
         self.xenVersion = xenVersion
@@ -95,6 +107,7 @@ public struct Welcome: Equatable, Sendable {
         self.maxBuffers = maxBuffers
         self.maxBufferSize = maxBufferSize
         self.allowedOps = allowedOps
+        self.postedOps = postedOps
     }
 }
 
@@ -105,6 +118,34 @@ public struct RequestFrame: Equatable, Sendable {
     public var domid: UInt16
     public var requestID: UInt32
     public var buffers: [Range<Int>]
+    /// Version 2: no REPLY unless it fails, and then with the next
+    /// synchronous one.
+    public var posted: Bool = false
+}
+
+/// The first failure of a posted request since the last synchronous
+/// REPLY, and how many failed after it (the REPLY trailer).
+public struct PostedFailure: Equatable, Sendable {
+    public var requestID: UInt32
+    /// xen_dm_op.op, or UInt32.max when buffer 0 could not hold one.
+    public var op: UInt32
+    /// A negative errno.
+    public var result: Int32
+    public var origin: ReplyOrigin
+    /// Set when origin is .broker.
+    public var reason: ReasonCode?
+    /// Posted requests that failed after this one (saturating).
+    public var laterFailures: UInt32
+
+    public init(requestID: UInt32, op: UInt32, result: Int32, origin: ReplyOrigin, reason: ReasonCode?,
+                laterFailures: UInt32 = 0) {
+        self.requestID = requestID
+        self.op = op
+        self.result = result
+        self.origin = origin
+        self.reason = reason
+        self.laterFailures = laterFailures
+    }
 }
 
 public enum ClientMessage: Equatable, Sendable {
@@ -159,8 +200,12 @@ extension Wire {
         }
         let requestID = bytes.le32(at: 8)
         let count = Int(bytes.le16(at: 12))
-        guard bytes.le16(at: 14) == 0 else {
-            throw ProtocolViolation(.reservedNonzero, requestID: requestID, "REQUEST reserved bytes 14..15 not zero")
+        // Whether the session's version allows the posted flag is the
+        // server's check: the codec knows no session.
+        let flags = bytes.le16(at: 14)
+        guard flags & ~requestFlagPosted == 0 else {
+            throw ProtocolViolation(.reservedNonzero, requestID: requestID,
+                                    "REQUEST flags 0x\(String(flags, radix: 16)) name no defined flag")
         }
         guard count <= DMOPABI.maxBuffers else {
             throw ProtocolViolation(.tooManyBuffers, requestID: requestID,
@@ -188,7 +233,8 @@ extension Wire {
             throw ProtocolViolation(.lengthMismatch, requestID: requestID,
                                     "sizes add up to \(cursor) bytes, the datagram has \(bytes.count)")
         }
-        return RequestFrame(domid: bytes.le16(at: domidOffset), requestID: requestID, buffers: buffers)
+        return RequestFrame(domid: bytes.le16(at: domidOffset), requestID: requestID, buffers: buffers,
+                            posted: flags & requestFlagPosted != 0)
     }
 
     /// Chooses the protocol version, or says why the hello is refused.
@@ -216,7 +262,8 @@ extension Wire {
         out.appendLE32(magic); out.appendLE16(MessageType.welcome.rawValue); out.appendLE16(w.version)
         out.appendLE32(w.dmopABI); out.appendLE32(w.xenVersion)
         out.appendLE16(w.domid); out.appendLE16(w.maxBuffers)
-        out.appendLE32(w.maxBufferSize); out.appendLE32(w.allowedOps); out.appendLE32(0)
+        out.appendLE32(w.maxBufferSize); out.appendLE32(w.allowedOps)
+        out.appendLE32(w.version >= postingVersion ? w.postedOps : 0)
         return out
     }
 
@@ -243,10 +290,12 @@ extension Wire {
     }
 
     /// Writes a REPLY into `out` (at least maxReplySize bytes) and returns
-    /// its length. `returned` are (index, bytes) of buffers the op wrote back.
+    /// its length. `returned` are (index, bytes) of buffers the op wrote back;
+    /// `postedFailure` goes in the trailer (version 2 sessions only).
     public static func encodeReply(into out: UnsafeMutableRawBufferPointer, domid: UInt16, requestID: UInt32,
                                    result: Int32, refusal: ReasonCode?,
-                                   returned: [(index: Int, bytes: UnsafeRawBufferPointer)]) -> Int {
+                                   returned: [(index: Int, bytes: UnsafeRawBufferPointer)],
+                                   postedFailure: PostedFailure? = nil) -> Int {
         precondition(out.count >= maxReplySize && returned.count <= maxReturnedBuffers)
         out.putLE32(magic, at: 0)
         out.putLE16(MessageType.reply.rawValue, at: 4)
@@ -256,7 +305,7 @@ extension Wire {
         out.putLE16(refusal == nil ? ReplyOrigin.hypervisor.rawValue : ReplyOrigin.broker.rawValue, at: 16)
         out.putLE16(refusal?.rawValue ?? 0, at: 18)
         out.putLE16(UInt16(returned.count), at: 20)
-        out.putLE16(0, at: 22)
+        out.putLE16(postedFailure == nil ? 0 : replyFlagPostedFailure, at: 22)
         var cursor = replyHeaderSize + replyDescriptorSize * returned.count
         for (slot, buffer) in returned.enumerated() {
             precondition(buffer.bytes.count <= DMOPABI.maxBufferSize)
@@ -268,6 +317,15 @@ extension Wire {
                 (out.baseAddress! + cursor).copyMemory(from: base, byteCount: buffer.bytes.count)
             }
             cursor += buffer.bytes.count
+        }
+        if let failure = postedFailure {
+            out.putLE32(failure.requestID, at: cursor)
+            out.putLE32(failure.op, at: cursor + 4)
+            out.putLE32(UInt32(bitPattern: failure.result), at: cursor + 8)
+            out.putLE16(failure.origin.rawValue, at: cursor + 12)
+            out.putLE16(failure.reason?.rawValue ?? 0, at: cursor + 14)
+            out.putLE32(failure.laterFailures, at: cursor + 16)
+            cursor += postedFailureSize
         }
         return cursor
     }

@@ -18,9 +18,21 @@ final class CLibrary {
 
     /// nil when there is no file at `path`; exits when the file is there but
     /// is not the library (a broken build should not pass silently).
-    init?(path: String) {
+    /// `separateCopy`: a second copy in a new link-map namespace (dlmopen),
+    /// with its own process-wide session, so one process can hold a waiting
+    /// session and a posting one side by side.
+    init?(path: String, separateCopy: Bool = false) {
         guard access(path, R_OK) == 0 else { return nil }
-        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
+        typealias DLMOpen = @convention(c) (Int, UnsafePointer<CChar>, Int32) -> UnsafeMutableRawPointer?
+        let loaded: UnsafeMutableRawPointer?
+        if separateCopy {
+            // Glibc's module map does not declare dlmopen (a GNU extension).
+            guard let address = dlsym(nil, "dlmopen") else { fail("this libc has no dlmopen") }
+            loaded = unsafeBitCast(address, to: DLMOpen.self)(-1 /* LM_ID_NEWLM */, path, RTLD_NOW)
+        } else {
+            loaded = dlopen(path, RTLD_NOW | RTLD_LOCAL)
+        }
+        guard let handle = loaded else {
             fail("dlopen \(path): \(dlerror().map { String(cString: $0) } ?? "unknown error")")
         }
         func symbol<T>(_ name: String, _: T.Type) -> T {
@@ -36,9 +48,10 @@ final class CLibrary {
 
     /// xendevicemodel_open on an inherited broker socket, as the wrapper
     /// hands one to QEMU: DMOP_BROKER_FD names it, the library adopts it.
-    func openSession(fd: Int32) -> OpaquePointer {
+    func openSession(fd: Int32, posting: Bool = true) -> OpaquePointer {
         setenv("DMOP_BROKER_FD", String(fd), 1)
-        defer { unsetenv("DMOP_BROKER_FD") }
+        if !posting { setenv("DMOP_POSTED", "0", 1) }
+        defer { unsetenv("DMOP_BROKER_FD"); unsetenv("DMOP_POSTED") }
         guard let handle = open(nil, 0) else {
             fail("xendevicemodel_open with DMOP_BROKER_FD=\(fd) failed: \(String(cString: strerror(errno)))")
         }

@@ -169,7 +169,7 @@ struct BrokerProcess {
 
     static let domid: UInt16 = 5
 
-    static func start(_ config: BenchConfig, auditLog defaultLog: String) -> BrokerProcess {
+    static func start(_ config: BenchConfig, auditLog defaultLog: String, record: String? = nil) -> BrokerProcess {
         let auditLog = config.auditLog ?? defaultLog
         let (mine, theirs) = Children.seqpacketPair()
         var pipeFDs: [Int32] = [-1, -1]
@@ -181,6 +181,7 @@ struct BrokerProcess {
         // One line per request, the costlier audit mode, as the figures
         // before aggregation were measured.
         arguments += ["--audit-forwards", "each"]
+        if let record { arguments += ["--simulated-record", record] }
         if geteuid() == 0 { arguments.append("--allow-root") }
         // What DESIGN.md recommends for the toolstack's environment.
         let environment = ["SWIFT_BACKTRACE=enable=no", "TZ=UTC", "PATH=/usr/bin:/bin"]

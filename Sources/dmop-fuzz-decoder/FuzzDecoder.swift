@@ -62,7 +62,8 @@ func checkClientDecoder(_ input: UnsafeRawBufferPointer) {
             }
             invariant(cursor == input.count, "sizes add up to \(cursor), datagram has \(input.count)")
             let buffers = frame.buffers.map { Array(input[$0]) }
-            invariant(Wire.encodeRequest(domid: frame.domid, requestID: frame.requestID, buffers: buffers) == Array(input),
+            invariant(Wire.encodeRequest(domid: frame.domid, requestID: frame.requestID, buffers: buffers,
+                                         flags: frame.posted ? Wire.requestFlagPosted : 0) == Array(input),
                       "REQUEST does not re-encode to its bytes")
         }
     } catch {
@@ -103,7 +104,8 @@ func checkBrokerDecoder(_ input: UnsafeRawBufferPointer) {
     case .reply(let reply):
         invariant(reply.buffers.count <= Wire.maxReturnedBuffers, "REPLY with \(reply.buffers.count) buffers")
         let total = reply.buffers.reduce(0) { $0 + $1.bytes.count }
-        invariant(Wire.replyHeaderSize + Wire.replyDescriptorSize * reply.buffers.count + total == input.count,
+        let trailer = reply.postedFailure == nil ? 0 : Wire.postedFailureSize
+        invariant(Wire.replyHeaderSize + Wire.replyDescriptorSize * reply.buffers.count + total + trailer == input.count,
                   "REPLY sizes do not add up")
         invariant(input.count <= Wire.maxReplySize, "REPLY of \(input.count) bytes accepted")
         invariant((reply.origin == .broker) == (reply.reason != nil), "REPLY origin and reason disagree")

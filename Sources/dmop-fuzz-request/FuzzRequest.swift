@@ -61,10 +61,13 @@ struct Fixture {
             // Every op, so forwarded requests reach every part of the model;
             // two limits, so rate limiting is reachable within one input.
             // relocate_memory is bounded so that most calls run the model's
-            // walk (see RecordingHypervisor.relocateFramesModelled).
+            // walk (see RecordingHypervisor.relocateFramesModelled). Two ops
+            // may be posted; none with a limit, so that what a posted request
+            // met (no REPLY says) follows from the input alone.
             let extras = ["inject_msi": " rate 1000/s burst 3",
                           "set_pci_intx_level": " if level <= 1 rate 1/s burst 2",
-                          "relocate_memory": " if size <= 256"]
+                          "relocate_memory": " if size <= 256",
+                          "set_isa_irq_level": " posted", "set_irq_level": " posted"]
             let all = Catalogue.ops.map { op in "allow \(op.name)" + (extras[op.name] ?? "") }
             let allowAll = try Policy.parse(all.joined(separator: "\n"), file: "allow-all.policy")
             policies = [shipped, allowAll]
@@ -306,6 +309,10 @@ final class Model {
     var owned = OwnedIoreqServers()
     /// Calls forwarded per op, for the rate-limit bound.
     var admitted: [UInt32: UInt64] = [:]
+    /// The version WELCOME chose.
+    var version: UInt16 = 1
+    /// The posted failure the next synchronous REPLY must carry.
+    var postedFailure: PostedFailure?
 
     init(policy: Policy, replies: [BrokerMessage], calls: [RecordingHypervisor.Call], elapsed: Double) {
         self.policy = policy
@@ -388,16 +395,22 @@ final class Model {
                     }
                     invariant(welcome.version == version && welcome.domid == brokerDomid
                               && welcome.allowedOps == policy.allowedOpsMask
+                              && welcome.postedOps == (version >= Wire.postingVersion ? policy.postedOpsMask : 0)
                               && welcome.maxBuffers == UInt16(DMOPABI.maxBuffers)
                               && welcome.maxBufferSize == UInt32(DMOPABI.maxBufferSize)
                               && welcome.dmopABI == DMOPABI.identifier,
                               "\(what): WELCOME \(welcome)")
                     helloDone = true
+                    self.version = version
                 }
             case .request(let frame):
                 guard helloDone else {
                     expectProtocolError(.helloRequired, requestID: frame.requestID, what)
                     return .violation(.helloRequired)
+                }
+                if frame.posted && version < Wire.postingVersion {
+                    expectProtocolError(.reservedNonzero, requestID: frame.requestID, what)
+                    return .violation(.reservedNonzero)
                 }
                 request(frame, datagram, what)
             }
@@ -409,8 +422,13 @@ final class Model {
         let buffers = frame.buffers.map { Array(datagram[$0]) }
         let decision = datagram.withUnsafeBytes { raw in
             decide(restrictedDomid: brokerDomid, policy: policy,
-                   request: DMOPRequest(domid: frame.domid, buffers: frame.buffers.map { UnsafeRawBufferPointer(rebasing: raw[$0]) }),
+                   request: DMOPRequest(domid: frame.domid, buffers: frame.buffers.map { UnsafeRawBufferPointer(rebasing: raw[$0]) },
+                                        posted: frame.posted),
                    owned: owned)
+        }
+        if frame.posted {
+            posted(frame, buffers, decision, what)
+            return
         }
         guard case .reply(let reply) = takeReply(what) else {
             invariant(false, "\(what): expected REPLY, got \(replies[nextReply - 1])")
@@ -418,6 +436,9 @@ final class Model {
         }
         invariant(reply.requestID == frame.requestID && reply.domid == frame.domid,
                   "\(what): REPLY for \(reply.requestID)/domid \(reply.domid), request was \(frame.requestID)/\(frame.domid)")
+        invariant(reply.postedFailure == postedFailure,
+                  "\(what): REPLY carries posted failure \(String(describing: reply.postedFailure)), expected \(String(describing: postedFailure))")
+        postedFailure = nil
         switch decision {
         case .refuse(let reason, _):
             invariant(reply.origin == .broker && reply.reason == reason && reply.result == -reason.errno && reply.buffers.isEmpty,
@@ -459,6 +480,36 @@ final class Model {
                 invariant(admitted[rule.op.number, default: 0] <= most,
                           "\(what): \(rule.op.name) admitted \(admitted[rule.op.number, default: 0]) times in \(elapsed) s, limit \(limit)")
             }
+        }
+    }
+
+    /// A posted request: no REPLY; a failure is kept for the next one.
+    private func posted(_ frame: RequestFrame, _ buffers: [[UInt8]], _ decision: Decision, _ what: String) {
+        let op = buffers.first.flatMap { $0.count >= 4 ? $0.withUnsafeBytes { $0.le32(at: DMOPABI.opOffset) } : nil }
+        func failed(_ result: Int32, _ origin: ReplyOrigin, _ reason: ReasonCode?) {
+            if postedFailure == nil {
+                postedFailure = PostedFailure(requestID: frame.requestID, op: op ?? UInt32.max, result: result,
+                                              origin: origin, reason: reason)
+            } else if postedFailure!.laterFailures < UInt32.max {
+                postedFailure!.laterFailures += 1
+            }
+        }
+        switch decision {
+        case .refuse(let reason, _):
+            failed(-reason.errno, .broker, reason)
+        case .forward(let allowed):
+            let rule = allowed.rule
+            invariant(rule.mayPost && rule.rateLimit == nil, "\(what): posted \(rule.op.name) forwarded by the decision")
+            invariant(nextCall < calls.count, "\(what): a posted \(rule.op.name) did not reach the hypervisor")
+            guard nextCall < calls.count else { return }
+            let call = calls[nextCall]
+            nextCall += 1
+            checkCall(call, what)
+            invariant(call.domid == frame.domid && call.input == buffers,
+                      "\(what): the hypervisor got other bytes than the posted request's")
+            invariant(rule.op.replyBuffers.isEmpty, "\(what): a posted op that writes back")
+            if call.rc != 0 { failed(call.rc, .hypervisor, nil) }
+            admitted[rule.op.number, default: 0] += 1
         }
     }
 

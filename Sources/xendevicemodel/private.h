@@ -62,4 +62,11 @@ int dmop_session_attach(xendevicemodel_handle *dmod);
 int dmop_session_call(xendevicemodel_handle *dmod, domid_t domid,
                       unsigned int nr_bufs, struct dmop_buf bufs[]);
 
+/* Sends one DMOP without waiting when the session may post op `op`
+ * (protocol 2, the policy's posted_ops, DMOP_POSTED not 0), else as
+ * dmop_session_call. A posted call returns 0 once the request is sent; its
+ * failure, if any, fails the next call that waits (see session.c). */
+int dmop_session_post(xendevicemodel_handle *dmod, domid_t domid,
+                      uint32_t op, struct dmop_buf *buf);
+
 #endif /* DMOP_XENDEVICEMODEL_PRIVATE_H */

@@ -15,6 +15,15 @@
  * or sleeps. The reader receives one REPLY, hands it to the waiter whose
  * request_id it carries, and wakes everyone. Several requests can thus be
  * in flight on one handle and each gets its own reply.
+ *
+ * Posting (protocol 2): the interrupt ops are sent without a waiter and
+ * the call returns 0 at once. The broker serves requests in the order they
+ * arrive, so any call that waits is a barrier behind every request posted
+ * before it. A posted request that fails comes back in the trailer of the
+ * next REPLY: that call then fails with the posted request's errno (unless
+ * it failed itself), and the failure is logged. How many posted requests
+ * are in flight is bounded by the socket's send buffer: sendmsg blocks
+ * while the broker is behind, and nothing is dropped.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -51,7 +60,8 @@
  * MSG_TRUNC and refused (a PROTOCOL_ERROR's text is logged truncated). */
 #define RX_CAPACITY (DMOP_WIRE_REPLY_FIXED + \
                      DMOP_WIRE_MAX_REPLY_BUFFERS * DMOP_WIRE_REPLY_DESC_SIZE + \
-                     DMOP_WIRE_MAX_REPLY_BUFFERS * DMOP_WIRE_MAX_BUFFER_SIZE)
+                     DMOP_WIRE_MAX_REPLY_BUFFERS * DMOP_WIRE_MAX_BUFFER_SIZE + \
+                     DMOP_WIRE_POSTED_FAILURE_SIZE)
 
 /* Our largest REQUEST: we never send more than two buffers. */
 #define MAX_CALL_BUFFERS 2
@@ -83,6 +93,8 @@ static struct {
     uint16_t max_buffers;
     uint32_t max_buffer_size;
     uint32_t allowed_ops;
+    uint32_t posted_ops;    /* version 2: ops the policy lets us post */
+    bool posting;           /* DMOP_POSTED is not "0" */
     /* Calls in flight. */
     uint32_t next_id;
     bool reader_active;
@@ -379,6 +391,7 @@ static int handshake(xendevicemodel_handle *dmod, int fd)
     S.max_buffers = dmop_get16(m + 18);
     S.max_buffer_size = dmop_get32(m + 20);
     S.allowed_ops = dmop_get32(m + 24);
+    S.posted_ops = S.version >= DMOP_WIRE_VERSION_POSTING ? dmop_get32(m + 28) : 0;
 
     /* A broker that welcomes what we did not offer is skew too. */
     if (S.version < DMOP_WIRE_VERSION_MIN || S.version > DMOP_WIRE_VERSION_MAX) {
@@ -397,22 +410,29 @@ static int handshake(xendevicemodel_handle *dmod, int fd)
         errno = EPROTONOSUPPORT;
         return -1;
     }
-    if (dmop_get32(m + 28) != 0 || S.domid >= DOMID_FIRST_RESERVED ||
+    if ((S.version < DMOP_WIRE_VERSION_POSTING && dmop_get32(m + 28) != 0) ||
+        (S.posted_ops & ~S.allowed_ops) != 0 || S.domid >= DOMID_FIRST_RESERVED ||
         S.max_buffers < MAX_CALL_BUFFERS || S.max_buffer_size == 0) {
         dmop_log(lg, XTL_ERROR, -1,
                  "malformed WELCOME from dmop-broker (domid %u, max_buffers %u, "
-                 "max_buffer_size %" PRIu32 ", reserved 0x%08" PRIx32 ")",
+                 "max_buffer_size %" PRIu32 ", posted_ops 0x%08" PRIx32 ")",
                  S.domid, S.max_buffers, S.max_buffer_size, dmop_get32(m + 28));
         errno = EPROTO;
         return -1;
     }
     if (S.max_buffer_size > DMOP_WIRE_MAX_BUFFER_SIZE)
         S.max_buffer_size = DMOP_WIRE_MAX_BUFFER_SIZE;
+    {
+        const char *posted = getenv("DMOP_POSTED");
+        S.posting = !(posted && strcmp(posted, "0") == 0);
+    }
 
     dmop_log(lg, XTL_DEBUG, -1,
              "dmop-broker session: protocol %u, domid %u, Xen %" PRIu32 ".%"
-             PRIu32 ", allowed ops 0x%08" PRIx32, S.version, S.domid,
-             S.xen_version >> 16, S.xen_version & 0xffff, S.allowed_ops);
+             PRIu32 ", allowed ops 0x%08" PRIx32 ", posted ops 0x%08" PRIx32
+             "%s", S.version, S.domid, S.xen_version >> 16,
+             S.xen_version & 0xffff, S.allowed_ops, S.posted_ops,
+             S.posting ? "" : " (DMOP_POSTED=0: not posting)");
     return 0;
 }
 
@@ -542,7 +562,9 @@ static void dispatch(xentoollog_logger *lg, ssize_t n, int recv_errno)
     size_t off, total;
     uint32_t id;
     int32_t result;
-    uint16_t type, origin, reason;
+    int posted_error = 0;
+    uint16_t type, origin, reason, flags;
+    size_t end;
     bool seen[MAX_CALL_BUFFERS] = { false, false };
 
     if (n < 0) {
@@ -594,7 +616,15 @@ static void dispatch(xentoollog_logger *lg, ssize_t n, int recv_errno)
     origin = dmop_get16(m + 16);
     reason = dmop_get16(m + 18);
     nr = dmop_get16(m + 20);
-    if (dmop_get16(m + 6) != w->domid || dmop_get16(m + 22) != 0 ||
+    flags = dmop_get16(m + 22);
+    end = (size_t)n;
+    if (flags == DMOP_WIRE_REPLY_POSTED_FAILURE &&
+        S.version >= DMOP_WIRE_VERSION_POSTING && end >= DMOP_WIRE_REPLY_FIXED +
+        DMOP_WIRE_POSTED_FAILURE_SIZE)
+        end -= DMOP_WIRE_POSTED_FAILURE_SIZE;
+    else if (flags != 0)
+        flags = 0xffff;
+    if (dmop_get16(m + 6) != w->domid || flags == 0xffff ||
         origin > DMOP_WIRE_ORIGIN_BROKER ||
         (origin == DMOP_WIRE_ORIGIN_HYPERVISOR && reason != 0) ||
         (origin == DMOP_WIRE_ORIGIN_BROKER && result >= 0) ||
@@ -609,7 +639,7 @@ static void dispatch(xentoollog_logger *lg, ssize_t n, int recv_errno)
 
     /* Check every descriptor before copying anything. */
     off = DMOP_WIRE_REPLY_FIXED + (size_t)nr * DMOP_WIRE_REPLY_DESC_SIZE;
-    if ((size_t)n < off) {
+    if (end < off) {
         session_break(lg, "REPLY to request %" PRIu32 " shorter than its "
                       "descriptors", id);
         return;
@@ -630,10 +660,36 @@ static void dispatch(xentoollog_logger *lg, ssize_t n, int recv_errno)
         seen[idx] = true;
         total += size;
     }
-    if (total != (size_t)n) {
+    if (total != end) {
         session_break(lg, "REPLY to request %" PRIu32 " is %zd bytes, its "
                       "descriptors say %zu", id, n, total);
         return;
+    }
+    if (flags == DMOP_WIRE_REPLY_POSTED_FAILURE) {
+        const unsigned char *t = m + end;
+        int32_t presult = (int32_t)dmop_get32(t + 8);
+        uint16_t porigin = dmop_get16(t + 12), preason = dmop_get16(t + 14);
+        if (presult >= 0 || porigin > DMOP_WIRE_ORIGIN_BROKER ||
+            (porigin == DMOP_WIRE_ORIGIN_HYPERVISOR) != (preason == 0)) {
+            session_break(lg, "malformed posted failure in the REPLY to "
+                          "request %" PRIu32 " (result %" PRId32 ", origin "
+                          "%u, reason %u)", id, presult, porigin, preason);
+            return;
+        }
+        posted_error = presult >= -4095 ? -presult : EIO;
+        if (porigin == DMOP_WIRE_ORIGIN_BROKER)
+            dmop_log(lg, XTL_ERROR, posted_error,
+                     "posted request %" PRIu32 " (DMOP op %" PRIu32 ") was "
+                     "refused by dmop-broker: reason %u %s; %" PRIu32
+                     " later posted request(s) failed too", dmop_get32(t),
+                     dmop_get32(t + 4), preason, dmop_reason_name(preason),
+                     dmop_get32(t + 16));
+        else
+            dmop_log(lg, XTL_ERROR, posted_error,
+                     "posted request %" PRIu32 " (DMOP op %" PRIu32 ") "
+                     "failed in the hypervisor; %" PRIu32 " later posted "
+                     "request(s) failed too", dmop_get32(t), dmop_get32(t + 4),
+                     dmop_get32(t + 16));
     }
     for (i = 0; i < nr; i++) {
         const unsigned char *d = m + DMOP_WIRE_REPLY_FIXED +
@@ -653,8 +709,9 @@ static void dispatch(xentoollog_logger *lg, ssize_t n, int recv_errno)
                      "dmop-broker refused request %" PRIu32 ": reason %u %s",
                      id, reason, dmop_reason_name(reason));
     } else {
-        /* privcmd's ioctl returns >= 0 on success; the library reports 0. */
-        w->error = 0;
+        /* privcmd's ioctl returns >= 0 on success; the library reports 0.
+         * A posted failure delivered with it fails this call instead. */
+        w->error = posted_error;
     }
     w->done = true;
 }
@@ -776,4 +833,58 @@ int dmop_session_call(xendevicemodel_handle *dmod, domid_t domid,
         return -1;
     }
     return 0;
+}
+
+int dmop_session_post(xendevicemodel_handle *dmod, domid_t domid,
+                      uint32_t op, struct dmop_buf *buf)
+{
+    xentoollog_logger *lg = dmod->logger;
+    unsigned char head[DMOP_WIRE_REQUEST_FIXED + 4];
+    struct iovec iov[2];
+    struct msghdr msg;
+    uint32_t id;
+    ssize_t n;
+    int fd, e;
+
+    pthread_mutex_lock(&S.lock);
+    if (S.state != SESSION_READY || !S.posting || domid != S.domid ||
+        S.version < DMOP_WIRE_VERSION_POSTING || op >= 32 ||
+        !(S.posted_ops & (UINT32_C(1) << op)) ||
+        buf->size > S.max_buffer_size) {
+        /* Whatever cannot be posted takes the waiting path, which also
+         * reports every error as it does today. */
+        pthread_mutex_unlock(&S.lock);
+        return dmop_session_call(dmod, domid, 1, buf);
+    }
+    id = fresh_id();
+    fd = S.fd;
+    pthread_mutex_unlock(&S.lock);
+
+    memset(head, 0, sizeof head);
+    dmop_put32(head + 0, DMOP_WIRE_MAGIC);
+    dmop_put16(head + 4, DMOP_WIRE_TYPE_REQUEST);
+    dmop_put16(head + 6, domid);
+    dmop_put32(head + 8, id);
+    dmop_put16(head + 12, 1);
+    dmop_put16(head + 14, DMOP_WIRE_REQUEST_POSTED);
+    dmop_put32(head + DMOP_WIRE_REQUEST_FIXED, (uint32_t)buf->size);
+    iov[0].iov_base = head;
+    iov[0].iov_len = sizeof head;
+    iov[1].iov_base = buf->ptr;
+    iov[1].iov_len = buf->size;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = iov;
+    msg.msg_iovlen = buf->size ? 2 : 1;
+    /* Blocks while the socket's send buffer is full: the broker is behind,
+     * and QEMU waits for it rather than lose an interrupt. */
+    n = send_all_nosignal(fd, &msg);
+    if (n == (ssize_t)(sizeof head + buf->size))
+        return 0;
+    e = errno;
+    pthread_mutex_lock(&S.lock);
+    session_break(lg, "sending posted request %" PRIu32 " failed: %s", id,
+                  n < 0 ? strerror(e) : "short send");
+    pthread_mutex_unlock(&S.lock);
+    errno = EIO;
+    return -1;
 }

@@ -34,6 +34,14 @@ static int call1(xendevicemodel_handle *dmod, domid_t domid,
     return dmop_session_call(dmod, domid, 1, bufs);
 }
 
+/* The interrupt ops: posted when the session allows (session.c). */
+static int post1(xendevicemodel_handle *dmod, domid_t domid,
+                 struct xen_dm_op *op)
+{
+    struct dmop_buf buf = { op, sizeof(*op) };
+    return dmop_session_post(dmod, domid, op->op, &buf);
+}
+
 static int call2(xendevicemodel_handle *dmod, domid_t domid,
                  struct xen_dm_op *op, void *extra, size_t extra_size)
 {
@@ -303,7 +311,7 @@ DMOP_EXPORT int xendevicemodel_set_pci_intx_level(
     l->device = device;
     l->intx = intx;
     l->level = (uint8_t)level;
-    return call1(dmod, domid, &op);
+    return post1(dmod, domid, &op);
 }
 
 DMOP_EXPORT int xendevicemodel_set_isa_irq_level(
@@ -316,7 +324,7 @@ DMOP_EXPORT int xendevicemodel_set_isa_irq_level(
     op_init(&op, XEN_DMOP_set_isa_irq_level);
     op.u.set_isa_irq_level.isa_irq = irq;
     op.u.set_isa_irq_level.level = (uint8_t)level;
-    return call1(dmod, domid, &op);
+    return post1(dmod, domid, &op);
 }
 
 DMOP_EXPORT int xendevicemodel_set_irq_level(
@@ -329,7 +337,7 @@ DMOP_EXPORT int xendevicemodel_set_irq_level(
     op_init(&op, XEN_DMOP_set_irq_level);
     op.u.set_irq_level.irq = irq;
     op.u.set_irq_level.level = (uint8_t)level;
-    return call1(dmod, domid, &op);
+    return post1(dmod, domid, &op);
 }
 
 DMOP_EXPORT int xendevicemodel_set_pci_link_route(
@@ -354,7 +362,7 @@ DMOP_EXPORT int xendevicemodel_inject_msi(
     op_init(&op, XEN_DMOP_inject_msi);
     op.u.inject_msi.addr = msi_addr;
     op.u.inject_msi.data = msi_data;
-    return call1(dmod, domid, &op);
+    return post1(dmod, domid, &op);
 }
 
 DMOP_EXPORT int xendevicemodel_inject_event(

@@ -11,6 +11,7 @@ struct ClientLibraryFixture: Sendable {
     let libraryDirectory: URL
     let golden: String
     let e2e: String
+    let posted: String
     let fakeQEMU: String
 
     static let products = TestSupport.productsDirectory
@@ -51,6 +52,7 @@ struct ClientLibraryFixture: Sendable {
             directory: directory, libraryDirectory: lib,
             golden: try compile("golden", ["-rdynamic", "-lxendevicemodel", "-lxentoolcore", "-lpthread", "-ldl"]),
             e2e: try compile("e2e", ["-lxendevicemodel", "-lxentoolcore", "-lpthread"]),
+            posted: try compile("posted", ["-lxendevicemodel", "-lxentoolcore", "-lpthread"]),
             fakeQEMU: try compile("fake_qemu", ["-lxendevicemodel", "-lxentoolcore", "-ldl"]))
     }
 

@@ -108,6 +108,25 @@ struct ClientLibraryTests {
         #expect(run.output.contains("reason=NOT_OWNER"))
     }
 
+    /// Posting (protocol 2): interrupt calls from several threads posted
+    /// between synchronous ones reach the hypervisor in order; a refused
+    /// posted call fails the next call that waits, logged; DMOP_POSTED=0.
+    @Test func postedInterruptsThroughTheLibrary() throws {
+        let fixture = try ClientLibraryFixture.get()
+        let dir = try fixture.scratch("posted")
+        let policy = ClientLibraryFixture.clibSources.appendingPathComponent("posted.policy").path
+        let run = try ProcessRun.run(fixture.posted, [broker, policy, dir.path],
+                                     environment: fixture.ourLibraryEnvironment, timeout: 180)
+        #expect(run.status == 0, "\(run)")
+        let counts = ProcessRun.counts(run.output, program: "posted")
+        #expect(counts?.failed == 0 && (counts?.passed ?? 0) > 6000, "\(run)")
+        // The library's log line for the delivered failure (no logger: stderr).
+        #expect(run.output.contains("was refused by dmop-broker: reason 8 CONDITION_FAILED; 0 later posted request(s) failed too"),
+                "\(run)")
+        #expect(run.output.contains("reason=CONDITION_FAILED"), "the broker's audit of the refusal: \(run)")
+        #expect(run.output.contains("posted failure delivered:"), "\(run)")
+    }
+
     // MARK: - dmop-qemu-wrapper
 
     /// A broker stand-in script that records its pid, then runs the real one.

@@ -15,7 +15,7 @@ struct EndToEndTests {
         let broker = try BrokerUnderTest()
         let client = try broker.connect()
         #expect(client.welcome.domid == 5)
-        #expect(client.welcome.version == 1)
+        #expect(client.welcome.version == 2)
         #expect(client.welcome.dmopABI == DMOPABI.identifier)
         #expect(client.welcome.allowedOps & (1 << 9) != 0)
         let reply = try client.invoke("set_isa_irq_level", ["isa_irq": 4, "level": 1])
@@ -93,11 +93,11 @@ struct EndToEndTests {
         let broker = try BrokerUnderTest()
         #expect(throws: ClientError.self) {
             do {
-                _ = try broker.connect(hello: Hello(minVersion: 2, maxVersion: 7))
+                _ = try broker.connect(hello: Hello(minVersion: 3, maxVersion: 7))
             } catch ClientError.refused(let refused) {
                 #expect(refused.reason == .versionUnsupported)
-                #expect(refused.brokerMinVersion == 1 && refused.brokerMaxVersion == 1)
-                #expect(refused.text.contains("2...7"))
+                #expect(refused.brokerMinVersion == 1 && refused.brokerMaxVersion == 2)
+                #expect(refused.text.contains("3...7"))
                 throw ClientError.refused(refused)
             }
         }

@@ -144,8 +144,15 @@ struct WireTests {
     @Test("reserved request bytes")
     func reservedRequest() {
         var bytes = Wire.encodeRequest(domid: 5, requestID: 1, buffers: [irq])
+        // Bit 0 is POSTED (version 2); every other flag bit is reserved.
+        for bit in 1..<16 {
+            bytes[14] = UInt8(truncatingIfNeeded: 1 << bit)
+            bytes[15] = UInt8(truncatingIfNeeded: (1 << bit) >> 8)
+            #expect(reason(bytes) == .reservedNonzero, "flag bit \(bit)")
+        }
         bytes[14] = 1
-        #expect(reason(bytes) == .reservedNonzero)
+        bytes[15] = 0
+        #expect(reason(bytes) == nil)
     }
 
     @Test("over the datagram limit")
@@ -156,9 +163,10 @@ struct WireTests {
     @Test("version negotiation: overlap, skew, interface")
     func negotiation() {
         #expect(Wire.negotiate(Hello(minVersion: 1, maxVersion: 1)) == .success(1))
-        #expect(Wire.negotiate(Hello(minVersion: 0, maxVersion: 9)) == .success(1))
-        guard case .failure(let tooNew) = Wire.negotiate(Hello(minVersion: 2, maxVersion: 65535)) else {
-            Issue.record("v2+ accepted"); return
+        #expect(Wire.negotiate(Hello(minVersion: 0, maxVersion: 9)) == .success(2))
+        #expect(Wire.negotiate(Hello(minVersion: 2, maxVersion: 2)) == .success(2))
+        guard case .failure(let tooNew) = Wire.negotiate(Hello(minVersion: 3, maxVersion: 65535)) else {
+            Issue.record("v3+ accepted"); return
         }
         #expect(tooNew.reason == .versionUnsupported)
         guard case .failure(let tooOld) = Wire.negotiate(Hello(minVersion: 0, maxVersion: 0)) else {
@@ -180,7 +188,7 @@ struct WireTests {
 
         let refused = try Wire.encodeRefused(.versionUnsupported, text: "no").withUnsafeBytes { try Wire.decodeBrokerMessage($0) }
         guard case .refused(let r) = refused else { Issue.record("not refused"); return }
-        #expect(r.reason == .versionUnsupported && r.text == "no" && r.brokerMaxVersion == 1)
+        #expect(r.reason == .versionUnsupported && r.text == "no" && r.brokerMaxVersion == 2)
 
         let error = try Wire.encodeProtocolError(ProtocolViolation(.badMagic, requestID: 4, "bad"))
             .withUnsafeBytes { try Wire.decodeBrokerMessage($0) }

@@ -230,9 +230,9 @@ static void test_open_failures(void)
 
     /* A version we never offered. */
     dmop_put32(f.reply + 8, dmop_abi_identifier());
-    dmop_put16(f.reply + 6, 2);
+    dmop_put16(f.reply + 6, DMOP_WIRE_VERSION_MAX + 1);
     e = open_with_fake(&f);
-    CHECK(e == EPROTONOSUPPORT, "WELCOME version 2: errno %d", e);
+    CHECK(e == EPROTONOSUPPORT, "WELCOME version %d: errno %d", DMOP_WIRE_VERSION_MAX + 1, e);
 
     /* Hang-up instead of an answer. */
     memset(&f, 0, sizeof f);

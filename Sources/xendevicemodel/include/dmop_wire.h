@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * dmop_wire.h: the numbers of the dmop-broker wire protocol, version 1,
+ * dmop_wire.h: the numbers of the dmop-broker wire protocol, versions 1 and 2,
  * for C clients (this library and the C test programs).
  *
  * The contract is man/dmop-broker-protocol.7; every value here is copied
@@ -26,7 +26,9 @@
 
 /* The protocol versions this client speaks. */
 #define DMOP_WIRE_VERSION_MIN        1
-#define DMOP_WIRE_VERSION_MAX        1
+#define DMOP_WIRE_VERSION_MAX        2
+/* The first version with posted requests. */
+#define DMOP_WIRE_VERSION_POSTING    2
 
 /* Message sizes. */
 #define DMOP_WIRE_HELLO_SIZE          16
@@ -36,6 +38,11 @@
 #define DMOP_WIRE_REPLY_FIXED         24   /* plus 8 * nr_bufs, plus the buffers */
 #define DMOP_WIRE_REPLY_DESC_SIZE     8
 #define DMOP_WIRE_PROTOCOL_ERROR_FIXED 16  /* plus text_length bytes */
+#define DMOP_WIRE_POSTED_FAILURE_SIZE 20   /* REPLY trailer, version 2 */
+
+/* REQUEST flags (bytes 14..15) and REPLY flags (bytes 22..23), version 2. */
+#define DMOP_WIRE_REQUEST_POSTED        0x0001
+#define DMOP_WIRE_REPLY_POSTED_FAILURE  0x0001
 
 /* Protocol limits: those of Linux IOCTL_PRIVCMD_DM_OP. */
 #define DMOP_WIRE_MAX_BUFFERS         16
@@ -58,6 +65,7 @@
 #define DMOP_REASON_RATE_LIMITED        9
 #define DMOP_REASON_NOT_OWNER           10
 #define DMOP_REASON_AUDIT_UNAVAILABLE   11
+#define DMOP_REASON_POSTING_NOT_ALLOWED 12
 /* ... and errors that end the session or refuse the hello. */
 #define DMOP_REASON_BAD_MAGIC           32
 #define DMOP_REASON_TRUNCATED           33
@@ -115,6 +123,7 @@ static inline const char *dmop_reason_name(unsigned int reason)
     case DMOP_REASON_RATE_LIMITED: return "RATE_LIMITED";
     case DMOP_REASON_NOT_OWNER: return "NOT_OWNER";
     case DMOP_REASON_AUDIT_UNAVAILABLE: return "AUDIT_UNAVAILABLE";
+    case DMOP_REASON_POSTING_NOT_ALLOWED: return "POSTING_NOT_ALLOWED";
     case DMOP_REASON_BAD_MAGIC: return "BAD_MAGIC";
     case DMOP_REASON_TRUNCATED: return "TRUNCATED";
     case DMOP_REASON_OVERSIZED: return "OVERSIZED";
