@@ -48,7 +48,7 @@ public final class BrokerServer {
     private let bufferMemory: (receive: ZeroedBuffer, reply: ZeroedBuffer)
 
     /// Decision, forward and reply of each request (the trusted core).
-    var handler: RequestHandler
+    let handler: RequestHandler
     /// Per broker, not per session: reconnecting gets no fresh allowance of
     /// audit lines.
     var throttle: AuditThrottle

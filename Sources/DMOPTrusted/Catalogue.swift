@@ -22,15 +22,9 @@ public struct FieldSpec: Sendable, Equatable {
     public let role: FieldRole
 
     /// Little-endian value of the field; nil when the buffer is too short.
-    /// Fields wider than 8 bytes do not exist in dm_op.h.
     @inline(__always)
     public func value(in buffer: UnsafeRawBufferPointer) -> UInt64? {
-        guard offset + width <= buffer.count else { return nil }
-        var result: UInt64 = 0
-        for i in 0..<min(width, 8) {
-            result |= UInt64(buffer[offset + i]) << (8 * UInt64(i))
-        }
-        return result
+        ClientBytes(buffer).value(at: offset, width: width)
     }
 }
 
@@ -215,7 +209,7 @@ public enum Catalogue {
         var ops: [OpSpec] = []
         func add<T>(_ name: String, _ number: Int32, _ row: Row<T>, extra: ExtraBuffer = .none,
                     ioreqServer: IoreqServerRole = .none, reply: [Int] = [], _ fields: [FieldSpec]) {
-            ops.append(OpSpec(name: name, number: UInt32(number), cStruct: String(describing: T.self),
+            ops.append(OpSpec(name: name, number: UInt32(number), cStruct: _typeName(T.self, qualified: false),
                               payloadSize: MemoryLayout<T>.size, extraBuffer: extra, ioreqServer: ioreqServer,
                               replyBuffers: reply, fields: fields))
         }

@@ -17,8 +17,8 @@ public struct DMOPRequest {
 
     /// The op number in buffer 0, when buffer 0 holds one.
     public var opNumber: UInt32? {
-        guard let first = buffers.first, first.count >= DMOPABI.opOffset + DMOPABI.opWidth else { return nil }
-        return first.le32(at: DMOPABI.opOffset)
+        guard let first = buffers.first else { return nil }
+        return ClientBytes(first).le32(at: DMOPABI.opOffset)
     }
 }
 
@@ -41,7 +41,7 @@ public struct AllowedDMOP: Equatable {
 
     /// Writable views of the buffers, on the stack, for the hypervisor to
     /// write its results into.
-    public func withWritableBuffers<R>(_ body: (UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) -> R) -> R {
+    public func withWritableBuffers(_ body: (UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) -> Int32) -> Int32 {
         withUnsafeTemporaryAllocation(of: UnsafeMutableRawBufferPointer.self, capacity: buffers.count) { mutable in
             for (index, buffer) in buffers.enumerated() {
                 // SAFETY: the buffers view the broker's own writable memory
@@ -72,21 +72,24 @@ public enum Decision: Equatable {
     }
 }
 
-/// The gate of the request path: `decide`, then the rule's rate limit, then
-/// the audit log's state (`auditBlocked`: the errno of an audit log that can
-/// take no more forward lines, nil when it can). A forward uses up a token.
+/// The gate of the request path: the checks of `decide`, then the rule's
+/// rate limit, then the audit log's state (`auditBlocked`: the errno of an
+/// audit log that can take no more forward lines, nil when it can). A
+/// forward uses up a token.
 public func decide(restrictedDomid: UInt16, policy: Policy, request: DMOPRequest, owned: OwnedIoreqServers,
-                   limiter: inout RateLimiter, now: UInt64, auditBlocked: Int32?) -> Decision {
-    let decision = decide(restrictedDomid: restrictedDomid, policy: policy, request: request, owned: owned)
-    guard case .forward(let allowed) = decision else { return decision }
-    let rule = allowed.rule
-    if rule.rateLimit != nil, !limiter.admit(op: rule.op.number, now: now) {
-        return .refuse(.rateLimited, "\(rule.op.name): over \(rule.location)'s limit")
+                   limiter: RateLimiter, now: UInt64, auditBlocked: Int32?) -> Decision {
+    switch evaluate(restrictedDomid: restrictedDomid, policy: policy, request: request, owned: owned) {
+    case .refuse(let reason, let detail):
+        return .refuse(reason, detail)
+    case .allow(let rule):
+        if rule.rateLimit != nil, !limiter.admit(op: rule.op.number, now: now) {
+            return .refuse(.rateLimited, "\(rule.op.name): over \(rule.location)'s limit")
+        }
+        if let error = auditBlocked {
+            return .refuse(.auditUnavailable, "the audit log cannot take more forward lines (\(Errno.name(error)))")
+        }
+        return .forward(AllowedDMOP(rule: rule, domid: restrictedDomid, buffers: request.buffers))
     }
-    if let error = auditBlocked {
-        return .refuse(.auditUnavailable, "the audit log cannot take more forward lines (\(Errno.name(error)))")
-    }
-    return decision
 }
 
 /// The broker's own clean-up when a session ends: destroy_ioreq_server for
@@ -117,6 +120,20 @@ public func allowSessionEndDestroy(restrictedDomid: UInt16, id: UInt16, owned: O
 /// (Rate limits are time, not input: the gate above applies them after.)
 public func decide(restrictedDomid: UInt16, policy: Policy, request: DMOPRequest,
                    owned: OwnedIoreqServers = OwnedIoreqServers()) -> Decision {
+    switch evaluate(restrictedDomid: restrictedDomid, policy: policy, request: request, owned: owned) {
+    case .refuse(let reason, let detail): .refuse(reason, detail)
+    case .allow(let rule): .forward(AllowedDMOP(rule: rule, domid: restrictedDomid, buffers: request.buffers))
+    }
+}
+
+/// What the checks found, before the AllowedDMOP is made.
+private enum Verdict {
+    case allow(PolicyRule)
+    case refuse(ReasonCode, String)
+}
+
+private func evaluate(restrictedDomid: UInt16, policy: Policy, request: DMOPRequest,
+                      owned: OwnedIoreqServers) -> Verdict {
     // Reserved domids (DOMID_SELF, DOMID_INVALID...) are never a guest: the
     // kernel would not see DOMID_INVALID as a mismatch on an unrestricted fd.
     guard request.domid < DMOPABI.firstReservedDomid else {
@@ -165,16 +182,16 @@ public func decide(restrictedDomid: UInt16, policy: Policy, request: DMOPRequest
             return .refuse(.notOwner, "\(op.name): ioreq server \(id) was not created by this session")
         }
     }
-    return .forward(AllowedDMOP(rule: rule, domid: restrictedDomid, buffers: request.buffers))
+    return .allow(rule)
 }
 
 /// A field the buffer cannot hold: unreachable after the size check above,
 /// and a refusal, never a skipped check, should that ever change.
-private func shortHeader(_ op: OpSpec, _ field: FieldSpec, _ header: UnsafeRawBufferPointer) -> Decision {
+private func shortHeader(_ op: OpSpec, _ field: FieldSpec, _ header: UnsafeRawBufferPointer) -> Verdict {
     .refuse(.badBufferSize, "\(op.name): buffer 0 of \(header.count) bytes does not hold \(field.name)")
 }
 
-private func checkExtraBuffer(_ op: OpSpec, header: UnsafeRawBufferPointer, request: DMOPRequest) -> Decision? {
+private func checkExtraBuffer(_ op: OpSpec, header: UnsafeRawBufferPointer, request: DMOPRequest) -> Verdict? {
     switch op.extraBuffer {
     case .none:
         return nil

@@ -11,12 +11,12 @@ public enum RequestOutcome {
 /// ioreq servers, the rate limit, the audit log's state), forward what is
 /// allowed, and encode the REPLY. The socket loop around it lives in
 /// DMOPServer; this is the part the trust argument rests on.
-public struct RequestHandler {
+public final class RequestHandler {
     public let domid: UInt16
     public let policy: Policy
     public let hypervisor: any Hypervisor
     /// Per broker, not per session: reconnecting gets no fresh tokens.
-    var limiter: RateLimiter
+    let limiter: RateLimiter
 
     /// `domid` is the one the hypervisor is restricted to: a request for
     /// any other is refused, and the call goes out for this one.
@@ -34,7 +34,7 @@ public struct RequestHandler {
     /// more forward lines (nil when it can): then forwards are refused.
     /// A posted frame gets no REPLY (length 0); a synchronous one carries
     /// `postedFailure` in its trailer.
-    public mutating func handle(_ frame: RequestFrame, in datagram: UnsafeMutableRawBufferPointer,
+    public func handle(_ frame: RequestFrame, in datagram: UnsafeMutableRawBufferPointer,
                                 owned: inout OwnedIoreqServers, now: UInt64, auditBlocked: Int32?,
                                 reply: UnsafeMutableRawBufferPointer, postedFailure: PostedFailure? = nil)
         -> (outcome: RequestOutcome, opNumber: UInt32?, replyLength: Int) {
@@ -42,7 +42,7 @@ public struct RequestHandler {
         let views = frame.buffers.map { UnsafeRawBufferPointer(start: base + $0.lowerBound, count: $0.count) }
         let request = DMOPRequest(domid: frame.domid, buffers: views, posted: frame.posted)
         let decision = decide(restrictedDomid: domid, policy: policy, request: request, owned: owned,
-                              limiter: &limiter, now: now, auditBlocked: auditBlocked)
+                              limiter: limiter, now: now, auditBlocked: auditBlocked)
         switch decision {
         case .refuse(let reason, let detail):
             let length = frame.posted ? 0

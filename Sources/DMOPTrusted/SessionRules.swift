@@ -84,8 +84,10 @@ public struct TokenBucket: Sendable {
     }
 }
 
-/// Rate-limit state of a session: one bucket per rule that has a limit.
-public struct RateLimiter: Sendable {
+/// Rate-limit state of a broker: one bucket per rule that has a limit. A
+/// class: the request handler shares it with nothing, and a reference keeps
+/// exclusivity checks off requests whose rule has no limit.
+public final class RateLimiter {
     private var buckets: [TokenBucket?]
 
     public init(policy: Policy, now: UInt64) {
@@ -96,7 +98,7 @@ public struct RateLimiter: Sendable {
     }
 
     /// True when `op` may go now (always, for ops without a limit).
-    public mutating func admit(op: UInt32, now: UInt64) -> Bool {
+    public func admit(op: UInt32, now: UInt64) -> Bool {
         guard op < UInt32(buckets.count), buckets[Int(op)] != nil else { return true }
         return buckets[Int(op)]!.admit(now: now)
     }

@@ -155,6 +155,24 @@ public enum ClientMessage: Equatable, Sendable {
 
 // MARK: - Broker side: decode what a client sends
 
+extension ClientBytes {
+    /// A read the decoder's length checks already cover: should one ever
+    /// not, the datagram is refused as truncated, never read past.
+    @inline(__always)
+    func checked16(_ offset: Int) throws(ProtocolViolation) -> UInt16 {
+        guard let value = le16(at: offset) else { throw Self.cutShort(offset, count) }
+        return value
+    }
+    @inline(__always)
+    func checked32(_ offset: Int) throws(ProtocolViolation) -> UInt32 {
+        guard let value = le32(at: offset) else { throw Self.cutShort(offset, count) }
+        return value
+    }
+    static func cutShort(_ offset: Int, _ count: Int) -> ProtocolViolation {
+        ProtocolViolation(.truncated, "\(count) bytes end before the field at byte \(offset)")
+    }
+}
+
 extension Wire {
     /// Decodes one datagram from a client. Throws the reason the protocol
     /// page names for every way it can be wrong.
@@ -165,44 +183,46 @@ extension Wire {
         guard bytes.count <= maxRequestSize else {
             throw ProtocolViolation(.oversized, "\(bytes.count) bytes, over the \(maxRequestSize)-byte limit")
         }
-        guard bytes.le32(at: 0) == magic else {
-            throw ProtocolViolation(.badMagic, "magic 0x\(String(bytes.le32(at: 0), radix: 16))")
+        let reader = ClientBytes(bytes)
+        let sentMagic = try reader.checked32(0)
+        guard sentMagic == magic else {
+            throw ProtocolViolation(.badMagic, "magic 0x\(String(sentMagic, radix: 16))")
         }
-        let rawType = bytes.le16(at: 4)
+        let rawType = try reader.checked16(4)
         switch MessageType(rawValue: rawType) {
         case .hello:
-            return .hello(try decodeHello(bytes))
+            return .hello(try decodeHello(reader))
         case .request:
-            return .request(try decodeRequest(bytes))
+            return .request(try decodeRequest(reader))
         default:
             throw ProtocolViolation(.unknownType, "type 0x\(String(rawType, radix: 16)) is not one a client sends")
         }
     }
 
-    static func decodeHello(_ bytes: UnsafeRawBufferPointer) throws(ProtocolViolation) -> Hello {
+    static func decodeHello(_ bytes: ClientBytes) throws(ProtocolViolation) -> Hello {
         guard bytes.count == helloSize else {
             throw ProtocolViolation(.badHello, "HELLO of \(bytes.count) bytes, expected \(helloSize)")
         }
-        guard bytes.le16(at: 6) == 0 else {
+        guard try bytes.checked16(6) == 0 else {
             throw ProtocolViolation(.reservedNonzero, "HELLO reserved bytes 6..7 not zero")
         }
-        let hello = Hello(minVersion: bytes.le16(at: 8), maxVersion: bytes.le16(at: 10),
-                          dmopABI: bytes.le32(at: 12))
+        let hello = Hello(minVersion: try bytes.checked16(8), maxVersion: try bytes.checked16(10),
+                          dmopABI: try bytes.checked32(12))
         guard hello.minVersion <= hello.maxVersion else {
             throw ProtocolViolation(.badHello, "min_version \(hello.minVersion) > max_version \(hello.maxVersion)")
         }
         return hello
     }
 
-    static func decodeRequest(_ bytes: UnsafeRawBufferPointer) throws(ProtocolViolation) -> RequestFrame {
+    static func decodeRequest(_ bytes: ClientBytes) throws(ProtocolViolation) -> RequestFrame {
         guard bytes.count >= requestHeaderSize else {
             throw ProtocolViolation(.truncated, "REQUEST of \(bytes.count) bytes, shorter than its 16-byte header")
         }
-        let requestID = bytes.le32(at: 8)
-        let count = Int(bytes.le16(at: 12))
+        let requestID = try bytes.checked32(8)
+        let count = Int(try bytes.checked16(12))
         // Whether the session's version allows the posted flag is the
         // server's check: the codec knows no session.
-        let flags = bytes.le16(at: 14)
+        let flags = try bytes.checked16(14)
         guard flags & ~requestFlagPosted == 0 else {
             throw ProtocolViolation(.reservedNonzero, requestID: requestID,
                                     "REQUEST flags 0x\(String(flags, radix: 16)) name no defined flag")
@@ -220,7 +240,7 @@ extension Wire {
         buffers.reserveCapacity(count)
         var cursor = dataStart
         for index in 0..<count {
-            let size = Int(bytes.le32(at: requestHeaderSize + requestSizeEntry * index))
+            let size = Int(try bytes.checked32(requestHeaderSize + requestSizeEntry * index))
             guard size <= DMOPABI.maxBufferSize else {
                 throw ProtocolViolation(.bufferTooLarge, requestID: requestID,
                                         "size[\(index)] = \(size) > \(DMOPABI.maxBufferSize)")
@@ -233,7 +253,7 @@ extension Wire {
             throw ProtocolViolation(.lengthMismatch, requestID: requestID,
                                     "sizes add up to \(cursor) bytes, the datagram has \(bytes.count)")
         }
-        return RequestFrame(domid: bytes.le16(at: domidOffset), requestID: requestID, buffers: buffers,
+        return RequestFrame(domid: try bytes.checked16(domidOffset), requestID: requestID, buffers: buffers,
                             posted: flags & requestFlagPosted != 0)
     }
 

@@ -43,13 +43,13 @@ struct AllowedDMOPTests {
 
     @Test("the gate: a rate-limited rule's second forward is RATE_LIMITED, a full audit log AUDIT_UNAVAILABLE")
     func gate() {
-        var limiter = RateLimiter(policy: Self.policy, now: 1)
+        let limiter = RateLimiter(policy: Self.policy, now: 1)
         var header = TestSupport.op("nr_vcpus").encodeHeader()
         let reasons: [ReasonCode?] = header.withUnsafeMutableBytes { bytes in
             let request = DMOPRequest(domid: 5, buffers: [UnsafeRawBufferPointer(bytes)])
             return [nil, nil].map { (_: Int?) -> ReasonCode? in
                 let decision = decide(restrictedDomid: 5, policy: Self.policy, request: request, owned: OwnedIoreqServers(),
-                                      limiter: &limiter, now: 2, auditBlocked: nil)
+                                      limiter: limiter, now: 2, auditBlocked: nil)
                 if case .refuse(let reason, _) = decision { return reason }
                 return nil
             }
@@ -59,7 +59,7 @@ struct AllowedDMOPTests {
         let blocked = irq.withUnsafeMutableBytes { bytes in
             decide(restrictedDomid: 5, policy: Self.policy,
                    request: DMOPRequest(domid: 5, buffers: [UnsafeRawBufferPointer(bytes)]), owned: OwnedIoreqServers(),
-                   limiter: &limiter, now: 2, auditBlocked: ENOSPC)
+                   limiter: limiter, now: 2, auditBlocked: ENOSPC)
         }
         #expect(blocked == .refuse(.auditUnavailable, "the audit log cannot take more forward lines (ENOSPC)"))
     }

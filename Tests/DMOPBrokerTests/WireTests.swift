@@ -221,3 +221,30 @@ struct WireTests {
         #expect(throws: ProtocolViolation.self) { try Wire.decodeBrokerMessage(cut) }
     }
 }
+
+@Suite("ClientBytes: every read of client bytes is checked")
+struct ClientBytesTests {
+    @Test("reads inside give the little-endian value; any read reaching outside is nil")
+    func bounds() {
+        let bytes: [UInt8] = [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09]
+        bytes.withUnsafeBytes { raw in
+            let reader = ClientBytes(raw)
+            #expect(reader.u8(at: 8) == 0x09)
+            #expect(reader.le16(at: 7) == 0x0908)
+            #expect(reader.le32(at: 5) == 0x0908_0706)
+            #expect(reader.le64(at: 1) == 0x0908_0706_0504_0302)
+            #expect(reader.value(at: 6, width: 3) == 0x09_0807)
+            for offset in [-1, 9, 10, Int.max, Int.min] { #expect(reader.u8(at: offset) == nil, "\(offset)") }
+            #expect(reader.le16(at: 8) == nil)
+            #expect(reader.le32(at: 6) == nil)
+            #expect(reader.le64(at: 2) == nil)
+            #expect(reader.le64(at: Int.max - 3) == nil)
+            #expect(reader.value(at: 7, width: 3) == nil)
+            #expect(reader.value(at: 0, width: 0) == nil && reader.value(at: 0, width: 9) == nil)
+            let short = ClientBytes(UnsafeRawBufferPointer(rebasing: raw[0..<3]))
+            #expect(short.le32(at: 0) == nil && short.le64(at: 0) == nil && short.le16(at: 1) == 0x0302)
+        }
+        let empty = ClientBytes(UnsafeRawBufferPointer(start: nil, count: 0))
+        #expect(empty.u8(at: 0) == nil && empty.le16(at: 0) == nil)
+    }
+}
