@@ -39,17 +39,14 @@ public struct AllowedDMOP: Equatable {
         self.buffers = buffers
     }
 
-    /// Writable views of the buffers, on the stack, for the hypervisor to
-    /// write its results into.
+    /// Writable views of the buffers, for the hypervisor to write its
+    /// results into: the same views, read as mutable ones (no copy).
     public func withWritableBuffers(_ body: (UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) -> Int32) -> Int32 {
-        withUnsafeTemporaryAllocation(of: UnsafeMutableRawBufferPointer.self, capacity: buffers.count) { mutable in
-            for (index, buffer) in buffers.enumerated() {
-                // SAFETY: the buffers view the broker's own writable memory
-                // (its receive buffer, or the clean-up's header), and
-                // `mutable` has room for exactly buffers.count views.
-                mutable.initializeElement(at: index, to: UnsafeMutableRawBufferPointer(mutating: buffer))
-            }
-            return body(UnsafeBufferPointer(mutable))
+        buffers.withUnsafeBufferPointer { views in
+            // SAFETY: the buffers view the broker's own writable memory (its
+            // receive buffer, or the clean-up's header), and a read-only and
+            // a mutable raw buffer pointer have the same layout (start, end).
+            views.withMemoryRebound(to: UnsafeMutableRawBufferPointer.self) { body($0) }
         }
     }
 
