@@ -57,6 +57,7 @@ let package = Package(
         .library(name: "dmop-xendevicemodel", type: .dynamic, targets: ["xendevicemodel"]),
         .executable(name: "dmop-qemu-wrapper", targets: ["dmop-qemu-wrapper"]),
         .executable(name: "dmop-bench", targets: ["dmop-bench"]),
+        .executable(name: "dmop-bench-hello", targets: ["dmop-bench-hello"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -135,6 +136,8 @@ let package = Package(
         ]),
         // Fuzz targets (issue 5): scripts/fuzz builds them with libFuzzer
         // (-DDMOP_FUZZING); a plain build gives replay tools for their inputs.
+        // The start-up floor of dmop-bench: a Swift program that does nothing.
+        .executableTarget(name: "dmop-bench-hello"),
         .executableTarget(name: "dmop-fuzz-decoder", dependencies: ["DMOPCore", "DMOPPosix", "DMOPClient", "DMOPTooling"]),
         .executableTarget(name: "dmop-fuzz-request", dependencies: [
             "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSimulation", "DMOPServer", "DMOPClient", "DMOPTooling",

@@ -60,6 +60,9 @@ final class RequestCounters {
     var forwarded: [UInt64] = Array(repeating: 0, count: slots)
     var refused: [UInt64] = Array(repeating: 0, count: slots)
     var rateLimited: UInt64 = 0
+    /// Each op's rule location as a logfmt value, made once: a policy has
+    /// one rule per op and never changes while the broker runs.
+    var ruleValues: [String?] = Array(repeating: nil, count: slots)
 
     init(now: UInt64) {
         started = now
@@ -95,7 +98,15 @@ extension BrokerServer {
         }
         guard line.begin(.info, .bulk) else { return }
         appendRequest(line, peer, domid, op.name)
-        line.append(" verdict=forward rule="); line.append(value: rule)
+        let slot = Int(op.number)
+        let value: String
+        if let known = counters.ruleValues[slot] {
+            value = known
+        } else {
+            value = Logfmt.needsQuoting(rule) ? Logfmt.quote(rule) : rule
+            counters.ruleValues[slot] = value
+        }
+        line.append(" verdict=forward rule="); line.append(string: value)
         line.append(" rc="); line.append(rc)
         line.append(" latency_us="); line.append(latencyMicros)
         line.end()

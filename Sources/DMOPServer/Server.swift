@@ -309,6 +309,9 @@ public final class BrokerServer {
                 if let end = send(fd, UnsafeRawBufferPointer(rebasing: replyBuffer[0..<replyLength]), session: session) {
                     return end
                 }
+                // A client that waited for this reply has sent nothing more
+                // yet: wait rather than spend a receive on EAGAIN.
+                drained = Self.drainLimit
             }
         }
     }

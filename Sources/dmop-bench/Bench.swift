@@ -612,20 +612,24 @@ final class Bench {
             broker.stop()
         }
         let summary = samples.summary()
-        // The floor: a static Swift program that exits at once, spawned
-        // and reaped the same way (dmop-bench is built like the broker).
+        // The floor: dmop-bench-hello, a Swift program that does nothing,
+        // built like the broker (scripts/bench: --static-swift-stdlib),
+        // spawned and reaped the same way.
         let executable = Files.selfExecutable() ?? CommandLine.arguments[0]
-        var hello = Samples(capacity: config.startupRuns)
+        let hello = String(executable[..<(executable.lastIndex(of: "/") ?? executable.startIndex)]) + "/dmop-bench-hello"
+        guard access(hello, X_OK) == 0 else { fail("no \(hello) (build the dmop-bench-hello product)") }
+        var helloSamples = Samples(capacity: config.startupRuns)
         for round in 0..<(config.startupRuns + 2) {
             let started = now()
             let pid: pid_t
-            do { pid = try Spawn.start(executable, [executable, "hello"]) } catch { fail("spawn \(executable): \(error)") }
-            let status = Children.reap(pid)
+            do { pid = try Spawn.start(hello, [hello]) } catch { fail("spawn \(hello): \(error)") }
+            // A blocking wait: reap's polling would add its 10 ms period.
+            let status = (try? Spawn.wait(pid)) ?? -1
             let elapsed = now() &- started
-            guard status == 0 else { fail("dmop-bench hello: \(Spawn.describe(status: status))") }
-            if round >= 2 { hello.add(elapsed) }
+            guard status == 0 else { fail("dmop-bench-hello: \(Spawn.describe(status: status))") }
+            if round >= 2 { helloSamples.add(elapsed) }
         }
-        let helloSummary = hello.summary()
+        let helloSummary = helloSamples.summary()
         Table.section("start-up: posix_spawn to 'ready' read from --ready-fd (unpinned\(realtime ? ", SCHED_FIFO" : ""))")
         Table.header()
         Table.row("dmop-broker serve --hypervisor simulated", summary, .milliseconds)

@@ -10,8 +10,6 @@ import DMOPTooling
 import Glibc
 
 let arguments = CommandLine.arguments
-// A static Swift program that does nothing: the floor of the start-up target.
-if arguments.count == 2 && arguments[1] == "hello" { exit(0) }
 if arguments.count >= 2 && arguments[1] == "echo-server" {
     EchoMode.run(arguments.dropFirst(2))
 }

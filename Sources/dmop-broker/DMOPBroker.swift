@@ -15,6 +15,21 @@ struct DMOPBroker: ParsableCommand {
         subcommands: [ServeCommand.self, DemoCommand.self, PolicyCommand.self, SeccompProfileCommand.self,
                       CatalogueCommand.self]
     )
+
+    /// `serve` goes around ArgumentParser's parsing when it can (see
+    /// ServeFastPath); every other command line goes through it.
+    static func main() {
+        let arguments = CommandLine.arguments.dropFirst()
+        if arguments.first == "serve", let serve = ServeFastPath.parse(arguments.dropFirst()) {
+            do {
+                try serve.run()
+            } catch {
+                exit(withError: error)
+            }
+            exit()
+        }
+        main(nil)
+    }
 }
 
 /// The release version (Package.swift).

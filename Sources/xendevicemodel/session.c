@@ -48,6 +48,7 @@
 /* First: it needs the tools' view of <xen/xen.h>. */
 #include "../CXen/dmop_abi.h"
 #include <xen/xen.h>
+#include <xen/hvm/dm_op.h>
 
 #include "dmop_wire.h"
 #include "private.h"
@@ -839,8 +840,9 @@ int dmop_session_post(xendevicemodel_handle *dmod, domid_t domid,
                       uint32_t op, struct dmop_buf *buf)
 {
     xentoollog_logger *lg = dmod->logger;
-    unsigned char head[DMOP_WIRE_REQUEST_FIXED + 4];
-    struct iovec iov[2];
+    /* One contiguous datagram: header, size, and the 32-byte xen_dm_op. */
+    unsigned char datagram[DMOP_WIRE_REQUEST_FIXED + 4 + sizeof(struct xen_dm_op)];
+    struct iovec iov;
     struct msghdr msg;
     uint32_t id;
     ssize_t n;
@@ -850,7 +852,7 @@ int dmop_session_post(xendevicemodel_handle *dmod, domid_t domid,
     if (S.state != SESSION_READY || !S.posting || domid != S.domid ||
         S.version < DMOP_WIRE_VERSION_POSTING || op >= 32 ||
         !(S.posted_ops & (UINT32_C(1) << op)) ||
-        buf->size > S.max_buffer_size) {
+        buf->size > S.max_buffer_size || buf->size > sizeof(struct xen_dm_op)) {
         /* Whatever cannot be posted takes the waiting path, which also
          * reports every error as it does today. */
         pthread_mutex_unlock(&S.lock);
@@ -860,25 +862,23 @@ int dmop_session_post(xendevicemodel_handle *dmod, domid_t domid,
     fd = S.fd;
     pthread_mutex_unlock(&S.lock);
 
-    memset(head, 0, sizeof head);
-    dmop_put32(head + 0, DMOP_WIRE_MAGIC);
-    dmop_put16(head + 4, DMOP_WIRE_TYPE_REQUEST);
-    dmop_put16(head + 6, domid);
-    dmop_put32(head + 8, id);
-    dmop_put16(head + 12, 1);
-    dmop_put16(head + 14, DMOP_WIRE_REQUEST_POSTED);
-    dmop_put32(head + DMOP_WIRE_REQUEST_FIXED, (uint32_t)buf->size);
-    iov[0].iov_base = head;
-    iov[0].iov_len = sizeof head;
-    iov[1].iov_base = buf->ptr;
-    iov[1].iov_len = buf->size;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = iov;
-    msg.msg_iovlen = buf->size ? 2 : 1;
+    dmop_put32(datagram + 0, DMOP_WIRE_MAGIC);
+    dmop_put16(datagram + 4, DMOP_WIRE_TYPE_REQUEST);
+    dmop_put16(datagram + 6, domid);
+    dmop_put32(datagram + 8, id);
+    dmop_put16(datagram + 12, 1);
+    dmop_put16(datagram + 14, DMOP_WIRE_REQUEST_POSTED);
+    dmop_put32(datagram + DMOP_WIRE_REQUEST_FIXED, (uint32_t)buf->size);
+    memcpy(datagram + DMOP_WIRE_REQUEST_FIXED + 4, buf->ptr, buf->size);
     /* Blocks while the socket's send buffer is full: the broker is behind,
      * and QEMU waits for it rather than lose an interrupt. */
+    iov.iov_base = datagram;
+    iov.iov_len = DMOP_WIRE_REQUEST_FIXED + 4 + buf->size;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
     n = send_all_nosignal(fd, &msg);
-    if (n == (ssize_t)(sizeof head + buf->size))
+    if (n == (ssize_t)iov.iov_len)
         return 0;
     e = errno;
     pthread_mutex_lock(&S.lock);

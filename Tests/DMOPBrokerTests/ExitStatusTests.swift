@@ -60,6 +60,14 @@ struct ExitStatusTests {
                 status: .hypervisorOpen, says: "dmop-broker: --privcmd /etc/hostname is not a privcmd device (a regular file)"),
         Failure(arguments: simulated + ["--socket-fd", "77", "--allow-root"], status: .socket,
                 says: "dmop-broker: --socket-fd 77: getsockopt(SO_TYPE): EBADF"),
+        // serve's own parser (ServeFastPath) takes --name=value as ArgumentParser does ...
+        Failure(arguments: simulated + ["--socket-fd=77", "--allow-root"], status: .socket,
+                says: "dmop-broker: --socket-fd 77: getsockopt(SO_TYPE): EBADF"),
+        // ... and leaves every line it cannot take whole to ArgumentParser's messages.
+        Failure(arguments: simulated + ["--socket-fd", "77", "--hello-timeout", "soon"], status: .usage,
+                says: "The value 'soon' is invalid for '--hello-timeout <hello-timeout>'"),
+        Failure(arguments: simulated + ["--socket-fd", "77", "--allow-root", "--allow-root"], status: .socket,
+                says: "dmop-broker: --socket-fd 77: getsockopt(SO_TYPE): EBADF"),
         Failure(arguments: simulated + ["--socket-fd", "77", "--simulated-record", "/nonexistent/dir/record", "--allow-root"],
                 status: .recordFile, says: "/nonexistent/dir/record"),
         Failure(arguments: simulated + ["--socket-fd", "77", "--audit-log", "/nonexistent/dir/audit.log", "--allow-root"],

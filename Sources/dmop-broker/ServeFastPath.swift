@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: MIT
+import ArgumentParser
+import DMOPServer
+import DMOPSandbox
+
+/// `dmop-broker serve` without swift-argument-parser's parsing, whose
+/// reflection over the option declarations is most of the broker's start-up
+/// before confinement. It accepts only a command line that ArgumentParser
+/// would accept the same way (--name value or --name=value, each option
+/// once except --accept-xen, every value valid) and fills ServeCommand as
+/// ArgumentParser would. Anything else (--help, an unknown option, a bad
+/// value, a repeated option) returns nil: ArgumentParser then parses the
+/// line and prints its usual help or error, so both stay as they are.
+enum ServeFastPath {
+    static func parse(_ arguments: ArraySlice<String>) -> ServeCommand? {
+        var values: [String: String] = [:]
+        var acceptXen: [XenAcceptance] = []
+        var allowRoot = false
+        var rest = arguments
+        while let argument = rest.popFirst() {
+            guard argument.hasPrefix("--"), argument.count > 2 else { return nil }
+            var name = String(argument.dropFirst(2))
+            var value: String?
+            if let equals = name.firstIndex(of: "=") {
+                value = String(name[name.index(after: equals)...])
+                name = String(name[..<equals])
+            }
+            if name == "allow-root" {
+                guard value == nil, !allowRoot else { return nil }
+                allowRoot = true
+                continue
+            }
+            guard ServeFastPath.valued.contains(name) else { return nil }
+            if value == nil {
+                guard let next = rest.popFirst() else { return nil }
+                // ArgumentParser takes a dash-led word as a value only for
+                // --domid (parsing: .unconditional); let it say so.
+                guard name == "domid" || !next.hasPrefix("-") else { return nil }
+                value = next
+            }
+            guard let value else { return nil }
+            if name == "accept-xen" {
+                guard let acceptance = XenAcceptance(argument: value) else { return nil }
+                acceptXen.append(acceptance)
+                continue
+            }
+            guard values.updateValue(value, forKey: name) == nil else { return nil }
+        }
+        return build(values, acceptXen: acceptXen, allowRoot: allowRoot)
+    }
+
+    static let valued: Set<String> = [
+        "domid", "listen", "socket-fd", "policy", "hypervisor", "privcmd", "simulated-record", "simulated-vcpus",
+        "simulated-xen-version", "accept-xen", "peer-uid", "ready-fd", "audit-log", "audit-forwards",
+        "audit-failure", "guest-name", "hello-timeout", "user", "seccomp",
+    ]
+
+    private static func build(_ values: [String: String], acceptXen: [XenAcceptance], allowRoot: Bool) -> ServeCommand? {
+        /// nil: absent; .some(nil): present but invalid.
+        func convert<T>(_ name: String, _ make: (String) -> T?) -> T?? {
+            guard let text = values[name] else { return .none }
+            return .some(make(text))
+        }
+        guard let domidText = values["domid"], let domid = try? Domid.parse(domidText),
+              let policy = values["policy"] else { return nil }
+        var command = ServeCommand()
+        command.domid = domid
+        command.policy = policy
+        command.listen = values["listen"]
+        command.privcmd = values["privcmd"] ?? "/dev/xen/privcmd"
+        command.simulatedRecord = values["simulated-record"]
+        command.guestName = values["guest-name"]
+        command.acceptXen = acceptXen
+        switch convert("socket-fd", { Int32($0) }) { case .none: command.socketFD = nil; case .some(let v?): command.socketFD = v; default: return nil }
+        switch convert("hypervisor", { HypervisorKind(rawValue: $0) }) { case .none: command.hypervisor = .privcmd; case .some(let v?): command.hypervisor = v; default: return nil }
+        switch convert("simulated-vcpus", { UInt32($0) }) { case .none: command.simulatedVcpus = 2; case .some(let v?): command.simulatedVcpus = v; default: return nil }
+        switch convert("simulated-xen-version", { XenReleaseArgument(argument: $0) }) { case .none: command.simulatedXenVersion = nil; case .some(let v?): command.simulatedXenVersion = v; default: return nil }
+        switch convert("peer-uid", { UInt32($0) }) { case .none: command.peerUid = nil; case .some(let v?): command.peerUid = v; default: return nil }
+        switch convert("ready-fd", { Int32($0) }) { case .none: command.readyFd = nil; case .some(let v?): command.readyFd = v; default: return nil }
+        switch convert("audit-log", { AuditChannel(argument: $0) }) { case .none: command.auditLog = .stderr; case .some(let v?): command.auditLog = v; default: return nil }
+        switch convert("audit-forwards", { AuditForwards(rawValue: $0) }) { case .none: command.auditForwards = .aggregate; case .some(let v?): command.auditForwards = v; default: return nil }
+        switch convert("audit-failure", { AuditFailure(rawValue: $0) }) { case .none: command.auditFailure = .refuse; case .some(let v?): command.auditFailure = v; default: return nil }
+        switch convert("hello-timeout", { UInt32($0) }) { case .none: command.helloTimeout = 10; case .some(let v?): command.helloTimeout = v; default: return nil }
+        var confinement = ConfinementOptions()
+        confinement.user = values["user"]
+        confinement.allowRoot = allowRoot
+        switch convert("seccomp", { SeccompMode(rawValue: $0) }) { case .none: confinement.seccomp = .enforce; case .some(let v?): confinement.seccomp = v; default: return nil }
+        command.confinement = confinement
+        // ServeCommand.validate()'s refusals come from ArgumentParser.
+        guard (try? command.validate()) != nil else { return nil }
+        return command
+    }
+}
