@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: MIT
+import DMOPPosix
 import Glibc
 
 /// Small readers of /proc/self, used before confinement (they open files).
@@ -8,15 +9,7 @@ public enum ProcSelf {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0, errno == EINTR { continue }
-            guard n >= 0 else { return nil }
-            if n == 0 { break }
-            bytes.append(contentsOf: chunk[0..<n])
-        }
+        guard let bytes = try? Syscall.readAll(fd, limit: 1 << 24) else { return nil }
         return String(decoding: bytes, as: UTF8.self)
     }
 

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 import CSandbox
+import DMOPPosix
 import Glibc
 
 /// What `Sandbox.confine` applied, for the start-up log line.
@@ -60,13 +61,11 @@ public enum Sandbox {
     /// fd number only).
     public static func signalReady(fd: Int32) throws(SandboxError) {
         let line: [UInt8] = Array("ready\n".utf8)
-        var done = 0
-        while done < line.count {
-            let n = line.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
-            if n < 0, errno == EINTR { continue }
-            guard n > 0 else { throw SandboxError.call(.readyFd, "write(ready fd \(fd))") }
-            done += n
+        let failure: SystemError? = line.withUnsafeBytes { raw in
+            do throws(SystemError) { try Syscall.writeAll(fd, raw) } catch { return error }
+            return nil
         }
+        if let failure { throw SandboxError.call(.readyFd, "write(ready fd \(fd))", errno: failure.errno) }
         _ = close(fd)
     }
 }

@@ -52,17 +52,7 @@ public enum SimulationRecord {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SystemError("open \(path)") }
         let file = FileDescriptor(owning: fd)
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(file.rawValue, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("read \(path)")
-            }
-            if n == 0 { break }
-            bytes.append(contentsOf: chunk[0..<n])
-        }
+        let bytes = try Syscall.readAll(file.rawValue, limit: Int.max, what: "read \(path)")
         return try parse(bytes)
     }
 

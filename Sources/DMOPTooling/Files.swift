@@ -9,31 +9,16 @@ public enum Files {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SystemError("open \(path)") }
         defer { close(fd) }
-        var result: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("read \(path)")
-            }
-            if n == 0 { return result }
-            result += chunk[0..<n]
-            if result.count > limit { throw SystemError("read \(path) (over \(limit) bytes)", errno: EFBIG) }
-        }
+        return try Syscall.readAll(fd, limit: limit, what: "read \(path)")
     }
 
     /// Writes all of `bytes` to `fd`, retrying short writes and EINTR.
     public static func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws(SystemError) {
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("write")
-            }
-            offset += n
+        let failure: SystemError? = bytes.withUnsafeBytes { raw in
+            do throws(SystemError) { try Syscall.writeAll(fd, raw) } catch { return error }
+            return nil
         }
+        if let failure { throw failure }
     }
 
     /// A directory stands for the (non-hidden) files in it, sorted; any other

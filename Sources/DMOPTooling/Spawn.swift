@@ -50,9 +50,7 @@ public enum Spawn {
     /// waitpid, retrying EINTR. Returns the raw status.
     public static func wait(_ pid: pid_t) throws(SystemError) -> Int32 {
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
-            if errno != EINTR { throw SystemError("waitpid") }
-        }
+        _ = try Syscall.retrying("waitpid", { waitpid(pid, &status, 0) })
         return status
     }
 

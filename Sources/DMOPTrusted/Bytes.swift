@@ -31,15 +31,20 @@ public struct ClientBytes {
         case 2: return le16(at: offset).map(UInt64.init)
         case 4: return le32(at: offset).map(UInt64.init)
         case 8: return le64(at: offset)
-        default:
-            guard width > 0, width < 8, offset >= 0, offset <= bytes.count &- width else { return nil }
-            var result: UInt64 = 0
-            for i in 0..<width {
-                // SAFETY: offset + i < offset + width <= bytes.count, checked above.
-                result |= UInt64(bytes.load(fromByteOffset: offset + i, as: UInt8.self)) << (8 * UInt64(i))
-            }
-            return result
+        default: return oddWidthValue(at: offset, width: width)
         }
+    }
+
+    /// The 3-byte pad arrays: kept out of line so the common widths inline.
+    @inline(never)
+    private func oddWidthValue(at offset: Int, width: Int) -> UInt64? {
+        guard width > 0, width < 8, offset >= 0, offset <= bytes.count &- width else { return nil }
+        var result: UInt64 = 0
+        for i in 0..<width {
+            // SAFETY: offset + i < offset + width <= bytes.count, checked above.
+            result |= UInt64(bytes.load(fromByteOffset: offset + i, as: UInt8.self)) << (8 * UInt64(i))
+        }
+        return result
     }
 
     @inline(__always)

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 import ArgumentParser
+import DMOPPosix
 import DMOPSandbox
 import Glibc
 
@@ -50,15 +51,7 @@ struct SeccompProfileCommand: ParsableCommand {
             fail(error.category == .usage ? .usage : .seccomp, "\(error)")
         }
         var text = filter.profile.render()
-        text.withUTF8 { raw in
-            var offset = 0
-            while offset < raw.count {
-                let n = write(1, raw.baseAddress! + offset, raw.count - offset)
-                if n < 0, errno == EINTR { continue }
-                guard n > 0 else { return }
-                offset += n
-            }
-        }
+        text.withUTF8 { raw in _ = try? Syscall.writeAll(1, UnsafeRawBufferPointer(raw)) }
         if pfc {
             _ = write(1, "\n", 1)
             do { try filter.exportPFC(to: 1) } catch { fail(.seccomp, "\(error)") }
