@@ -63,16 +63,19 @@ extension UnsafeMutableRawBufferPointer {
     @inline(__always)
     public func putLE16(_ value: UInt16, at offset: Int) {
         precondition(offset >= 0 && offset <= count &- 2)
+        // SAFETY: [offset, offset + 2) lies inside the buffer, checked above.
         storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt16.self)
     }
     @inline(__always)
     public func putLE32(_ value: UInt32, at offset: Int) {
         precondition(offset >= 0 && offset <= count &- 4)
+        // SAFETY: [offset, offset + 4) lies inside the buffer, checked above.
         storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt32.self)
     }
     @inline(__always)
     public func putLE64(_ value: UInt64, at offset: Int) {
         precondition(offset >= 0 && offset <= count &- 8)
+        // SAFETY: [offset, offset + 8) lies inside the buffer, checked above.
         storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt64.self)
     }
 }

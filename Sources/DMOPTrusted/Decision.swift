@@ -206,6 +206,8 @@ private func checkExtraBuffer(_ op: OpSpec, header: UnsafeRawBufferPointer, requ
             return .refuse(.badBufferSize, "\(op.name): \(count) extents need \(count * UInt64(extentSize)) bytes, buffer 1 has \(extents.count)")
         }
         for index in 0..<Int(count) {
+            // SAFETY: (index + 1) * extentSize <= count * extentSize, which
+            // equals buffer 1's size (checked above).
             let extent = UnsafeRawBufferPointer(rebasing: extents[(index * extentSize)..<((index + 1) * extentSize)])
             guard let value = pad.value(in: extent) else { return shortHeader(op, pad, extent) }
             if value != 0 {

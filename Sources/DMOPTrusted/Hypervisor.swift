@@ -32,26 +32,25 @@ public protocol Hypervisor: AnyObject {
 }
 
 /// The second step of open -> restrict -> verify -> serve: restricted, not
-/// yet proven. Made only by `RestrictedHypervisor.restrict`.
+/// yet proven. Made only by `RestrictedHypervisor.restrict`; it holds the
+/// RestrictedHypervisor that only `verify` hands out.
 public struct UnverifiedRestriction {
-    public let hypervisor: any Hypervisor
-    public let domid: UInt16
+    private let pending: RestrictedHypervisor
+    public var hypervisor: any Hypervisor { pending.hypervisor }
+    public var domid: UInt16 { pending.domid }
 
-    fileprivate init(hypervisor: any Hypervisor, domid: UInt16) {
-        self.hypervisor = hypervisor
-        self.domid = domid
-    }
+    fileprivate init(_ pending: RestrictedHypervisor) { self.pending = pending }
 
     /// Proves the restriction (`verifyRestricted`): the last step before
     /// serving.
     public func verify() throws(HypervisorError) -> RestrictedHypervisor {
-        try hypervisor.verifyRestricted()
-        return RestrictedHypervisor(hypervisor: hypervisor, domid: domid)
+        try pending.hypervisor.verifyRestricted()
+        return pending
     }
 }
 
 /// A hypervisor restricted to `domid`, the restriction proven: what a
-/// broker serves with. Only `UnverifiedRestriction.verify` makes one.
+/// broker serves with. Only `UnverifiedRestriction.verify` hands one out.
 public struct RestrictedHypervisor {
     public let hypervisor: any Hypervisor
     public let domid: UInt16
@@ -64,7 +63,7 @@ public struct RestrictedHypervisor {
     /// Restricts `hypervisor` to `domid` (`restrict(to:)`).
     public static func restrict(_ hypervisor: any Hypervisor, to domid: UInt16) throws(HypervisorError) -> UnverifiedRestriction {
         try hypervisor.restrict(to: domid)
-        return UnverifiedRestriction(hypervisor: hypervisor, domid: domid)
+        return UnverifiedRestriction(RestrictedHypervisor(hypervisor: hypervisor, domid: domid))
     }
 
     /// Restricts and proves in one step.

@@ -24,6 +24,8 @@ public enum PrivcmdDMOp {
                 (first + i).initialize(to: privcmd_dm_op_buf_t(uptr: zeroLength.pointer(for: buffer), size: buffer.count))
             }
             defer { first.deinitialize(count: count) }
+            // SAFETY: the kernel reads `count` initialized descriptors, each
+            // naming a buffer the caller keeps alive for the call.
             var op = privcmd_dm_op_t(dom: domid, num: UInt16(count), ubufs: UnsafePointer(first))
             let rc = withUnsafeMutablePointer(to: &op) {
                 ioctl(fd, cxen_ioctl_privcmd_dm_op(), UnsafeMutableRawPointer($0))

@@ -38,6 +38,8 @@ public final class RequestHandler {
                                 owned: inout OwnedIoreqServers, now: UInt64, auditBlocked: Int32?,
                                 reply: UnsafeMutableRawBufferPointer, postedFailure: PostedFailure? = nil)
         -> (outcome: RequestOutcome, opNumber: UInt32?, replyLength: Int) {
+        // SAFETY: the decoder made every range lie inside the datagram, a
+        // non-empty buffer (it holds at least a REQUEST header).
         let base = UnsafeRawPointer(datagram.baseAddress!)
         let views = frame.buffers.map { UnsafeRawBufferPointer(start: base + $0.lowerBound, count: $0.count) }
         let request = DMOPRequest(domid: frame.domid, buffers: views, posted: frame.posted)

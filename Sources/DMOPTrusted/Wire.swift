@@ -334,6 +334,8 @@ extension Wire {
             out.putLE16(0, at: descriptor + 2)
             out.putLE32(UInt32(buffer.bytes.count), at: descriptor + 4)
             if let base = buffer.bytes.baseAddress, buffer.bytes.count > 0 {
+                // SAFETY: cursor + count <= header + 2 descriptors + 2 full
+                // buffers = maxReplySize <= out.count (preconditions above).
                 (out.baseAddress! + cursor).copyMemory(from: base, byteCount: buffer.bytes.count)
             }
             cursor += buffer.bytes.count

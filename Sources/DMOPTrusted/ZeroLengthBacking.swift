@@ -18,6 +18,7 @@ public final class ZeroLengthBacking {
 
     public init() {
         block = UnsafeMutableRawPointer.allocate(byteCount: 2, alignment: 1)
+        // SAFETY: the block was just allocated with 2 bytes.
         block.storeBytes(of: 0 as UInt16, as: UInt16.self)
         let pageSize = max(Int(sysconf(Int32(_SC_PAGESIZE))), 1)
         // Of two neighbouring bytes at most one starts a page.
