@@ -34,13 +34,16 @@ public struct Policy: Sendable {
     }
 }
 
-public struct PolicyRule: Sendable, Equatable {
+/// A final class, as OpSpec: a rule travels through the decision, the
+/// forward and the outcome, and a reference copies with one retain.
+/// Immutable, so value semantics are unchanged.
+public final class PolicyRule: Sendable, Equatable {
     public let op: OpSpec
     public let line: Int
     public let conditions: [Condition]
     /// "file:line" of the rule, for audit lines.
     public let location: String
-    /// Applied by the server after the decision; nil: no limit.
+    /// Applied by the decision's gate; nil: no limit.
     public let rateLimit: RateLimit?
     /// `posted`: a version 2 client may send the op without waiting.
     public let mayPost: Bool
@@ -53,6 +56,12 @@ public struct PolicyRule: Sendable, Equatable {
         self.location = location
         self.rateLimit = rateLimit
         self.mayPost = mayPost
+    }
+
+    public static func == (lhs: PolicyRule, rhs: PolicyRule) -> Bool {
+        lhs === rhs
+            || (lhs.op == rhs.op && lhs.line == rhs.line && lhs.conditions == rhs.conditions
+                && lhs.location == rhs.location && lhs.rateLimit == rhs.rateLimit && lhs.mayPost == rhs.mayPost)
     }
 }
 
