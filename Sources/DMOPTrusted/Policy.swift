@@ -66,7 +66,9 @@ public final class PolicyRule: Sendable, Equatable {
 }
 
 /// An argument condition on one input field of buffer 0.
-public struct Condition: Sendable, Equatable, CustomStringConvertible {
+/// A final class for the reason PolicyRule is one: each request walks its
+/// rule's conditions.
+public final class Condition: Sendable, Equatable, CustomStringConvertible {
     public enum Comparison: String, Sendable, CaseIterable {
         case equal = "==", notEqual = "!=", lessOrEqual = "<=", greaterOrEqual = ">=", less = "<", greater = ">"
     }
@@ -76,6 +78,15 @@ public struct Condition: Sendable, Equatable, CustomStringConvertible {
     }
     public let field: FieldSpec
     public let test: Test
+
+    public init(field: FieldSpec, test: Test) {
+        self.field = field
+        self.test = test
+    }
+
+    public static func == (lhs: Condition, rhs: Condition) -> Bool {
+        lhs === rhs || (lhs.field == rhs.field && lhs.test == rhs.test)
+    }
 
     @inline(__always)
     public func holds(in buffer: UnsafeRawBufferPointer) -> Bool {
