@@ -5,13 +5,16 @@
 # Linux HVM guest of guest-init.sh twice with dm_restrict=1: xg-plain (QEMU
 # as libxl runs it, the baseline) and xg-brk (QEMU under dmop-qemu-wrapper),
 # the latter saved, restored and migrated to this same host mid-workload.
+# The guests' disks are loop devices (libxl's RLIMIT_FSIZE for QEMU bounds
+# regular files, not devices); their network a bridge with an HTTP server
+# (dom0 to guest) and an nc listener (guest to dom0).
 # Both QEMUs run with dmop-calltrace.so preloaded (qemu-traced), so what
 # QEMU asked of libxendevicemodel can be held against the broker's audit.
 # Writes /xg-out: results.txt ("TEST <name> PASS|FAIL <detail>"), phase
 # marks and traces for the host-side report; XG-END on the console.
 # Settings (kernel command line): xg_guests (default plain+brk), xg_wait
 # (seconds per guest, default 600), xg_migrate (1: also xl migrate).
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/xen-4.17/bin
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/xen-${xg_xen:-4.17}/bin
 OUT=/xg-out
 XG=/var/lib/xen/xg
 for m in proc:/proc sysfs:/sys devtmpfs:/dev devpts:/dev/pts tmpfs:/dev/shm tmpfs:/run tmpfs:/tmp; do
@@ -39,7 +42,7 @@ end_run() {
     echo b >/proc/sysrq-trigger
 }
 
-for m in xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc tun bridge; do
+for m in xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc tun bridge loop; do
     modprobe $m || say "modprobe $m failed"
 done
 mkdir -p /proc/xen /run/xen /run/xenstored /var/log/xen
@@ -57,23 +60,29 @@ if [ -z "$XENVERSION" ]; then
     end_run
 fi
 result dom0.toolstack PASS "Xen $XENVERSION, qemu-system-xen $(dpkg-query -W -f='${Version}' qemu-system-xen)"
+echo "qemu-system-xen $(dpkg-query -W -f='${Version}' qemu-system-xen), Xen $XENVERSION" >$OUT/versions.txt
+RANGE_BASE=$(sed -n 's/^user-range-base *= *//p' /etc/dmop-broker/wrapper.conf)
+# The disks: QEMU opens them before it drops its privileges.
+for d in ide nvme; do
+    dev=$(losetup -f --show $XG/$d.img) && ln -sf $dev /dev/xg-$d || fail dom0.loop "losetup $XG/$d.img failed"
+done
 export LIBXL_DEVICE_MODEL_START_TIMEOUT=600
 
 # The guests' network: a bridge, the guest's tap joins it when QEMU creates it.
 ip link add xgbr0 type bridge
 ip addr add 10.9.0.1/24 dev xgbr0
 ip link set xgbr0 up
-mkdir -p $XG/www/cgi-bin
+mkdir -p $XG/www
 head -c $((${xg_net_mb:-4} * 1048576)) /dev/urandom >$XG/www/blob
 BLOB=$(md5sum <$XG/www/blob | cut -d' ' -f1)
-cat >$XG/www/cgi-bin/up <<'EOS'
-#!/bin/sh
-head -c "$CONTENT_LENGTH" >/var/lib/xen/xg/upload.bin
-printf 'Content-Type: text/plain\r\n\r\n'
-md5sum </var/lib/xen/xg/upload.bin | cut -d' ' -f1
-EOS
-chmod +x $XG/www/cgi-bin/up
 busybox httpd -p 10.9.0.1:8080 -h $XG/www
+# listen_upload: one guest-to-dom0 transfer on port 8081 (net-receive).
+listen_upload() {
+    rm -f $XG/upload.bin $XG/www/up.md5
+    [ -n "${NC_PID:-}" ] && kill $NC_PID 2>/dev/null
+    busybox nc -l -p 8081 -e /usr/local/lib/xg/net-receive </dev/null >/dev/null 2>&1 &
+    NC_PID=$!
+}
 join_taps() {
     for t in /sys/class/net/tap*; do
         [ -e "$t" ] || continue
@@ -95,11 +104,9 @@ confinement() {
     q=$(dm_pid $2)
     b=$(broker_pid $2)
     qsec=$(awk '/^Seccomp:/ { print $2 }' /proc/$q/status 2>/dev/null)
-    grep -q ' /usr/lib/dmop-broker/libxendevicemodel.so.1$' /proc/$q/maps 2>/dev/null
-    check $1.qemu-confined $(
-        [ "$qsec" = 2 ] && grep -q ' /usr/lib/dmop-broker/libxendevicemodel.so.1$' /proc/$q/maps 2>/dev/null
-        echo $?
-    ) "QEMU pid ${q:-none} ($(ps -o user= -p ${q:-1} 2>/dev/null)) Seccomp ${qsec:-?}, broker's libxendevicemodel mapped"
+    lib=$(grep -o ' /[^ ]*/dmop-broker/libxendevicemodel.so.1$' /proc/$q/maps 2>/dev/null | head -1)
+    check $1.qemu-confined $([ "$qsec" = 2 ] && [ -n "$lib" ]; echo $?) \
+        "QEMU pid ${q:-none} ($(ps -o user= -p ${q:-1} 2>/dev/null)) Seccomp ${qsec:-?}, the broker's library mapped:${lib:- none}"
     if [ -z "$b" ]; then
         fail $1.broker-confined "no dmop-broker serve --domid $2"
         return
@@ -107,31 +114,62 @@ confinement() {
     bsec=$(awk '/^Seccomp:/ { print $2 }' /proc/$b/status)
     uids=$(awk '/^Uid:/ { print $2, $3, $4, $5 }' /proc/$b/status)
     pc=$(for f in /proc/$b/fd/*; do readlink $f; done | grep -c '^/dev/xen/privcmd$')
+    gids=$(awk '/^Gid:/ { print $2, $3, $4, $5 }' /proc/$b/status)
+    want=$((RANGE_BASE + $2))
     check $1.broker-confined $(
-        [ "$bsec" = 2 ] && [ "$pc" -ge 1 ] && ! echo " $uids " | grep -q ' 0 '
+        [ "$bsec" = 2 ] && [ "$pc" -ge 1 ] && [ "$uids" = "$want $want $want $want" ] && [ "$gids" = "$uids" ]
         echo $?
-    ) "broker pid $b for domid $2: Seccomp $bsec, uids $uids ($(ps -o user= -p $b)), $pc privcmd fd"
+    ) "broker pid $b for domid $2: Seccomp $bsec, uids $uids, gids $gids (want user-range-base $RANGE_BASE + domid), $pc privcmd fd"
     echo "$b" >>$OUT/brokers-$1.txt
 }
 
-# save_restore NAME: xl save mid-workload, xl restore (a new domid, so the
-# wrapper starts a new broker), then optionally xl migrate to this host.
+# save_restore NAME BROKER(0|1): xl save mid-workload, xl restore (a new
+# domid, so the wrapper starts a new broker), then for xg-brk xl migrate to
+# this host. The baseline (xg-plain) is saved and restored too: when its
+# save fails, stock QEMU cannot be saved either, and xg-brk's failure is a
+# NOTE naming the cause, not the broker's fault. QEMU's side of each save is
+# traced (strace) to show how it ends. Returns 2 when the save failed and
+# the guest cannot go on (its QEMU is gone).
 save_restore() {
-    name=$1
+    name=$1 broker=$2 t=sr
+    [ "$broker" = 1 ] || t=sr-plain
     old=$(xl domid $name)
     oldb=$(broker_pid $old)
+    q=$(dm_pid $old)
     sleep 2
+    strace -f -tt -p $q -o /var/log/xen/strace-save-$name.log 2>/dev/null &
+    st=$!
+    sleep 1
     T=$(up)
-    xl save $name $XG/$name.save >/var/log/xen/xl-save.log 2>&1
+    xl save $name $XG/$name.save >/var/log/xen/xl-save-$name.log 2>&1
     rc=$?
-    check sr.save $rc "xl save of domid $old rc=$rc in $(since $T)s ($(du -m $XG/$name.save 2>/dev/null | cut -f1) MiB; log xl-save.log)"
-    [ $rc = 0 ] || return 1
-    n=0
-    while [ -n "$oldb" ] && [ -d /proc/$oldb ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
-    check sr.old-broker-exits $([ -z "$oldb" ] || [ ! -d /proc/$oldb ]; echo $?) "broker ${oldb:-none} of the saved domid $old gone"
-    move_guest sr.restore "$old" xl restore $XG/$name.save || return 1
+    took=$(since $T)
+    sleep 1
+    kill $st 2>/dev/null
+    if [ $rc != 0 ]; then
+        how=$(grep -E '^[0-9]+ +[0-9:.]+ (\+\+\+ (killed|exited)|--- SIG)' /var/log/xen/strace-save-$name.log | tail -3 | tr -s ' ' | tr '\n' ';')
+        what="xl save of domid $old rc=$rc in ${took}s: $(grep -m1 -E 'error' /var/log/xen/xl-save-$name.log | cut -c1-160); QEMU ${q:-?}: ${how:-no end seen} (logs xl-save-$name.log, strace-save-$name.log)"
+        echo "$name save-failed $what" >>$OUT/save-outcomes.txt
+        if [ "$broker" = 0 ]; then
+            echo "NOTE $t.save stock QEMU (no broker): $what" | tee -a $OUT/notes.txt
+        elif grep -q '^xg-plain save-failed' $OUT/save-outcomes.txt; then
+            echo "NOTE $t.save as with stock QEMU (xg-plain), the save fails: $what" | tee -a $OUT/notes.txt
+        else
+            fail $t.save "$what"
+        fi
+        [ -n "$(dm_pid $old)" ] && return 1
+        return 2
+    fi
+    echo "$name saved" >>$OUT/save-outcomes.txt
+    result $t.save PASS "xl save of domid $old in ${took}s ($(du -m $XG/$name.save 2>/dev/null | cut -f1) MiB; log xl-save-$name.log)"
+    if [ "$broker" = 1 ]; then
+        n=0
+        while [ -n "$oldb" ] && [ -d /proc/$oldb ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+        check $t.old-broker-exits $([ -z "$oldb" ] || [ ! -d /proc/$oldb ]; echo $?) "broker ${oldb:-none} of the saved domid $old gone"
+    fi
+    move_guest $t.restore "$old" xl restore $XG/$name.save || return 1
     rm -f $XG/$name.save
-    [ "${xg_migrate:-1}" = 1 ] || return 0
+    [ "$broker" = 1 ] && [ "${xg_migrate:-1}" = 1 ] || return 0
     sleep 3
     # -s "": the receiving side is this host's own xl, no ssh. Live
     # migration is tried, not required: when it fails, a NOTE line says
@@ -158,7 +196,8 @@ move_guest() {
     [ $rc = 0 ] && [ -n "$new" ] && [ "$new" != "$old" ] || return 1
     echo "$test $old $new $(up)" >>$OUT/domids.txt
     join_taps
-    confinement $test $new
+    [ "$broker" = 1 ] && confinement $test $new
+    return 0
 }
 
 # run_guest NAME BROKER(0|1): the workload from xl create to power-off.
@@ -176,8 +215,15 @@ run_guest() {
     fi
     result $name.create PASS "domid $domid, xl create returned in $(since $T0)s"
     echo "create - $domid $T0" >$OUT/domids.txt
-    seen=" " vnc=""
+    listen_upload
+    seen=" " vnc="" size="" n=0 stopped=0
     while :; do
+        # Little work per turn: dom0 has one vCPU, which its QEMU needs.
+        sleep 0.5
+        n=$((n + 1))
+        now=$(stat -c %s /var/log/xen/guest-$name.log /var/log/xen/guest-$name--incoming.log 2>/dev/null | tr '\n' +)
+        if [ "$now" = "$size" ] && [ $((n % 20)) != 0 ]; then continue; fi
+        size=$now
         join_taps
         log=$(console $name)
         for p in $(echo "$log" | sed -n 's/^XG PHASE //p'); do
@@ -191,7 +237,11 @@ run_guest() {
                 vnc-watch 127.0.0.1 5900 $OUT/frame-$name.raw >$OUT/vnc-$name.txt 2>&1 &
                 vnc=$!
                 ;;
-            sr) [ "$broker" = 1 ] && save_restore $name; touch $XG/www/sr-done ;;
+            sr)
+                save_restore $name $broker
+                [ $? = 2 ] && stopped=1
+                touch $XG/www/sr-done
+                ;;
             esac
         done
         if [ -n "$vnc" ] && echo "$log" | grep -q '^XG DRAWN'; then
@@ -201,6 +251,7 @@ run_guest() {
             vnc=""
         fi
         echo "$log" | grep -q '^XG DONE' && break
+        [ $stopped = 1 ] && break
         xl list $name >/dev/null 2>&1 || break
         if xl list $name 2>/dev/null | awk 'NR == 2 { exit $5 !~ /c/ }'; then
             fail $name.finished "the guest crashed; last console lines: $(echo "$log" | grep -v '^ *$' | tail -3 | tr '\n' ' ')"
@@ -210,12 +261,18 @@ run_guest() {
             fail $name.finished "no XG DONE within ${xg_wait:-600}s; last console line: $(echo "$log" | tail -1)"
             break
         }
-        sleep 0.2
     done
     echo "DONE $(up)" >>$OUT/phases-$name.txt
+    # CPU time per process: how much of the run dom0's QEMU and broker used
+    ps -eo pid,user,etime,time,args | grep -E 'qemu-system|dmop-broker|xenconsoled' | grep -v grep >$OUT/ps-$name.txt
     [ -n "$vnc" ] && kill $vnc
     log=$(console $name)
     echo "$log" | grep -q '^XG DONE' && result $name.finished PASS "workload complete $(since $T0)s after xl create"
+    if [ $stopped = 1 ]; then
+        # (xl save failed with QEMU gone: the guest waits for it forever)
+        result $name.finished PASS "workload complete up to the save $(since $T0)s after xl create; xl save ended its QEMU (see NOTE)"
+        xl destroy $name
+    fi
     # The guest powers off (on_poweroff = destroy): QEMU and the brokers go.
     n=0
     while xl list $name >/dev/null 2>&1 && [ $n -lt 100 ]; do sleep 0.2; n=$((n + 1)); done
@@ -242,18 +299,20 @@ run_guest() {
     s=$(guest_result $name net.up-sent)
     g=$(guest_result $name net.up-received)
     d=$(md5sum <$XG/upload.bin 2>/dev/null | cut -d' ' -f1)
-    check $name.net-up $([ -n "$s" ] && [ "$s" = "$g" ] && [ "$s" = "$d" ]; echo $?) "guest -> dom0: guest sent md5 ${s:-none}, dom0 received md5 ${d:-none}"
+    check $name.net-up $([ -n "$s" ] && [ "$s" = "$g" ] && [ "$s" = "$d" ]; echo $?) "guest -> dom0 ${xg_net_mb:-4} MiB: guest sent md5 ${s:-none}, dom0 received $(wc -c <$XG/upload.bin 2>/dev/null) bytes md5 ${d:-none}, guest read back dom0's md5 ${g:-none}"
     rm -f $XG/upload.bin
     want=$(cat /lib/xg-picture.md5)
     drawn=$(guest_result $name display.drawn)
     frame=$(md5sum <$OUT/frame-$name.raw 2>/dev/null | cut -d' ' -f1)
     check $name.display $([ "$drawn" = "$want" ] && [ "$frame" = "$want" ]; echo $?) "mode $(guest_result $name display.mode): picture md5 $want, guest fb0 ${drawn:-none}, VNC frame ${frame:-none} ($(cat $OUT/vnc-$name.txt 2>/dev/null | tr '\n' ' '))"
-    if [ "$broker" = 1 ]; then
+    if [ $stopped = 0 ]; then
+        t=sr
+        [ "$broker" = 1 ] || t=sr-plain
         bad=$(echo "$log" | sed -n 's/^XG RESULT sr.round[0-9]*=//p' | grep -vc '^match/match$')
         rounds=$(echo "$log" | grep -c '^XG RESULT sr.round')
-        check sr.workload $([ "$rounds" -gt 0 ] && [ "$bad" = 0 ]; echo $?) "$rounds disk rounds across save/restore/migrate, $bad mismatched"
+        check $t.workload $([ "$rounds" -gt 0 ] && [ "$bad" = 0 ]; echo $?) "$rounds disk rounds across save/restore/migrate, $bad mismatched"
         r=$(guest_result $name sr.net-after)
-        check sr.network $([ "$r" = "$BLOB" ]; echo $?) "network after save/restore/migrate: guest md5 ${r:-none}, dom0 md5 $BLOB"
+        check $t.network $([ "$r" = "$BLOB" ]; echo $?) "network after save/restore/migrate: guest md5 ${r:-none}, dom0 md5 $BLOB"
     fi
     rm -f $XG/www/sr-done
 }

@@ -8,9 +8,12 @@
 #   XG DONE             the workload is complete
 # Phases: probe (drivers), disk (IDE with INTx/ISA interrupts, NVMe with
 # MSI-X: write then read back xg_mb MiB, md5 compared), net (e1000 on dom0's
-# bridge: xg_net_mb MiB down and up, md5 on both ends), display (stdvga via
+# bridge: xg_net_mb MiB down over HTTP and up over nc, md5 on both ends:
+# busybox wget cannot post binary data), display (stdvga via
 # bochs-drm: draw the test picture on /dev/fb0, dom0's VNC client compares),
-# sr (disk rounds during which dom0 saves, restores or migrates the guest).
+# sr (rounds of xg_sr_mb MiB on both disks during which dom0 saves,
+# restores and migrates the guest). At each phase, the kernel's new log
+# lines as XG DMESG lines.
 # Settings arrive as kernel command-line words: xg_mb, xg_net_mb, xg_rounds.
 export PATH=/bin
 mount -t proc proc /proc
@@ -24,6 +27,8 @@ T_PHASE=""
 phase() {
     [ -n "$T_PHASE" ] && result "time.$P_NAME=$(awk -v a="$T_PHASE" -v b="$(up)" 'BEGIN { printf "%.2f", b - a }')"
     P_NAME=$1
+    # the kernel's log so far (its timestamps show where a phase's time went)
+    dmesg -c 2>/dev/null | sed 's/^/XG DMESG /'
     # dom0 polls the console log: give it time to mark the phase boundary
     say "PHASE $1"
     sleep 1
@@ -31,6 +36,7 @@ phase() {
 }
 md5() { md5sum | cut -d' ' -f1; }
 MB=${xg_mb:-16}
+SR_MB=${xg_sr_mb:-4}
 NET_MB=${xg_net_mb:-4}
 ROUNDS=${xg_rounds:-0}
 say "INIT kernel=$(uname -r) uptime=$(up)"
@@ -38,7 +44,11 @@ result "boot.uptime=$(up)"
 
 phase probe
 failed=""
-for m in $(cat /lib/modules/order); do insmod /lib/modules/$m 2>/dev/null || failed="$failed$m,"; done
+for m in $(cat /lib/modules/order); do
+    t0=$(up)
+    insmod /lib/modules/$m 2>/dev/null || failed="$failed$m,"
+    say "INSMOD $m $(awk -v a="$t0" -v b="$(up)" 'BEGIN { printf "%.2fs", b - a }')"
+done
 result "probe.insmod-failed=${failed:-none}"
 i=0
 while [ $i -lt 100 ]; do
@@ -53,19 +63,20 @@ result "probe.devices=$(ls /sys/block | tr '\n' ',')$(ls /sys/class/net | tr '\n
 
 dd if=/dev/urandom of=/tmp/pat bs=1M count=$MB iflag=fullblock 2>/dev/null
 SUM=$(md5 </tmp/pat)
-# disk_round DEV TAG: write the pattern, drop caches, read it back.
+# disk_round DEV MIB: write the pattern's first MIB MiB, read them back.
 disk_round() {
-    dd if=/tmp/pat of=$1 bs=1M count=$MB oflag=direct conv=fsync 2>/dev/null
+    dd if=/tmp/pat of=$1 bs=1M count=$2 oflag=direct conv=fsync 2>/dev/null
     echo 3 >/proc/sys/vm/drop_caches
-    got=$(dd if=$1 bs=1M count=$MB iflag=direct 2>/dev/null | md5)
-    [ "$got" = "$SUM" ] && echo match || echo "mismatch:$got"
+    got=$(dd if=$1 bs=1M count=$2 iflag=direct 2>/dev/null | md5)
+    want=$(head -c $(($2 * 1048576)) /tmp/pat | md5)
+    [ "$got" = "$want" ] && echo match || echo "mismatch:$got"
 }
 phase disk
 for dev in /dev/sda /dev/nvme0n1; do
     n=$(basename $dev)
     if [ -b $dev ]; then
         t0=$(up)
-        r=$(disk_round $dev)
+        r=$(disk_round $dev $MB)
         result "disk.$n=$r ${MB}MiB $(awk -v a="$t0" -v b="$(up)" 'BEGIN { printf "%.2fs", b - a }')"
     else
         result "disk.$n=absent"
@@ -80,11 +91,13 @@ ip addr add 10.9.0.2/24 dev eth0
 i=0
 while ! ping -c 1 -W 1 10.9.0.1 >/dev/null 2>&1 && [ $i -lt 30 ]; do i=$((i + 1)); done
 result "net.link=ping-after-$i-retries"
-down=$(wget -q -O - http://10.9.0.1:8080/blob | md5)
+down=$(timeout 300 wget -q -O - http://10.9.0.1:8080/blob | md5)
 result "net.down=$down"
 head -c $((NET_MB * 1048576)) /tmp/pat >/tmp/up
 result "net.up-sent=$(md5 </tmp/up)"
-got=$(wget -q -O - --post-file /tmp/up http://10.9.0.1:8080/cgi-bin/up)
+timeout 300 nc 10.9.0.1 8081 </tmp/up
+i=0
+until got=$(wget -q -O - http://10.9.0.1:8080/up.md5 2>/dev/null) || [ $i -ge 30 ]; do sleep 1; i=$((i + 1)); done
 result "net.up-received=$got"
 grep -E 'eth0' /proc/interrupts | tr -s ' ' | sed 's/^/XG INTERRUPTS /'
 
@@ -109,7 +122,7 @@ if [ "$ROUNDS" -gt 0 ]; then
     phase sr
     k=1
     while [ $k -le "$ROUNDS" ]; do
-        result "sr.round$k=$(disk_round /dev/nvme0n1)/$(disk_round /dev/sda)"
+        result "sr.round$k=$(disk_round /dev/nvme0n1 $SR_MB)/$(disk_round /dev/sda $SR_MB)"
         wget -q -O /dev/null http://10.9.0.1:8080/sr-done 2>/dev/null && break
         k=$((k + 1))
     done

@@ -18,9 +18,13 @@ calls_of() {
     sed -n 's/^[0-9.]* op=\([a-z_]*\) .* rc=\(-\{0,1\}[0-9]*\) errno=\([0-9]*\)$/\1 \2 \3/p' "$OUT/calltrace-$1.log" 2>/dev/null |
         awk '{ print $1, ($2 == 0 ? 0 : -$3) }'
 }
+# The brokers' audit files: the wrapper's default, dmop-broker-NAME.log next
+# to libxl's qemu-dm-NAME.log (NAME is xg-brk--incoming while xl migrate
+# receives the guest).
+audits() { cat "$OUT"/dmop-broker-xg-brk*.log 2>/dev/null; }
 # audit_of DOMID: the broker's audit lines for that domid, in order.
 audit_of() {
-    cat "$OUT"/qemu-dm-xg-brk*.log* 2>/dev/null | grep -a " domid=$1 op=" | grep -av 'forwards:' || true
+    audits | grep -a " domid=$1 op=" | grep -av 'forwards:' || true
 }
 
 # ---- the broker forwarded every call QEMU made, with Xen's result ------------
@@ -47,9 +51,9 @@ if [ -s "$OUT/domids-xg-brk.txt" ]; then
     done <"$OUT/domids-xg-brk.txt"
     # One "session end" per broker: each QEMU's broker saw its QEMU go.
     brokers=$(grep -c . "$OUT/domids-xg-brk.txt")
-    ends=$(cat "$OUT"/qemu-dm-xg-brk*.log* 2>/dev/null | grep -ac 'session end:')
+    ends=$(audits | grep -ac 'session end:')
     if [ "$ends" -ge "$brokers" ] && [ "$brokers" -gt 0 ]; then
-        echo "TEST xg-brk.audit-session-ends PASS $brokers brokers, $ends \"session end\" lines ($(cat "$OUT"/qemu-dm-xg-brk*.log* | grep -a -o 'reason=[^ ]*' | sort | uniq -c | tr -s ' ' | tr '\n' ';'))"
+        echo "TEST xg-brk.audit-session-ends PASS $brokers brokers, $ends \"session end\" lines ($(audits | grep -a 'session end:' | grep -a -o 'reason=[^ ]*' | sort | uniq -c | tr -s ' ' | tr '\n' ';'))"
     else
         echo "TEST xg-brk.audit-session-ends FAIL $brokers brokers, $ends \"session end\" lines"
     fi
@@ -97,9 +101,11 @@ for g in xg-plain xg-brk; do
 done
 
 # ---- argument ranges and the learned policy -------------------------------------
-if ls "$OUT"/calltrace-*.log >/dev/null 2>&1 && [ -s "$OUT/domids-xg-brk.txt" ]; then
-    for d in $(awk '{ print $3 }' "$OUT/domids-xg-brk.txt"); do cat "$OUT/calltrace-$d.log"; done |
-        awk 'function num(v,   i, x, c) { if (v !~ /^0x/) return v + 0
+# calls_all NAME: every call line of all the guest's QEMUs.
+calls_all() { for d in $(awk '{ print $3 }' "$OUT/domids-$1.txt" 2>/dev/null); do cat "$OUT/calltrace-$d.log" 2>/dev/null; done; }
+for g in xg-plain xg-brk; do
+    [ -s "$OUT/domids-$g.txt" ] || continue
+    calls_all $g | awk 'function num(v,   i, x, c) { if (v !~ /^0x/) return v + 0
                 x = 0; for (i = 3; i <= length(v); i++) { c = index("0123456789abcdef", substr(tolower(v), i, 1)); x = x * 16 + c - 1 }
                 return x }
             function hex(x,   s, d) { if (x == 0) return "0x0"; s = ""
@@ -111,20 +117,17 @@ if ls "$OUT"/calltrace-*.log >/dev/null 2>&1 && [ -s "$OUT/domids-xg-brk.txt" ];
                 x = num(v); key = op " " k
                 if (!(key in lo) || x < lo[key]) lo[key] = x; if (!(key in hi) || x > hi[key]) hi[key] = x } }
             END { for (key in lo) { split(key, a, " "); printf "%-34s %-16s %.0f..%.0f (%s..%s) in %d calls\n", a[1], a[2], lo[key], hi[key], hex(lo[key]), hex(hi[key]), n[a[1]] } }' |
-        sort >"$WORK/learned-xg-brk.ranges"
+        sort >"$WORK/learned-$g.ranges"
     # The distinct calls (op and arguments, without results and counts): the
     # evidence a unit test holds policy/qemu-xen.policy against.
-    for d in $(awk '{ print $3 }' "$OUT/domids-xg-brk.txt"); do cat "$OUT/calltrace-$d.log"; done |
-        sed -E 's/^[0-9.]+ //; s/ (dom|rc|errno|dirty|pages|largest_extent)=[^ ]*//g' | LC_ALL=C sort -u >"$WORK/learned-xg-brk.calls"
-    echo "---- xg-brk: argument ranges QEMU used (all its QEMUs) ----"
-    cat "$WORK/learned-xg-brk.ranges"
-    audits=()
-    # (the broker logs to stderr, the file libxl gives QEMU: a log the device
-    # model could write, which policy learn reads only when told to trust it)
-    for f in "$OUT"/qemu-dm-xg-brk*.log*; do [ -e "$f" ] && audits+=(--trust-log "$f"); done
-    if [ ${#audits[@]} -gt 0 ] && "$BROKER" policy learn "${audits[@]}" | sed "s|$OUT/||g" >"$WORK/learned-xg-brk.policy"; then
-        echo "---- xg-brk: dmop-broker policy learn ----"
-        cat "$WORK/learned-xg-brk.policy"
-    fi
+    calls_all $g | sed -E 's/^[0-9.]+ //; s/ (dom|rc|errno|dirty|pages|largest_extent)=[^ ]*//g' | LC_ALL=C sort -u >"$WORK/learned-$g.calls"
+    echo "---- $g: argument ranges QEMU used (all its QEMUs) ----"
+    cat "$WORK/learned-$g.ranges"
+done
+audit_files=()
+for f in "$OUT"/dmop-broker-xg-brk*.log; do [ -e "$f" ] && audit_files+=(--audit "$f"); done
+if [ ${#audit_files[@]} -gt 0 ] && "$BROKER" policy learn "${audit_files[@]}" | sed "s|$OUT/||g" >"$WORK/learned-xg-brk.policy"; then
+    echo "---- xg-brk: dmop-broker policy learn (its brokers' audit files) ----"
+    cat "$WORK/learned-xg-brk.policy"
 fi
 exit 0
