@@ -186,6 +186,9 @@ public final class BrokerServer {
             }
             var revents: Int16 = 0
             let rc = cposix_wait(fd, Int16(events), timeout, &revents)
+            // Due forward lines go out even when the client never lets the
+            // socket go idle.
+            if let due = auditLines?.batchDeadline, due <= cposix_monotonic_ns() { auditLines?.writeBatch() }
             if rc > 0 {
                 // A signal that woke the wait as the fd became ready runs its
                 // handler only on the way out: take it before the request.
@@ -193,10 +196,7 @@ public final class BrokerServer {
                 if cposix_runtime_signal_pending() != 0 { handleRuntimeSignals(session.peer) }
                 return nil
             }
-            if rc == 0 && !helloDeadline {
-                auditLines?.writeBatch()
-                continue
-            }
+            if rc == 0 && !helloDeadline { continue }
             if rc == 0 {
                 let seconds = Double(helloTimeoutNanoseconds ?? 0) / 1e9
                 audit.warning("hello timeout: peer_pid=\(session.peer.pid) sent no HELLO within \(seconds) s; disconnecting")
@@ -364,8 +364,8 @@ public final class BrokerServer {
         if session.postedFailure == nil {
             session.postedFailure = PostedFailure(requestID: frame.requestID, op: op ?? UInt32.max, result: result,
                                                   origin: origin, reason: reason)
-        } else if session.postedFailure!.laterFailures < UInt32.max {
-            session.postedFailure!.laterFailures += 1
+        } else if let later = session.postedFailure?.laterFailures, later < UInt32.max {
+            session.postedFailure?.laterFailures = later + 1
         }
     }
 

@@ -223,6 +223,25 @@ struct AuditChannelTests {
         _ = parsedAuditLines(old + fresh)
     }
 
+    @Test("--audit-forwards each: a forward line reaches the file while the client idles, before any hang-up")
+    func batchedForwardFlushedWhenIdle() throws {
+        let scratch = TestSupport.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let path = scratch.appendingPathComponent("audit.log").path
+        let broker = try BrokerUnderTest(extraArguments: ["--audit-log", path, "--audit-forwards", "each"])
+        let client = try broker.connect()
+        #expect(try client.invoke("set_isa_irq_level", ["isa_irq": 4, "level": 1]).result == 0)
+        var log = ""
+        for _ in 0..<100 where !log.contains("op=set_isa_irq_level verdict=forward") {
+            usleep(50_000)
+            log = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        }
+        #expect(log.contains("op=set_isa_irq_level verdict=forward"), "\(log)")
+        #expect(broker.isAlive)
+        client.connection.close()
+        #expect(BrokerUnderTest.exitCode(broker.waitForExit()) == 0, "\(broker.auditLog)")
+    }
+
     /// A flood of forwards into a FILE under a 256 KiB RLIMIT_FSIZE.
     func flood(failure: String) throws -> (replies: [Reply], log: String, size: Int) {
         let scratch = TestSupport.temporaryDirectory()
