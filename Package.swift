@@ -79,7 +79,8 @@ let package = Package(
         // allowed DMOPs for the one domid reach the hypervisor, and the
         // request handler and privcmd call that carry the decision out.
         .target(name: "DMOPTrusted", dependencies: ["CXen", "DMOPPosix"]),
-        // Pure code beside it, not on the forward path: logfmt, Xen releases.
+        // Pure code beside it, not on the forward path: the policy parser and
+        // its printing, reason names, logfmt, Xen releases.
         .target(name: "DMOPCore", dependencies: ["DMOPTrusted"]),
         // Opening, restricting and proving the real privcmd.
         .target(name: "DMOPHypervisor", dependencies: ["DMOPCore", "DMOPPosix", "CXen"]),

@@ -72,12 +72,6 @@ extension UnsafeMutableRawBufferPointer {
         // SAFETY: [offset, offset + 4) lies inside the buffer, checked above.
         storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt32.self)
     }
-    @inline(__always)
-    public func putLE64(_ value: UInt64, at offset: Int) {
-        precondition(offset >= 0 && offset <= count &- 8)
-        // SAFETY: [offset, offset + 8) lies inside the buffer, checked above.
-        storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt64.self)
-    }
 }
 
 extension Array where Element == UInt8 {
@@ -86,8 +80,5 @@ extension Array where Element == UInt8 {
     }
     public mutating func appendLE32(_ value: UInt32) {
         for shift in stride(from: 0, to: 32, by: 8) { append(UInt8(truncatingIfNeeded: value >> UInt32(shift))) }
-    }
-    public mutating func appendLE64(_ value: UInt64) {
-        for shift in stride(from: 0, to: 64, by: 8) { append(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
     }
 }

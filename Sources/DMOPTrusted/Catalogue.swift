@@ -87,7 +87,7 @@ public final class OpSpec: Sendable, Equatable {
     /// A row that contradicts itself (a count or id field that is not one
     /// of its input fields, a reply buffer it does not take) stops the
     /// broker at start-up rather than skip a check later.
-    public init(name: String, number: UInt32, cStruct: String, payloadSize: Int, extraBuffer: ExtraBuffer,
+    init(name: String, number: UInt32, cStruct: String, payloadSize: Int, extraBuffer: ExtraBuffer,
                 ioreqServer: IoreqServerRole, replyBuffers: [Int], fields: [FieldSpec]) {
         self.name = name
         self.number = number
@@ -125,9 +125,6 @@ public final class OpSpec: Sendable, Equatable {
     /// Smallest acceptable buffer 0: the header plus the payload.
     public var minimumHeaderBufferSize: Int { DMOPABI.payloadOffset + payloadSize }
 
-    /// Xen copies the payload back into buffer 0 on success.
-    public var writesBackPayload: Bool { replyBuffers.contains(0) }
-
     /// The input field naming an existing ioreq server, if any.
     public var ioreqServerField: FieldSpec? {
         switch ioreqServer {
@@ -136,17 +133,9 @@ public final class OpSpec: Sendable, Equatable {
         }
     }
 
-    public func field(named name: String) -> FieldSpec? {
-        fields.first { $0.name == name }
-    }
-
-    /// Equal when every stored input is.
-    public static func == (lhs: OpSpec, rhs: OpSpec) -> Bool {
-        lhs === rhs
-            || (lhs.name == rhs.name && lhs.number == rhs.number && lhs.cStruct == rhs.cStruct
-                && lhs.payloadSize == rhs.payloadSize && lhs.extraBuffer == rhs.extraBuffer
-                && lhs.ioreqServer == rhs.ioreqServer && lhs.replyBuffers == rhs.replyBuffers && lhs.fields == rhs.fields)
-    }
+    /// The table makes the only instance of each op (the initializer is
+    /// internal), so the same op is the same instance.
+    public static func == (lhs: OpSpec, rhs: OpSpec) -> Bool { lhs === rhs }
 }
 
 /// Sizes and offsets of the DMOP and privcmd ABI, from the imported C types.
@@ -168,9 +157,6 @@ public enum DMOPABI {
     public static let maxBufferSize = 4096
     /// Domids at or above this are reserved (DOMID_SELF, DOMID_INVALID, ...).
     public static let firstReservedDomid: UInt16 = cxen_domid_first_reserved()
-    /// The Xen interface version of the headers the broker is built with
-    /// (logged only: Xen 4.19 raised it without changing the DMOP ABI).
-    public static let xenInterfaceVersion: UInt32 = cxen_latest_interface_version()
     /// The DMOP ABI identifier HELLO carries (CXen/dmop_abi.h): equal
     /// exactly when the headers lay out every op, field and constant alike.
     public static let identifier: UInt32 = cxen_dmop_abi_identifier()
@@ -186,11 +172,12 @@ public enum DMOPABI {
 /// Every op of Xen 4.17's dm_op.h, built from the imported C structs.
 public enum Catalogue {
     public static let ops: [OpSpec] = buildOps()
+    /// The highest op number: tables indexed by op number have this plus one entries.
+    public static let highestNumber = ops.map { Int($0.number) }.max() ?? 0
 
     /// Ops indexed by number for the hot path; nil where no op exists.
     private static let byNumber: [OpSpec?] = {
-        let highest = ops.map { Int($0.number) }.max() ?? 0
-        var table = [OpSpec?](repeating: nil, count: highest + 1)
+        var table = [OpSpec?](repeating: nil, count: highestNumber + 1)
         for op in ops { table[Int(op.number)] = op }
         return table
     }()
@@ -205,6 +192,9 @@ public enum Catalogue {
         ops.first { $0.name == name }
     }
 
+    /// One row an op: its payload struct, then the facts the decision
+    /// checks (buffer 1, ioreq-server role, reply buffers), then the fields,
+    /// each a key path into the C struct.
     private static func buildOps() -> [OpSpec] {
         var ops: [OpSpec] = []
         func add<T>(_ name: String, _ number: Int32, _ row: Row<T>, extra: ExtraBuffer = .none,
@@ -214,160 +204,91 @@ public enum Catalogue {
                               replyBuffers: reply, fields: fields))
         }
 
-        let create = Row<xen_dm_op_create_ioreq_server>()
-        let createdID = create.field("id", \.id, .output)
-        add("create_ioreq_server", XEN_DMOP_create_ioreq_server, create, ioreqServer: .creates(createdID), reply: [0], [
-            create.field("handle_bufioreq", \.handle_bufioreq, .input),
-            create.field("pad", \.pad, .mustBeZero),
-            createdID,
-        ])
-        let info = Row<xen_dm_op_get_ioreq_server_info>()
-        let infoID = info.field("id", \.id, .input)
-        add("get_ioreq_server_info", XEN_DMOP_get_ioreq_server_info, info, ioreqServer: .names(infoID), reply: [0], [
-            infoID,
-            info.field("flags", \.flags, .input),
-            info.field("bufioreq_port", \.bufioreq_port, .output),
-            info.field("ioreq_gfn", \.ioreq_gfn, .output),
-            info.field("bufioreq_gfn", \.bufioreq_gfn, .output),
-        ])
-        let range = Row<xen_dm_op_ioreq_server_range>()
-        let rangeID = range.field("id", \.id, .input)
-        let rangeFields = [
-            rangeID,
-            range.field("pad", \.pad, .mustBeZero),
-            range.field("type", \.type, .input),
-            range.field("start", \.start, .input),
-            range.field("end", \.end, .input),
-        ]
+        let create = Row<xen_dm_op_create_ioreq_server>(), createdID = create.output("id", \.id)
+        add("create_ioreq_server", XEN_DMOP_create_ioreq_server, create, ioreqServer: .creates(createdID), reply: [0],
+            [create.input("handle_bufioreq", \.handle_bufioreq), create.zero("pad", \.pad), createdID])
+        let info = Row<xen_dm_op_get_ioreq_server_info>(), infoID = info.input("id", \.id)
+        add("get_ioreq_server_info", XEN_DMOP_get_ioreq_server_info, info, ioreqServer: .names(infoID), reply: [0],
+            [infoID, info.input("flags", \.flags), info.output("bufioreq_port", \.bufioreq_port),
+             info.output("ioreq_gfn", \.ioreq_gfn), info.output("bufioreq_gfn", \.bufioreq_gfn)])
+        let range = Row<xen_dm_op_ioreq_server_range>(), rangeID = range.input("id", \.id)
+        let rangeFields = [rangeID, range.zero("pad", \.pad), range.input("type", \.type),
+                           range.input("start", \.start), range.input("end", \.end)]
         add("map_io_range_to_ioreq_server", XEN_DMOP_map_io_range_to_ioreq_server, range,
             ioreqServer: .names(rangeID), rangeFields)
         add("unmap_io_range_from_ioreq_server", XEN_DMOP_unmap_io_range_from_ioreq_server, range,
             ioreqServer: .names(rangeID), rangeFields)
-        let state = Row<xen_dm_op_set_ioreq_server_state>()
-        let stateID = state.field("id", \.id, .input)
-        add("set_ioreq_server_state", XEN_DMOP_set_ioreq_server_state, state, ioreqServer: .names(stateID), [
-            stateID,
-            state.field("enabled", \.enabled, .input),
-            state.field("pad", \.pad, .mustBeZero),
-        ])
-        let destroy = Row<xen_dm_op_destroy_ioreq_server>()
-        let destroyedID = destroy.field("id", \.id, .input)
-        add("destroy_ioreq_server", XEN_DMOP_destroy_ioreq_server, destroy, ioreqServer: .destroys(destroyedID), [
-            destroyedID,
-            destroy.field("pad", \.pad, .mustBeZero),
-        ])
-        let vram = Row<xen_dm_op_track_dirty_vram>()
-        let pages = vram.field("nr", \.nr, .input)
-        add("track_dirty_vram", XEN_DMOP_track_dirty_vram, vram, extra: .dirtyBitmap(pageCount: pages), reply: [1], [
-            pages,
-            vram.field("pad", \.pad, .mustBeZero),
-            vram.field("first_pfn", \.first_pfn, .input),
-        ])
+        let state = Row<xen_dm_op_set_ioreq_server_state>(), stateID = state.input("id", \.id)
+        add("set_ioreq_server_state", XEN_DMOP_set_ioreq_server_state, state, ioreqServer: .names(stateID),
+            [stateID, state.input("enabled", \.enabled), state.zero("pad", \.pad)])
+        let destroy = Row<xen_dm_op_destroy_ioreq_server>(), destroyedID = destroy.input("id", \.id)
+        add("destroy_ioreq_server", XEN_DMOP_destroy_ioreq_server, destroy, ioreqServer: .destroys(destroyedID),
+            [destroyedID, destroy.zero("pad", \.pad)])
+        let vram = Row<xen_dm_op_track_dirty_vram>(), pages = vram.input("nr", \.nr)
+        add("track_dirty_vram", XEN_DMOP_track_dirty_vram, vram, extra: .dirtyBitmap(pageCount: pages), reply: [1],
+            [pages, vram.zero("pad", \.pad), vram.input("first_pfn", \.first_pfn)])
         let intx = Row<xen_dm_op_set_pci_intx_level>()
-        add("set_pci_intx_level", XEN_DMOP_set_pci_intx_level, intx, [
-            intx.field("domain", \.domain, .input),
-            intx.field("bus", \.bus, .input),
-            intx.field("device", \.device, .input),
-            intx.field("intx", \.intx, .input),
-            intx.field("level", \.level, .input),
-        ])
+        add("set_pci_intx_level", XEN_DMOP_set_pci_intx_level, intx,
+            [intx.input("domain", \.domain), intx.input("bus", \.bus), intx.input("device", \.device),
+             intx.input("intx", \.intx), intx.input("level", \.level)])
         let isa = Row<xen_dm_op_set_isa_irq_level>()
-        add("set_isa_irq_level", XEN_DMOP_set_isa_irq_level, isa, [
-            isa.field("isa_irq", \.isa_irq, .input),
-            isa.field("level", \.level, .input),
-        ])
+        add("set_isa_irq_level", XEN_DMOP_set_isa_irq_level, isa,
+            [isa.input("isa_irq", \.isa_irq), isa.input("level", \.level)])
         let link = Row<xen_dm_op_set_pci_link_route>()
-        add("set_pci_link_route", XEN_DMOP_set_pci_link_route, link, [
-            link.field("link", \.link, .input),
-            link.field("isa_irq", \.isa_irq, .input),
-        ])
-        let modified = Row<xen_dm_op_modified_memory>()
-        let extents = modified.field("nr_extents", \.nr_extents, .input)
+        add("set_pci_link_route", XEN_DMOP_set_pci_link_route, link,
+            [link.input("link", \.link), link.input("isa_irq", \.isa_irq)])
+        let modified = Row<xen_dm_op_modified_memory>(), extents = modified.input("nr_extents", \.nr_extents)
         let extent = Row<xen_dm_op_modified_memory_extent>(offsetInBuffer: 0)
         add("modified_memory", XEN_DMOP_modified_memory, modified,
             extra: .extents(count: extents, extentSize: MemoryLayout<xen_dm_op_modified_memory_extent>.size,
-                            pad: extent.field("pad", \.pad, .mustBeZero)), [
-            extents,
-            modified.field("opaque", \.opaque, .mustBeZero),
-        ])
+                            pad: extent.zero("pad", \.pad)),
+            [extents, modified.zero("opaque", \.opaque)])
         let memType = Row<xen_dm_op_set_mem_type>()
-        add("set_mem_type", XEN_DMOP_set_mem_type, memType, reply: [0], [
-            memType.field("nr", \.nr, .input),
-            memType.field("mem_type", \.mem_type, .input),
-            memType.field("pad", \.pad, .mustBeZero),
-            memType.field("first_pfn", \.first_pfn, .input),
-        ])
+        add("set_mem_type", XEN_DMOP_set_mem_type, memType, reply: [0],
+            [memType.input("nr", \.nr), memType.input("mem_type", \.mem_type), memType.zero("pad", \.pad),
+             memType.input("first_pfn", \.first_pfn)])
         let event = Row<xen_dm_op_inject_event>()
-        add("inject_event", XEN_DMOP_inject_event, event, [
-            event.field("vcpuid", \.vcpuid, .input),
-            event.field("vector", \.vector, .input),
-            event.field("type", \.type, .input),
-            event.field("insn_len", \.insn_len, .input),
-            event.field("pad0", \.pad0, .mustBeZero),
-            event.field("error_code", \.error_code, .input),
-            event.field("pad1", \.pad1, .mustBeZero),
-            event.field("cr2", \.cr2, .input),
-        ])
+        add("inject_event", XEN_DMOP_inject_event, event,
+            [event.input("vcpuid", \.vcpuid), event.input("vector", \.vector), event.input("type", \.type),
+             event.input("insn_len", \.insn_len), event.zero("pad0", \.pad0), event.input("error_code", \.error_code),
+             event.zero("pad1", \.pad1), event.input("cr2", \.cr2)])
         let msi = Row<xen_dm_op_inject_msi>()
-        add("inject_msi", XEN_DMOP_inject_msi, msi, [
-            msi.field("data", \.data, .input),
-            msi.field("pad", \.pad, .mustBeZero),
-            msi.field("addr", \.addr, .input),
-        ])
-        let mapMem = Row<xen_dm_op_map_mem_type_to_ioreq_server>()
-        let mapMemID = mapMem.field("id", \.id, .input)
+        add("inject_msi", XEN_DMOP_inject_msi, msi,
+            [msi.input("data", \.data), msi.zero("pad", \.pad), msi.input("addr", \.addr)])
+        let mapMem = Row<xen_dm_op_map_mem_type_to_ioreq_server>(), mapMemID = mapMem.input("id", \.id)
         add("map_mem_type_to_ioreq_server", XEN_DMOP_map_mem_type_to_ioreq_server, mapMem,
-            ioreqServer: .names(mapMemID), reply: [0], [
-            mapMemID,
-            mapMem.field("type", \.type, .input),
-            mapMem.field("flags", \.flags, .input),
-            mapMem.field("opaque", \.opaque, .mustBeZero),
-        ])
+            ioreqServer: .names(mapMemID), reply: [0],
+            [mapMemID, mapMem.input("type", \.type), mapMem.input("flags", \.flags), mapMem.zero("opaque", \.opaque)])
         let shutdown = Row<xen_dm_op_remote_shutdown>()
-        add("remote_shutdown", XEN_DMOP_remote_shutdown, shutdown, [
-            shutdown.field("reason", \.reason, .input),
-        ])
+        add("remote_shutdown", XEN_DMOP_remote_shutdown, shutdown, [shutdown.input("reason", \.reason)])
         let relocate = Row<xen_dm_op_relocate_memory>()
-        add("relocate_memory", XEN_DMOP_relocate_memory, relocate, [
-            relocate.field("size", \.size, .input),
-            relocate.field("pad", \.pad, .mustBeZero),
-            relocate.field("src_gfn", \.src_gfn, .input),
-            relocate.field("dst_gfn", \.dst_gfn, .input),
-        ])
+        add("relocate_memory", XEN_DMOP_relocate_memory, relocate,
+            [relocate.input("size", \.size), relocate.zero("pad", \.pad), relocate.input("src_gfn", \.src_gfn),
+             relocate.input("dst_gfn", \.dst_gfn)])
         let pin = Row<xen_dm_op_pin_memory_cacheattr>()
-        add("pin_memory_cacheattr", XEN_DMOP_pin_memory_cacheattr, pin, [
-            pin.field("start", \.start, .input),
-            pin.field("end", \.end, .input),
-            pin.field("type", \.type, .input),
-            pin.field("pad", \.pad, .mustBeZero),
-        ])
+        add("pin_memory_cacheattr", XEN_DMOP_pin_memory_cacheattr, pin,
+            [pin.input("start", \.start), pin.input("end", \.end), pin.input("type", \.type), pin.zero("pad", \.pad)])
         let irq = Row<xen_dm_op_set_irq_level>()
-        add("set_irq_level", XEN_DMOP_set_irq_level, irq, [
-            irq.field("irq", \.irq, .input),
-            irq.field("level", \.level, .input),
-            irq.field("pad", \.pad, .mustBeZero),
-        ])
+        add("set_irq_level", XEN_DMOP_set_irq_level, irq,
+            [irq.input("irq", \.irq), irq.input("level", \.level), irq.zero("pad", \.pad)])
         let vcpus = Row<xen_dm_op_nr_vcpus>()
-        add("nr_vcpus", XEN_DMOP_nr_vcpus, vcpus, reply: [0], [
-            vcpus.field("vcpus", \.vcpus, .output),
-        ])
+        add("nr_vcpus", XEN_DMOP_nr_vcpus, vcpus, reply: [0], [vcpus.output("vcpus", \.vcpus)])
         return ops
     }
 }
 
 /// Fields of one C payload struct `T`: offset and width both from the C
-/// type, through a key path (MemoryLayout), never typed in.
+/// type, through a key path (MemoryLayout), never typed in. `offsetInBuffer`
+/// is where the struct starts: after the xen_dm_op header for payloads, 0
+/// for the extents of buffer 1.
 struct Row<T> {
-    /// Where the struct starts in its buffer: after the xen_dm_op header
-    /// for payloads, 0 for the extents of buffer 1.
-    let offsetInBuffer: Int
-
-    init(offsetInBuffer: Int = DMOPABI.payloadOffset) {
-        self.offsetInBuffer = offsetInBuffer
-    }
+    var offsetInBuffer = DMOPABI.payloadOffset
 
     func field<V>(_ name: String, _ keyPath: KeyPath<T, V>, _ role: FieldRole) -> FieldSpec {
         FieldSpec(name: name, offset: offsetInBuffer + DMOPABI.fieldOffset(keyPath), width: MemoryLayout<V>.size,
                   role: role)
     }
+    func input<V>(_ name: String, _ keyPath: KeyPath<T, V>) -> FieldSpec { field(name, keyPath, .input) }
+    func output<V>(_ name: String, _ keyPath: KeyPath<T, V>) -> FieldSpec { field(name, keyPath, .output) }
+    func zero<V>(_ name: String, _ keyPath: KeyPath<T, V>) -> FieldSpec { field(name, keyPath, .mustBeZero) }
 }

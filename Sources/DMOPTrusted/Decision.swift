@@ -62,11 +62,6 @@ public enum Decision: Equatable {
     case forward(AllowedDMOP)
     /// Must not; why.
     case refuse(ReasonCode, String)
-
-    public var isForward: Bool {
-        if case .forward = self { return true }
-        return false
-    }
 }
 
 /// The gate of the request path: the checks of `decide`, then the rule's

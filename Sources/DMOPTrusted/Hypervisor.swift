@@ -65,11 +65,6 @@ public struct RestrictedHypervisor {
         try hypervisor.restrict(to: domid)
         return UnverifiedRestriction(RestrictedHypervisor(hypervisor: hypervisor, domid: domid))
     }
-
-    /// Restricts and proves in one step.
-    public static func restrictAndVerify(_ hypervisor: any Hypervisor, to domid: UInt16) throws(HypervisorError) -> RestrictedHypervisor {
-        try restrict(hypervisor, to: domid).verify()
-    }
 }
 
 public struct HypervisorError: Error, Equatable, CustomStringConvertible {

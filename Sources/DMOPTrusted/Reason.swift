@@ -2,8 +2,9 @@
 import Glibc
 
 /// Why the broker refused something. The numbers are wire values
-/// (dmop-broker-protocol(7)); the names appear in the audit log.
-public enum ReasonCode: UInt16, Sendable, CaseIterable, CustomStringConvertible {
+/// (dmop-broker-protocol(7)); their names, for the audit log and people,
+/// are in DMOPCore (ReasonNames.swift).
+public enum ReasonCode: UInt16, Sendable, CaseIterable {
     // Refusals of a well-formed request: the session goes on.
     case domidMismatch = 1
     case domidReserved = 2
@@ -34,39 +35,6 @@ public enum ReasonCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
     case versionUnsupported = 43
     case xenInterfaceMismatch = 44
     case badHello = 45
-
-    public var name: String {
-        switch self {
-        case .domidMismatch: "DOMID_MISMATCH"
-        case .domidReserved: "DOMID_RESERVED"
-        case .opUnknown: "OP_UNKNOWN"
-        case .opNotAllowed: "OP_NOT_ALLOWED"
-        case .badBufferCount: "BAD_BUFFER_COUNT"
-        case .badBufferSize: "BAD_BUFFER_SIZE"
-        case .nonzeroReserved: "NONZERO_RESERVED"
-        case .conditionFailed: "CONDITION_FAILED"
-        case .rateLimited: "RATE_LIMITED"
-        case .notOwner: "NOT_OWNER"
-        case .auditUnavailable: "AUDIT_UNAVAILABLE"
-        case .postingNotAllowed: "POSTING_NOT_ALLOWED"
-        case .badMagic: "BAD_MAGIC"
-        case .truncated: "TRUNCATED"
-        case .oversized: "OVERSIZED"
-        case .unknownType: "UNKNOWN_TYPE"
-        case .helloRequired: "HELLO_REQUIRED"
-        case .duplicateHello: "DUPLICATE_HELLO"
-        case .lengthMismatch: "LENGTH_MISMATCH"
-        case .tooManyBuffers: "TOO_MANY_BUFFERS"
-        case .bufferTooLarge: "BUFFER_TOO_LARGE"
-        case .fdsAttached: "FDS_ATTACHED"
-        case .reservedNonzero: "RESERVED_NONZERO"
-        case .versionUnsupported: "VERSION_UNSUPPORTED"
-        case .xenInterfaceMismatch: "XEN_INTERFACE_MISMATCH"
-        case .badHello: "BAD_HELLO"
-        }
-    }
-
-    public var description: String { name }
 
     /// The errno a client reports for a refused request (negative in REPLY).
     /// Policy-type refusals look like privcmd's own domid refusal (EPERM);

@@ -91,8 +91,7 @@ public final class RateLimiter {
     private var buckets: [TokenBucket?]
 
     public init(policy: Policy, now: UInt64) {
-        let highest = Catalogue.ops.map { Int($0.number) }.max() ?? 0
-        buckets = (0...highest).map { number in
+        buckets = (0...Catalogue.highestNumber).map { number in
             policy.rule(forOp: UInt32(number))?.rateLimit.map { TokenBucket($0, now: now) }
         }
     }

@@ -58,7 +58,7 @@ public enum MessageType: UInt16, Sendable {
 
 /// A datagram that breaks the protocol. The broker answers PROTOCOL_ERROR
 /// (or REFUSED for a hello) and closes.
-public struct ProtocolViolation: Error, Equatable, Sendable, CustomStringConvertible {
+public struct ProtocolViolation: Error, Equatable, Sendable {
     public let reason: ReasonCode
     public let requestID: UInt32
     public let detail: String
@@ -68,8 +68,6 @@ public struct ProtocolViolation: Error, Equatable, Sendable, CustomStringConvert
         self.requestID = requestID
         self.detail = detail
     }
-
-    public var description: String { "\(reason.name): \(detail)" }
 }
 
 public struct Hello: Equatable, Sendable {

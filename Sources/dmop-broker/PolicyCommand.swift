@@ -22,13 +22,20 @@ struct PolicyCommand: ParsableCommand {
         @Argument(help: "Policy files.")
         var files: [String]
 
+        @Flag(help: "Print each policy as parsed: one canonical rule a line, with op numbers and field offsets.")
+        var print = false
+
         func run() throws {
             var failed = false
             for file in files {
                 do {
                     let bytes = try Files.read(file)
                     let policy = try Policy.parse(String(decoding: bytes, as: UTF8.self), file: file)
-                    print("\(file): ok, \(policy.rules.count) op(s) allowed: \(policy.rules.map(\.op.name).joined(separator: " "))")
+                    if self.print {
+                        Swift.print(PolicyText.render(policy), terminator: "")
+                    } else {
+                        Swift.print("\(file): ok, \(policy.rules.count) op(s) allowed: \(policy.rules.map(\.op.name).joined(separator: " "))")
+                    }
                     if policy.rules.isEmpty {
                         printError("\(file): warning: this policy allows no op; a broker serving it refuses every request")
                     }
