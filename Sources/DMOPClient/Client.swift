@@ -44,24 +44,26 @@ public struct DMOPFailure: Error, Equatable, CustomStringConvertible {
 /// A session with a broker. Not thread-safe: one caller at a time (the C
 /// library serialises QEMU's threads itself).
 public final class BrokerClient {
-    public let connection: FileDescriptor
+    /// The session's socket; nil once closed or released.
+    private var connection: FileDescriptor?
     public let welcome: Welcome
     private var nextRequestID: UInt32 = 1
     private let receiveBuffer: UnsafeMutableRawBufferPointer
 
     /// Performs the hello on an already connected socket.
-    public init(connection: FileDescriptor, hello: Hello = Hello()) throws(ClientError) {
-        self.connection = connection
+    public init(connection: consuming FileDescriptor, hello: Hello = Hello()) throws(ClientError) {
+        let fd = connection.rawValue
+        self.connection = Optional(connection)
         receiveBuffer = .allocate(byteCount: Wire.maxReplySize + 1, alignment: 16)
         do {
-            try SeqPacket.send(connection.rawValue, Wire.encodeHello(hello))
+            try SeqPacket.send(fd, Wire.encodeHello(hello))
         } catch {
             receiveBuffer.deallocate()
             throw .system(error)
         }
         let message: BrokerMessage
         do {
-            message = try Self.receive(connection.rawValue, receiveBuffer)
+            message = try Self.receive(fd, receiveBuffer)
         } catch {
             receiveBuffer.deallocate()
             throw error
@@ -91,6 +93,12 @@ public final class BrokerClient {
 
     /// The broker's domain.
     public var domid: UInt16 { welcome.domid }
+
+    /// The session socket's descriptor; -1 once closed or released.
+    public var fd: Int32 { connection.rawValue }
+
+    /// Hangs up now, rather than when the client goes away.
+    public func close() { connection = nil }
 
     private static func receive(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer) throws(ClientError) -> BrokerMessage {
         while true {
@@ -124,7 +132,7 @@ public final class BrokerClient {
         let id = nextRequestID
         nextRequestID &+= 1
         do {
-            try SeqPacket.send(connection.rawValue,
+            try SeqPacket.send(fd,
                                Wire.encodeRequest(domid: domid ?? welcome.domid, requestID: id, buffers: buffers,
                                                   flags: posted ? Wire.requestFlagPosted : 0))
         } catch {
@@ -142,11 +150,11 @@ public final class BrokerClient {
 
     /// Sends raw bytes as one datagram (tests use this for hostile input).
     public func sendRaw(_ bytes: [UInt8]) throws(ClientError) {
-        do { try SeqPacket.send(connection.rawValue, bytes) } catch { throw .system(error) }
+        do { try SeqPacket.send(fd, bytes) } catch { throw .system(error) }
     }
 
     public func nextMessage() throws(ClientError) -> BrokerMessage {
-        try Self.receive(connection.rawValue, receiveBuffer)
+        try Self.receive(fd, receiveBuffer)
     }
 
     public func nextReply() throws(ClientError) -> Reply {

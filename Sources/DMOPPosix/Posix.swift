@@ -58,29 +58,54 @@ public enum Errno {
     }
 }
 
-/// An owned file descriptor, closed once when it goes away. The broker's
-/// long-lived fds (privcmd, the socket) are held this way so no path leaks
-/// one.
-public final class FileDescriptor {
-    public private(set) var rawValue: Int32
+/// An owned file descriptor: one owner (it cannot be copied), closed once,
+/// by `close()` or when its owner lets it go, and never used after that
+/// (both consume it). The broker's long-lived fds (privcmd, the socket) are
+/// held this way so no path leaks or double-closes one.
+public struct FileDescriptor: ~Copyable {
+    public let rawValue: Int32
 
     public init(owning rawValue: Int32) {
         self.rawValue = rawValue
     }
 
     /// Gives up ownership without closing (e.g. before exec in a child).
-    public func release() -> Int32 {
+    public consuming func release() -> Int32 {
         let value = rawValue
-        rawValue = -1
+        discard self
         return value
     }
 
-    public func close() {
+    public consuming func close() {
         if rawValue >= 0 { _ = Glibc.close(rawValue) }
-        rawValue = -1
+        discard self
     }
 
-    deinit { close() }
+    deinit {
+        if rawValue >= 0 { _ = Glibc.close(rawValue) }
+    }
+}
+
+extension Optional where Wrapped == FileDescriptor {
+    /// The descriptor's number, or -1 when there is none (a borrow: the
+    /// descriptor stays where it is).
+    public var rawValue: Int32 {
+        switch self {
+        case .some(let descriptor): descriptor.rawValue
+        case .none: -1
+        }
+    }
+}
+
+/// The two connected ends of a socketpair.
+@frozen public struct SocketPair: ~Copyable {
+    public var first: FileDescriptor
+    public var second: FileDescriptor
+
+    public init(first: consuming FileDescriptor, second: consuming FileDescriptor) {
+        self.first = first
+        self.second = second
+    }
 }
 
 /// SOCK_SEQPACKET Unix sockets: one datagram per message.
@@ -103,15 +128,15 @@ public enum SeqPacket {
         case hangUp
     }
 
-    public static func pair() throws(SystemError) -> (FileDescriptor, FileDescriptor) {
+    public static func pair() throws(SystemError) -> SocketPair {
         var fds: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
             throw SystemError("socketpair")
         }
-        return (FileDescriptor(owning: fds[0]), FileDescriptor(owning: fds[1]))
+        return SocketPair(first: FileDescriptor(owning: fds[0]), second: FileDescriptor(owning: fds[1]))
     }
 
-    static func withAddress<R>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) throws(SystemError) -> R {
+    static func withAddress<R: ~Copyable>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) throws(SystemError) -> R {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
@@ -200,7 +225,7 @@ public enum SeqPacket {
 
     /// Runs `body` with the working directory set to the open `directory`
     /// (so that socket paths are relative to it), then restores it.
-    static func inDirectory<R>(_ directory: Int32, _ path: String,
+    static func inDirectory<R: ~Copyable>(_ directory: Int32, _ path: String,
                                _ body: () throws(SystemError) -> R) throws(SystemError) -> R {
         let saved = cposix_open_working_directory()
         guard saved >= 0 else { throw SystemError("open the working directory") }

@@ -37,7 +37,7 @@ public final class SimulatedHypervisor: Hypervisor {
     public private(set) var restriction: UInt16
     public var isRestricted: Bool { restriction != cxen_domid_invalid() }
     /// The record file's fd, or -1 without one.
-    public var recordFileDescriptor: Int32 { record?.rawValue ?? -1 }
+    public var recordFileDescriptor: Int32 { record.rawValue }
     /// Calls made through `dmOp` / `ioctlDMOp`, and how many failed to be recorded.
     public private(set) var dmOpCalls = 0
     public private(set) var recordWriteFailures = 0
@@ -163,9 +163,10 @@ public final class SimulatedHypervisor: Hypervisor {
     public func ioctlDMOp(domid: UInt16, buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) -> Int32 {
         let rc = privcmdDMOp(domid: domid, buffers: buffers)
         dmOpCalls += 1
-        if let record {
+        let recordFd = record.rawValue
+        if recordFd >= 0 {
             let line = SimulationRecord.line(domid: domid, buffers: buffers, rc: rc)
-            let written = line.withUnsafeBytes { write(record.rawValue, $0.baseAddress, $0.count) }
+            let written = line.withUnsafeBytes { write(recordFd, $0.baseAddress, $0.count) }
             if written != line.count { recordWriteFailures += 1 }
         }
         return rc

@@ -192,11 +192,10 @@ final class Bench {
     func roundTripRows(library: CLibrary?, allowed: [Int], realtime: Bool) -> RoundTripResults {
         // Brokers: one for the Swift client, one for the C library (its
         // session is per process), each on its own socketpair.
-        var swiftBroker = BrokerProcess.start(config, auditLog: temporary + "/audit-swift.log")
+        let swiftBroker = BrokerProcess.start(config, auditLog: temporary + "/audit-swift.log")
         let client: BrokerClient
         do {
-            guard let connection = swiftBroker.connection else { fail("broker connection gone") }
-            swiftBroker.connection = nil
+            guard let connection = swiftBroker.connection.take() else { fail("broker connection gone") }
             client = try BrokerClient(connection: connection)
         } catch {
             fail("hello to the broker: \(error)")
@@ -223,9 +222,8 @@ final class Bench {
         var cHandle: OpaquePointer?
         var cSocket: Int32 = -1
         if let library {
-            var broker = BrokerProcess.start(config, auditLog: temporary + "/audit-clib.log")
-            guard let connection = broker.connection else { fail("broker connection gone") }
-            broker.connection = nil
+            let broker = BrokerProcess.start(config, auditLog: temporary + "/audit-clib.log")
+            guard let connection = broker.connection.take() else { fail("broker connection gone") }
             cSocket = connection.release()
             // The synchronous rows wait for every reply, as a version 1 broker.
             cHandle = library.openSession(fd: cSocket, posting: false)
@@ -237,9 +235,8 @@ final class Bench {
         var postedHandle: OpaquePointer?
         var postedSocket: Int32 = -1
         if library != nil, let copy = CLibrary(path: config.library, separateCopy: true) {
-            var broker = BrokerProcess.start(config, auditLog: temporary + "/audit-posted.log")
-            guard let connection = broker.connection else { fail("broker connection gone") }
-            broker.connection = nil
+            let broker = BrokerProcess.start(config, auditLog: temporary + "/audit-posted.log")
+            guard let connection = broker.connection.take() else { fail("broker connection gone") }
             postedSocket = connection.release()
             postedHandle = copy.openSession(fd: postedSocket)
             postedBroker = broker
@@ -417,7 +414,7 @@ final class Bench {
             shutdown(postedSocket, Int32(SHUT_RDWR))
         }
         postedBroker?.stop()
-        client.connection.close()
+        client.close()
         swiftBroker.stop()
         smallEcho.stop()
         largeEcho.stop()
@@ -437,9 +434,8 @@ final class Bench {
         func run(posting: Bool) -> (perSecond: Double, record: [SimulationRecord.Entry]) {
             guard let copy = CLibrary(path: config.library, separateCopy: true) else { fail("\(config.library) is gone") }
             let record = temporary + "/record-\(posting ? "posted" : "sync").jsonl"
-            var broker = BrokerProcess.start(config, auditLog: temporary + "/audit-throughput.log", record: record)
-            guard let connection = broker.connection else { fail("broker connection gone") }
-            broker.connection = nil
+            let broker = BrokerProcess.start(config, auditLog: temporary + "/audit-throughput.log", record: record)
+            guard let connection = broker.connection.take() else { fail("broker connection gone") }
             let fd = connection.release()
             let handle = copy.openSession(fd: fd, posting: posting)
             if realtime { _ = Scheduling.set(0, realtime: true); _ = Scheduling.set(broker.pid, realtime: true) }
@@ -602,12 +598,12 @@ final class Bench {
         // Two untimed runs first: a toolstack starts brokers from a binary
         // already in the page cache.
         for _ in 0..<2 {
-            var broker = BrokerProcess.start(config, auditLog: temporary + "/audit-startup.log")
+            let broker = BrokerProcess.start(config, auditLog: temporary + "/audit-startup.log")
             broker.stop()
         }
         var samples = Samples(capacity: config.startupRuns)
         for _ in 0..<config.startupRuns {
-            var broker = BrokerProcess.start(config, auditLog: temporary + "/audit-startup.log")
+            let broker = BrokerProcess.start(config, auditLog: temporary + "/audit-startup.log")
             samples.add(broker.startupNanoseconds)
             broker.stop()
         }
@@ -652,9 +648,8 @@ final class Bench {
     /// Swift client, 8 requests in flight; its memory is read at each
     /// checkpoint with nothing in flight.
     func memoryRows() -> MemoryResults {
-        var broker = BrokerProcess.start(config, auditLog: temporary + "/audit-memory.log")
-        guard let connection = broker.connection else { fail("broker connection gone") }
-        broker.connection = nil
+        let broker = BrokerProcess.start(config, auditLog: temporary + "/audit-memory.log")
+        guard let connection = broker.connection.take() else { fail("broker connection gone") }
         let client: BrokerClient
         do { client = try BrokerClient(connection: connection) } catch { fail("hello: \(error)") }
 
@@ -703,7 +698,7 @@ final class Bench {
         }
         let seconds = Double(now() &- started) / 1e9
         print("  (\(received) requests in \(fixed(seconds, 1)) s)")
-        client.connection.close()
+        client.close()
         broker.stop()
         guard let first = results.first, let last = results.last else { fail("no memory checkpoints") }
         return MemoryResults(firstCount: first.0, first: first.1, lastCount: last.0, last: last.1)

@@ -100,7 +100,7 @@ enum Children {
     /// Moves `fd` to a number >= 10 (close-on-exec) so that posix_spawn's
     /// dup2 onto 3 or 4 in the child never meets the same number (dup2 onto
     /// itself would keep CLOEXEC and the child would not get the fd).
-    static func high(_ fd: FileDescriptor) -> FileDescriptor {
+    static func high(_ fd: consuming FileDescriptor) -> FileDescriptor {
         let moved = fcntl(fd.rawValue, F_DUPFD_CLOEXEC, 10)
         guard moved >= 0 else { fail("fcntl(F_DUPFD_CLOEXEC): \(SystemError("fcntl"))") }
         fd.close()
@@ -108,10 +108,10 @@ enum Children {
     }
 
     /// A SOCK_SEQPACKET socketpair with both ends at high numbers.
-    static func seqpacketPair() -> (FileDescriptor, FileDescriptor) {
+    static func seqpacketPair() -> SocketPair {
         do {
-            let (a, b) = try SeqPacket.pair()
-            return (high(a), high(b))
+            let pair = try SeqPacket.pair()
+            return SocketPair(first: high(pair.first), second: high(pair.second))
         } catch {
             fail("socketpair: \(error)")
         }
@@ -134,12 +134,19 @@ enum Children {
 }
 
 /// The echo child: `dmop-bench echo-server` on the other end of a socketpair.
-struct EchoServer {
+final class EchoServer {
     let pid: pid_t
-    let connection: FileDescriptor
+    /// Our end of the socketpair; nil once stopped.
+    private(set) var connection: FileDescriptor?
+
+    init(pid: pid_t, connection: consuming FileDescriptor) {
+        self.pid = pid
+        self.connection = Optional(connection)
+    }
 
     static func start(executable: String, replySize: Int) -> EchoServer {
-        let (mine, theirs) = Children.seqpacketPair()
+        let pair = Children.seqpacketPair()
+        let mine = pair.first, theirs = pair.second
         let pid: pid_t
         do {
             pid = try Spawn.start(executable, [executable, "echo-server", "--fd", "3", "--reply-size", String(replySize)],
@@ -152,7 +159,7 @@ struct EchoServer {
     }
 
     func stop() {
-        connection.close()
+        connection = nil
         let status = Children.reap(pid)
         if status != 0 { fail("echo server ended with \(Spawn.describe(status: status))") }
     }
@@ -160,18 +167,25 @@ struct EchoServer {
 
 /// A `dmop-broker serve --hypervisor simulated --socket-fd 3 --ready-fd 4`
 /// child, as a toolstack starts one: stderr (the audit log) to a file.
-struct BrokerProcess {
+final class BrokerProcess {
     let pid: pid_t
     /// Our end of the socketpair; nil once handed to a client.
     var connection: FileDescriptor?
     /// posix_spawn to "ready\n" read from the ready pipe.
     let startupNanoseconds: UInt64
 
+    init(pid: pid_t, connection: consuming FileDescriptor, startupNanoseconds: UInt64) {
+        self.pid = pid
+        self.connection = Optional(connection)
+        self.startupNanoseconds = startupNanoseconds
+    }
+
     static let domid: UInt16 = 5
 
     static func start(_ config: BenchConfig, auditLog defaultLog: String, record: String? = nil) -> BrokerProcess {
         let auditLog = config.auditLog ?? defaultLog
-        let (mine, theirs) = Children.seqpacketPair()
+        let pair = Children.seqpacketPair()
+        let mine = pair.first, theirs = pair.second
         var pipeFDs: [Int32] = [-1, -1]
         guard pipe(&pipeFDs) == 0 else { fail("pipe: \(SystemError("pipe"))") }
         let readEnd = Children.high(FileDescriptor(owning: pipeFDs[0]))
@@ -217,8 +231,7 @@ struct BrokerProcess {
 
     /// Closes our end if we still hold it; the broker sees the hang-up and
     /// must exit 0.
-    mutating func stop() {
-        connection?.close()
+    func stop() {
         connection = nil
         let status = Children.reap(pid)
         if status != 0 { fail("broker \(pid) ended with \(Spawn.describe(status: status))") }

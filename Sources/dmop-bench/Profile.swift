@@ -43,13 +43,12 @@ enum UnconfinedServeMode {
         }
         let audit = Logger(label: "dmop-broker[\(getpid())]") { AuditLogHandler(label: $0) }
         let server = BrokerServer(policy: policy, hypervisor: restricted, peerUID: nil, audit: audit)
-        // FileDescriptor closes in deinit: keep both alive while their raw
-        // numbers are in use.
-        let end = withExtendedLifetime(listener) { () -> SessionEnd in
-            let connection: FileDescriptor
-            do { connection = try SeqPacket.accept(listener.rawValue) } catch { fail("serve-unconfined: \(error)") }
-            return withExtendedLifetime(connection) { server.serve(connection: connection.rawValue) }
-        }
+        let connection: FileDescriptor
+        do { connection = try SeqPacket.accept(listener.rawValue) } catch { fail("serve-unconfined: \(error)") }
+        let end = server.serve(connection: connection.rawValue)
+        // Closed here, not earlier: the loop above serves their numbers.
+        connection.close()
+        listener.close()
         unlink(listenPath)
         exit(end == .hangUp ? 0 : 1)
     }

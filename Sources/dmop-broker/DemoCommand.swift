@@ -25,7 +25,8 @@ struct DemoCommand: ParsableCommand {
         let workDirectory = makeTemporaryDirectory()
         let record = workDirectory + "/record.jsonl"
         let auditLog = workDirectory + "/audit.log"
-        let (brokerEnd, clientEnd) = try SeqPacket.pair()
+        let pair = try SeqPacket.pair()
+        let brokerEnd = pair.first, clientEnd = pair.second
         var readyPipe: [Int32] = [-1, -1]
         guard pipe(&readyPipe) == 0 else { fail(.readyFd, "\(SystemError("pipe"))") }
         for end in readyPipe { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
@@ -119,7 +120,7 @@ struct DemoCommand: ParsableCommand {
             _ = try client.perform("destroy_ioreq_server", ["id": UInt64(id)])
             return ("destroyed", ())
         }
-        client.connection.close()
+        client.close()
         let status = try Spawn.wait(pid)
         say("client hung up; broker \(Spawn.describe(status: status))")
 

@@ -93,15 +93,18 @@ func runProbe() -> Never {
     let otherNull = openNull()
     let parent = getppid()
 
-    var pair: (FileDescriptor, FileDescriptor)
+    let pair: SocketPair
     do { pair = try SeqPacket.pair() } catch { die("\(error)") }
-    let peer = pair.1
+    // The probe's end stays open until it exits (a FileDescriptor's
+    // lifetime may end at its last use, before an action needs the peer).
+    let peer = pair.second.release()
+    let mine = pair.first
     // Non-blocking, so that a receive on it that log mode lets through
     // returns EAGAIN instead of hanging.
-    _ = fcntl(peer.rawValue, F_SETFL, O_NONBLOCK)
+    _ = fcntl(peer, F_SETFL, O_NONBLOCK)
     // With --simulated the stand-in stays open with no rights: an ioctl on
     // it would reach the kernel if the filter let it.
-    var extra: [Int32] = [otherNull, peer.rawValue] + (simulated ? [privcmd] : [])
+    var extra: [Int32] = [otherNull, peer] + (simulated ? [privcmd] : [])
     var client: ClientSocket
     var listenerFd: Int32 = -1
     let socketPath = "/tmp/dmop-seccomp-probe-\(getpid()).sock"
@@ -123,10 +126,10 @@ func runProbe() -> Never {
         let slot = fcntl(listenerFd, F_DUPFD_CLOEXEC, 20)
         guard slot >= 0 else { die("F_DUPFD: \(SystemError("fcntl"))") }
         client = .listening(listener: listenerFd, clientFd: slot)
-        pair.0.close()
+        mine.close()
     } else {
-        do { try SeqPacket.send(peer.rawValue, Array("ping".utf8)) } catch { die("\(error)") }
-        client = .inherited(fd: pair.0.release())
+        do { try SeqPacket.send(peer, Array("ping".utf8)) } catch { die("\(error)") }
+        client = .inherited(fd: mine.release())
     }
 
     var readyPipe: [Int32] = [-1, -1]
@@ -272,17 +275,17 @@ func runProbe() -> Never {
     case "ptrace": report(csandbox_probe_ptrace_traceme())
     case "kill-other": report(csandbox_probe_kill(parent, 0))
     case "sendmsg-other-fd":
-        do { try SeqPacket.send(peer.rawValue, Array("x".utf8)); report(1) } catch { report(-1, error.errno) }
+        do { try SeqPacket.send(peer, Array("x".utf8)); report(1) } catch { report(-1, error.errno) }
     case "recvmsg-other-fd":
         var buffer = [UInt8](repeating: 0, count: 16)
         var truncated: Int32 = 0, fds: Int32 = 0
-        report(buffer.withUnsafeMutableBytes { cposix_recv_datagram(peer.rawValue, $0.baseAddress, $0.count, &truncated, &fds) })
+        report(buffer.withUnsafeMutableBytes { cposix_recv_datagram(peer, $0.baseAddress, $0.count, &truncated, &fds) })
     case "write-other-fd": report(csandbox_probe_raw_write(otherNull, "x", 1))
     case "getsockopt-other-option":
         var value: Int32 = 0
         var length = socklen_t(4)
         report(Int(getsockopt(clientFd, SOL_SOCKET, SO_TYPE, &value, &length)))
-    case "shutdown-other-fd": report(Int(shutdown(peer.rawValue, Int32(SHUT_RDWR))))
+    case "shutdown-other-fd": report(Int(shutdown(peer, Int32(SHUT_RDWR))))
     case "read-client":
         var byte: UInt8 = 0
         report(read(clientFd, &byte, 1))

@@ -151,7 +151,7 @@ struct AuditChannelTests {
             // the next request is not counted in it on a loaded machine.
             for _ in 0..<500 where !broker.auditLog.contains(" stats: ") { usleep(10_000) }
             _ = try client.invoke("set_isa_irq_level", ["isa_irq": 4, "level": 0])
-            client.connection.close()
+            client.close()
             // A protocol error: a datagram with a bad magic.
             let raw = try broker.rawConnection()
             try SeqPacket.send(raw.rawValue, [UInt8](repeating: 0xff, count: 16))
@@ -212,7 +212,7 @@ struct AuditChannelTests {
         try FileManager.default.moveItem(atPath: path, toPath: path + ".1")
         kill(broker.pid, SIGHUP)
         #expect(try client.invoke("set_isa_irq_level", ["isa_irq": 5, "level": 1]).result == 0)
-        client.connection.close()
+        client.close()
         #expect(BrokerUnderTest.exitCode(broker.waitForExit()) == 0, "\(broker.auditLog)")
         let old = try String(contentsOfFile: path + ".1", encoding: .utf8)
         let fresh = try String(contentsOfFile: path, encoding: .utf8)
@@ -238,7 +238,7 @@ struct AuditChannelTests {
         }
         #expect(log.contains("op=set_isa_irq_level verdict=forward"), "\(log)")
         #expect(broker.isAlive)
-        client.connection.close()
+        client.close()
         #expect(BrokerUnderTest.exitCode(broker.waitForExit()) == 0, "\(broker.auditLog)")
     }
 
@@ -255,7 +255,7 @@ struct AuditChannelTests {
         for i in 0..<3000 {
             replies.append(try client.invoke("set_isa_irq_level", ["isa_irq": UInt64(i % 16), "level": 1]))
         }
-        client.connection.close()
+        client.close()
         #expect(BrokerUnderTest.exitCode(broker.waitForExit()) == 0, "\(broker.auditLog)")
         let log = try String(contentsOfFile: path, encoding: .utf8)
         let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
@@ -316,7 +316,7 @@ struct AuditChannelTests {
         // second of an idle broker, so wait for them before hanging up.
         let whileAlive = try entries { $0.contains { $0["DMOP_VERDICT"] as? String == "forward" } }
         let forward = try #require(whileAlive.first { $0["DMOP_VERDICT"] as? String == "forward" }, "\(whileAlive)")
-        client.connection.close()
+        client.close()
         #expect(BrokerUnderTest.exitCode(broker.waitForExit()) == 0)
         let entries = try entries { $0.contains { ($0["MESSAGE"] as? String)?.hasPrefix("session end:") == true } }
         #expect(entries.contains { ($0["MESSAGE"] as? String)?.hasPrefix("session end:") == true }, "\(entries)")
@@ -375,7 +375,7 @@ struct SyslogChannelTests {
         let client = try broker.connect()
         _ = try client.invoke("set_isa_irq_level", ["isa_irq": 4, "level": 1])
         _ = try client.invoke("nr_vcpus")
-        client.connection.close()
+        client.close()
         #expect(BrokerUnderTest.exitCode(broker.waitForExit()) == 0)
         var text = ""
         for _ in 0..<100 {

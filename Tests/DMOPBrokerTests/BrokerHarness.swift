@@ -51,11 +51,11 @@ final class BrokerUnderTest {
         var brokerEnd: FileDescriptor?
         switch mode {
         case .socketPair:
-            let (b, c) = try SeqPacket.pair()
-            brokerEnd = b
-            clientEnd = c
+            let pair = try SeqPacket.pair()
+            fds.append((pair.first.rawValue, 3))
+            brokerEnd = Optional(pair.first)
+            clientEnd = Optional(pair.second)
             arguments += ["--socket-fd", "3"]
-            fds.append((b.rawValue, 3))
         case .listen:
             arguments += ["--listen", socketPath]
         }
@@ -64,7 +64,7 @@ final class BrokerUnderTest {
         // A launcher (prlimit ... --) execs the broker: the pid stays the broker's.
         pid = try Spawn.start(launcher.first ?? brokerPath, launcher + arguments, fds: fds, stderrPath: auditPath,
                               environment: ["SWIFT_BACKTRACE=enable=no", "PATH=/usr/bin:/bin"])
-        brokerEnd?.close()
+        brokerEnd = nil
         close(readyPipe[1])
         defer { close(readyPipe[0]) }
         if waitForReady {
@@ -90,8 +90,7 @@ final class BrokerUnderTest {
 
     /// The hello over the socketpair, or a fresh connection in listen mode.
     func connect(hello: Hello = Hello()) throws -> BrokerClient {
-        if let end = clientEnd {
-            clientEnd = nil
+        if let end = clientEnd.take() {
             return try BrokerClient(connection: end, hello: hello)
         }
         return try BrokerClient.connect(path: socketPath, hello: hello)
@@ -99,8 +98,7 @@ final class BrokerUnderTest {
 
     /// A raw connected fd with no hello sent.
     func rawConnection() throws -> FileDescriptor {
-        if let end = clientEnd {
-            clientEnd = nil
+        if let end = clientEnd.take() {
             return end
         }
         return try SeqPacket.connect(path: socketPath)

@@ -20,7 +20,7 @@ struct EndToEndTests {
         #expect(client.welcome.allowedOps & (1 << 9) != 0)
         let reply = try client.invoke("set_isa_irq_level", ["isa_irq": 4, "level": 1])
         #expect(reply.result == 0 && reply.origin == .hypervisor && reply.buffers.isEmpty)
-        client.connection.close()
+        client.close()
         #expect(BrokerUnderTest.exitCode(broker.waitForExit()) == 0)
         #expect(broker.records == [.init(domid: 5, op: Self.setIsaIrqLevel, nrBufs: 1, sizes: [32], rc: 0)])
         #expect(broker.recordLines == [#"{"domid":5,"op":9,"nr_bufs":1,"sizes":[32],"rc":0}"#])
@@ -42,7 +42,7 @@ struct EndToEndTests {
         // The session goes on after refusals.
         let allowed = try client.invoke("set_isa_irq_level", ["isa_irq": 3, "level": 0])
         #expect(allowed.result == 0)
-        client.connection.close()
+        client.close()
         #expect(BrokerUnderTest.exitCode(broker.waitForExit()) == 0)
         #expect(broker.records.count == 1)
         #expect(broker.records.allSatisfy { $0.domid == 5 && $0.op == Self.setIsaIrqLevel })
@@ -67,7 +67,7 @@ struct EndToEndTests {
         // Gone from the session's servers: the broker refuses it now.
         let again = try client.invoke("destroy_ioreq_server", ["id": UInt64(id)])
         #expect(again.reason == .notOwner && again.result == -ENOENT)
-        client.connection.close()
+        client.close()
         #expect(BrokerUnderTest.exitCode(broker.waitForExit()) == 0)
         let ops = broker.records.map(\.op)
         #expect(ops == [1, 2, 3, 3, 5, 7, 6])
@@ -145,7 +145,7 @@ struct EndToEndTests {
         for round in 0..<3 {
             let client = try broker.connect()
             #expect(try client.invoke("set_isa_irq_level", ["isa_irq": UInt64(round), "level": 1]).result == 0)
-            client.connection.close()
+            client.close()
         }
         #expect(broker.isAlive)
         kill(broker.pid, SIGTERM)

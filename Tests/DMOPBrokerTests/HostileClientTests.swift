@@ -127,7 +127,7 @@ struct HostileMalformedTests {
         try peer.send(bytes)
         peer.expectRefusal(id: 47, .badBufferCount)
         try peer.expectStillServing()
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [Self.isa])
     }
@@ -145,7 +145,7 @@ struct HostileMalformedTests {
     func truncatedDatagram() throws {
         let (broker, peer) = try Hostile.session()
         var size = 1 << 20
-        _ = setsockopt(peer.fd.rawValue, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        _ = setsockopt(peer.fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
         var bytes = Wire.encodeRequest(domid: 5, requestID: 48, buffers: [Hostile.isaIrq(1)])
         bytes += [UInt8](repeating: 0, count: 200_000 - bytes.count)
         try peer.send(bytes)
@@ -162,7 +162,7 @@ struct HostileMalformedTests {
         try peer.request(id: 50, [])
         peer.expectRefusal(id: 50, .badBufferCount)
         try peer.expectStillServing()
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [Self.isa])
     }
@@ -173,7 +173,7 @@ struct HostileMalformedTests {
         try peer.request(id: 51, [Hostile.isaIrq(1), [0], [0]])
         peer.expectRefusal(id: 51, .badBufferCount)
         try peer.expectStillServing()
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [Self.isa])
     }
@@ -184,7 +184,7 @@ struct HostileMalformedTests {
         try peer.request(id: 52, [Hostile.isaIrq(1)] + Array(repeating: [1], count: 15))
         peer.expectRefusal(id: 52, .badBufferCount)
         try peer.expectStillServing()
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [Self.isa])
     }
@@ -271,7 +271,7 @@ struct HostileMalformedTests {
         let welcome = try peer.hello(Hello(minVersion: 0, maxVersion: 65535))
         #expect(welcome.version == Wire.protocolVersion && welcome.domid == 5)
         try peer.expectStillServing()
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [Self.isa])
     }
@@ -325,7 +325,7 @@ struct HostileRefusalTests {
         try peer.request(id: 7, [Hostile.header("nr_vcpus")])
         for _ in 0..<5 { peer.expectReply(id: 7, result: 0, reason: nil) }
         peer.expectRefusal(id: 7, .opNotAllowed)
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: Array(repeating: Self.isa, count: 5))
     }
@@ -338,7 +338,7 @@ struct HostileRefusalTests {
         try peer.request(domid: domid, id: 70, [Hostile.isaIrq(1)])
         peer.expectRefusal(id: 70, domid: domid, reason)
         try peer.expectStillServing()
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [Self.isa])
         #expect(broker.auditLog.contains("domid=\(domid) op=set_isa_irq_level verdict=refuse reason=\(reason.name)"))
@@ -354,7 +354,7 @@ struct HostileRefusalTests {
         try peer.request(id: 71, [header])
         peer.expectRefusal(id: 71, .opUnknown)
         try peer.expectStillServing()
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [Self.isa])
     }
@@ -366,7 +366,7 @@ struct HostileRefusalTests {
         try peer.request(id: 73, [Hostile.header("nr_vcpus")])
         peer.expectRefusal(id: 72, .opNotAllowed)
         peer.expectRefusal(id: 73, .opNotAllowed)
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [])
     }
@@ -378,7 +378,7 @@ struct HostileRefusalTests {
         try peer.request(id: 75, [Array(Hostile.isaIrq(1).prefix(9))])
         try peer.request(id: 76, [Hostile.isaIrq(1) + [0]])  // 33 > sizeof(struct xen_dm_op)
         for id in [UInt32(74), 75, 76] { peer.expectRefusal(id: id, .badBufferSize) }
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [])
     }
@@ -395,7 +395,7 @@ struct HostileRefusalTests {
         try peer.request(id: 78, [createPadded])
         peer.expectRefusal(id: 77, .nonzeroReserved)
         peer.expectRefusal(id: 78, .nonzeroReserved)
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [])
     }
@@ -409,7 +409,7 @@ struct HostileRefusalTests {
         peer.expectRefusal(id: 80, .badBufferSize)
         let reply = peer.expectReply(id: 81, result: 0, reason: nil)
         #expect(reply?.buffer(1)?.count == 9)
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [Int(TestSupport.op("track_dirty_vram").number)])
         #expect(broker.records.first?.sizes == [32, 9])
@@ -421,7 +421,7 @@ struct HostileRefusalTests {
         try peer.request(id: 82, [Hostile.header("modified_memory", ["nr_extents": 1])])
         peer.expectRefusal(id: 82, .badBufferCount)
         try peer.expectStillServing()
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [Self.isa])
     }
@@ -443,7 +443,7 @@ struct HostileRefusalTests {
         for id in [UInt32(83), 84, 85] { peer.expectRefusal(id: id, .badBufferSize) }
         peer.expectRefusal(id: 86, .nonzeroReserved)
         peer.expectReply(id: 87, result: 0, reason: nil)
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [Int(TestSupport.op("modified_memory").number)])
     }
@@ -455,7 +455,7 @@ struct HostileRefusalTests {
         try peer.request(id: 89, [Hostile.header("inject_msi", ["addr": 0xfed0_0000, "data": 1])])
         peer.expectRefusal(id: 88, .conditionFailed)
         peer.expectRefusal(id: 89, .conditionFailed)
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [])
     }

@@ -32,7 +32,7 @@ struct HostileReviewTests {
             guard case .message(.reply(let reply)) = peer.receive() else { throw TestFailure("no reply in session \(index)") }
             if reply.result == 0 && reply.origin == .hypervisor { admitted += 1 }
             if reply.reason == .rateLimited && reply.result == -EAGAIN { limited += 1 }
-            peer.fd.close()
+            peer.close()
         }
         let seconds = Date().timeIntervalSince(started)
         #expect(admitted + limited == sessions)
@@ -82,7 +82,7 @@ struct HostileReviewTests {
         // Fill the socket: requests whose replies nobody reads.
         for id in 0..<4000 {
             var bytes = Wire.encodeRequest(domid: 5, requestID: UInt32(id), buffers: [Hostile.isaIrq(1)])
-            let sent = bytes.withUnsafeMutableBytes { Glibc.send(peer.fd.rawValue, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+            let sent = bytes.withUnsafeMutableBytes { Glibc.send(peer.fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
             if sent < 0 { break }
         }
         usleep(300_000)
@@ -129,7 +129,7 @@ struct HostileReviewTests {
         // After the HELLO an idle client keeps its session.
         usleep(1_500_000)
         #expect(try next.invoke("set_isa_irq_level", ["isa_irq": 2]).result == 0)
-        next.connection.close()
+        next.close()
         kill(broker.pid, SIGTERM)
         Hostile.expectExit(broker, 0)
     }
@@ -141,7 +141,7 @@ struct HostileReviewTests {
         var ids: [UInt16] = []
         for _ in 0..<3 { ids.append(try client.createIoreqServer()) }
         _ = try client.perform("destroy_ioreq_server", ["id": UInt64(ids[1])])
-        client.connection.close()
+        client.close()
         Hostile.expectExit(broker, 0)
         // create x3, the client's destroy, then the broker's two.
         #expect(broker.records.map(\.op) == [1, 1, 1, 6, 6, 6])
@@ -158,7 +158,7 @@ struct HostileReviewTests {
             let client = try broker.connect()
             let reply = try client.invoke("create_ioreq_server")
             #expect(reply.result == 0, "session \(index): create_ioreq_server \(reply.result)")
-            client.connection.close()
+            client.close()
         }
         kill(broker.pid, SIGTERM)
         Hostile.expectExit(broker, 0)

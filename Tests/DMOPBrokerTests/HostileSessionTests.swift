@@ -20,8 +20,8 @@ struct HostileSessionTests {
     func fdAttachedSocketFD() throws {
         let (broker, peer) = try Hostile.session()
         let pipe = try Hostile.pipe()
-        try peer.send(Wire.encodeRequest(domid: 5, requestID: 90, buffers: [Hostile.isaIrq(1)]), passing: [pipe.write.rawValue])
-        pipe.write.close()
+        try peer.send(Wire.encodeRequest(domid: 5, requestID: 90, buffers: [Hostile.isaIrq(1)]), passing: [pipe.write])
+        pipe.closeWrite()
         peer.expectProtocolError(.fdsAttached)
         Hostile.expectExit(broker, 79)
         #expect(Hostile.writeEndClosed(pipe.read))
@@ -34,8 +34,8 @@ struct HostileSessionTests {
         let broker = try BrokerUnderTest(mode: .listen)
         let peer = HostilePeer(try broker.rawConnection())
         let pipe = try Hostile.pipe()
-        try peer.send(Wire.encodeHello(Hello()), passing: [pipe.write.rawValue])
-        pipe.write.close()
+        try peer.send(Wire.encodeHello(Hello()), passing: [pipe.write])
+        pipe.closeWrite()
         peer.expectProtocolError(.fdsAttached)
         // The broker process is alive, so EOF on the pipe proves the broker
         // closed the fd it received, not the kernel at its exit.
@@ -43,7 +43,7 @@ struct HostileSessionTests {
         #expect(broker.isAlive)
         let next = try broker.connect()
         #expect(try next.invoke("set_isa_irq_level", ["isa_irq": 1]).result == 0)
-        next.connection.close()
+        next.close()
         kill(broker.pid, SIGTERM)
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [Self.isa])
@@ -56,8 +56,8 @@ struct HostileSessionTests {
         try peer.hello()
         let pipes = try (0..<20).map { _ in try Hostile.pipe() }
         try peer.send(Wire.encodeRequest(domid: 5, requestID: 91, buffers: [Hostile.isaIrq(1)]),
-                      passing: pipes.map(\.write.rawValue))
-        for pipe in pipes { pipe.write.close() }
+                      passing: pipes.map(\.write))
+        for pipe in pipes { pipe.closeWrite() }
         peer.expectProtocolError(.fdsAttached)
         #expect(broker.isAlive)
         let closed = pipes.filter { Hostile.writeEndClosed($0.read) }.count
@@ -74,7 +74,7 @@ struct HostileSessionTests {
         let (broker, peer) = try Hostile.session()
         try peer.request(id: 100, [Hostile.isaIrq(1)])
         try peer.request(id: 101, [Hostile.header("nr_vcpus")])
-        shutdown(peer.fd.rawValue, Int32(SHUT_WR))
+        shutdown(peer.fd, Int32(SHUT_WR))
         peer.expectReply(id: 100, result: 0, reason: nil)
         peer.expectRefusal(id: 101, .opNotAllowed)
         peer.expectHangUp()
@@ -91,15 +91,15 @@ struct HostileSessionTests {
         // A real process holds the connection too; it is SIGKILLed while the
         // broker still has requests to answer, so the last reference to the
         // socket goes with a dying process.
-        let holder = try Spawn.start("/bin/sleep", ["sleep", "60"], fds: [(peer.fd.rawValue, 3)])
+        let holder = try Spawn.start("/bin/sleep", ["sleep", "60"], fds: [(peer.fd, 3)])
         for irq in 0..<8 { try peer.request(id: UInt32(110 + irq), [Hostile.isaIrq(UInt64(irq))]) }
-        peer.fd.close()
+        peer.close()
         kill(holder, SIGKILL)
         _ = try Spawn.wait(holder)
         #expect(broker.isAlive)
         let next = try broker.connect()
         #expect(try next.invoke("set_isa_irq_level", ["isa_irq": 9]).result == 0)
-        next.connection.close()
+        next.close()
         usleep(100_000)
         kill(broker.pid, SIGTERM)
         Hostile.expectExit(broker, 0)
@@ -120,13 +120,13 @@ struct HostileSessionTests {
         #expect(second.receive(timeoutMs: 500) == .silence)
         try first.expectStillServing(id: 1)
         #expect(second.receive(timeoutMs: 200) == .silence)
-        first.fd.close()
+        first.close()
         guard case .message(.welcome(let welcome)) = second.receive() else {
             Issue.record("the second client got no WELCOME after the first left"); return
         }
         #expect(welcome.domid == 5)
         try second.expectStillServing(id: 2)
-        second.fd.close()
+        second.close()
         usleep(100_000)
         kill(broker.pid, SIGTERM)
         Hostile.expectExit(broker, 0)
@@ -138,7 +138,7 @@ struct HostileSessionTests {
         let (broker, peer) = try Hostile.session()
         #expect(Hostile.listeningSockets(of: broker.pid) == 0)
         try peer.expectStillServing()
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [Self.isa])
         // The same check sees the listener of a listen-mode broker.
@@ -179,7 +179,7 @@ struct HostileSessionTests {
         let (bounded, boundedPeer) = try Hostile.session()
         try boundedPeer.request(id: 129, [Hostile.header("relocate_memory", ["size": 0xFFFF_FFFF, "src_gfn": 0x8_0000, "dst_gfn": 0x8_0001])])
         boundedPeer.expectReply(id: 129, result: -EPERM, reason: .conditionFailed)
-        boundedPeer.fd.close()
+        boundedPeer.close()
         Hostile.expectExit(bounded, 0)
         Hostile.expectRecord(bounded, ops: [])
 
@@ -193,7 +193,7 @@ struct HostileSessionTests {
         try peer.request(id: 130, [Hostile.header("relocate_memory", ["size": 0xFFFF_FFFF, "src_gfn": 0x8_0000, "dst_gfn": 0x8_0000])])
         peer.expectReply(id: 130, result: -EINVAL, reason: nil)
         #expect(Date().timeIntervalSince(started) < 5)
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [Int(TestSupport.op("relocate_memory").number)])
     }
@@ -252,7 +252,7 @@ struct HostileSessionTests {
         #expect(wrong == 0)
         #expect(broker.isAlive)
         #expect(rssBefore > 0 && rssAfter - rssBefore < 1024, "VmRSS grew from \(rssBefore) to \(rssAfter) KiB")
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0, sourceLocation: #_sourceLocation)
         // Exactly the allowed quarter reached the hypervisor.
         let lines = broker.recordLines
@@ -276,7 +276,7 @@ struct HostileSessionTests {
         let first = try broker.connect()
         let id = try first.createIoreqServer(handleBufioreq: 2)
         _ = try first.perform("map_io_range_to_ioreq_server", ["id": UInt64(id), "type": 0, "start": 0x3f8, "end": 0x3ff])
-        first.connection.close()
+        first.close()
         usleep(100_000)
         let second = HostilePeer(try broker.rawConnection())
         try second.hello()
@@ -292,7 +292,7 @@ struct HostileSessionTests {
             try second.request(id: UInt32(140 + index), [Hostile.header(attempt.0, attempt.1)])
             second.expectRefusal(id: UInt32(140 + index), .notOwner)
         }
-        second.fd.close()
+        second.close()
         usleep(100_000)
         kill(broker.pid, SIGTERM)
         Hostile.expectExit(broker, 0)
@@ -315,7 +315,7 @@ struct HostileSessionTests {
         peer.expectRefusal(id: 152, .notOwner)
         try peer.request(id: 153, [Hostile.header("destroy_ioreq_server", ["id": id])])
         peer.expectRefusal(id: 153, .notOwner)
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [1, 6])
     }
@@ -343,7 +343,7 @@ struct HostileSessionTests {
         #expect(admitted + limited == 1000)
         #expect(admitted >= 3 && Double(admitted) <= 3 + 2 * (seconds + 1), "\(admitted) admitted in \(seconds) s")
         try peer.expectStillServing()
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         let intxOp = Int(TestSupport.op("set_pci_intx_level").number)
         #expect(broker.records.filter { $0.op == intxOp }.count == admitted)

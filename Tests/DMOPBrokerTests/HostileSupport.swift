@@ -30,14 +30,21 @@ final class HostilePeer {
         }
     }
 
-    let fd: FileDescriptor
+    /// The peer's socket; nil once closed.
+    private var socket: FileDescriptor?
     private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Wire.maxRequestSize + 1, alignment: 16)
 
-    init(_ fd: FileDescriptor) { self.fd = fd }
+    init(_ socket: consuming FileDescriptor) { self.socket = Optional(socket) }
+
+    /// The socket's descriptor; -1 once closed.
+    var fd: Int32 { socket.rawValue }
+
+    /// Hangs up now, while the test goes on.
+    func close() { socket = nil }
     deinit { buffer.deallocate() }
 
     func send(_ bytes: [UInt8]) throws {
-        try SeqPacket.send(fd.rawValue, bytes)
+        try SeqPacket.send(fd, bytes)
     }
 
     /// sendmsg with `fds` in one SCM_RIGHTS message (the broker's own helper
@@ -67,7 +74,7 @@ final class HostilePeer {
                 message.msg_iovlen = 1
                 message.msg_control = control.baseAddress
                 message.msg_controllen = space
-                return sendmsg(fd.rawValue, &message, Int32(MSG_NOSIGNAL))
+                return sendmsg(fd, &message, Int32(MSG_NOSIGNAL))
             }
         }
         guard sent == bytes.count else { throw SystemError("sendmsg with \(fds.count) fds") }
@@ -86,7 +93,7 @@ final class HostilePeer {
     }
 
     func receive(timeoutMs: Int32 = 10_000) -> Outcome {
-        var poller = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
+        var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         while true {
             let ready = poll(&poller, 1, timeoutMs)
             if ready < 0 && errno == EINTR { continue }
@@ -95,7 +102,7 @@ final class HostilePeer {
         }
         let received: SeqPacket.Received
         do {
-            received = try SeqPacket.receive(fd.rawValue, into: buffer)
+            received = try SeqPacket.receive(fd, into: buffer)
         } catch {
             return error.errno == ECONNRESET ? .hangUp : .undecodable("\(error)")
         }
@@ -244,20 +251,37 @@ enum Hostile {
     /// their first moment (socketpair with SOCK_CLOEXEC; pipe + fcntl would
     /// leave a window in which a broker spawned by a parallel test inherits
     /// an end and keeps it open).
-    static func pipe() throws -> (read: FileDescriptor, write: FileDescriptor) {
+    static func pipe() throws -> PipeEnds {
         var ends: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0 else {
             throw SystemError("socketpair")
         }
-        return (FileDescriptor(owning: ends[0]), FileDescriptor(owning: ends[1]))
+        return PipeEnds(read: FileDescriptor(owning: ends[0]), write: FileDescriptor(owning: ends[1]))
+    }
+
+    /// The two ends of `pipe()`. A class, so a test can keep many (an
+    /// array) and close a write end while it keeps the read end.
+    final class PipeEnds {
+        private let readEnd: FileDescriptor
+        private var writeEnd: FileDescriptor?
+        /// The ends' descriptors; the write end's is -1 once closed.
+        var read: Int32 { readEnd.rawValue }
+        var write: Int32 { writeEnd.rawValue }
+
+        init(read: consuming FileDescriptor, write: consuming FileDescriptor) {
+            readEnd = read
+            writeEnd = Optional(write)
+        }
+
+        func closeWrite() { writeEnd = nil }
     }
 
     /// True when the last copy of the write end is gone: read gives EOF
     /// within the timeout (nothing is ever written to these pairs).
-    static func writeEndClosed(_ readEnd: FileDescriptor, timeoutMs: Int32 = 5000) -> Bool {
-        var poller = pollfd(fd: readEnd.rawValue, events: Int16(POLLIN), revents: 0)
+    static func writeEndClosed(_ readEnd: Int32, timeoutMs: Int32 = 5000) -> Bool {
+        var poller = pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)
         guard poll(&poller, 1, timeoutMs) == 1 else { return false }
         var byte: UInt8 = 0
-        return read(readEnd.rawValue, &byte, 1) == 0
+        return read(readEnd, &byte, 1) == 0
     }
 }

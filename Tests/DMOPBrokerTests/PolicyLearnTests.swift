@@ -53,7 +53,7 @@ struct PolicyLearnTests {
         _ = try client.createIoreqServer()
         _ = try client.invoke("set_isa_irq_level", ["isa_irq": 1, "level": 1])
         _ = try client.invoke("nr_vcpus")  // not in qemu-xen.policy
-        client.connection.close()
+        client.close()
         _ = broker.waitForExit()
         let fromRecord = try runBroker(["policy", "learn", "--record", broker.recordPath])
         #expect(fromRecord.status == 0)
@@ -78,7 +78,7 @@ struct PolicyLearnTests {
         _ = try client.createIoreqServer()
         _ = try client.invoke("set_isa_irq_level", ["isa_irq": 1, "level": 1])
         _ = try client.invoke("nr_vcpus")
-        client.connection.close()
+        client.close()
         _ = broker.waitForExit()
         return broker
     }

@@ -35,7 +35,7 @@ struct PostedRequestTests {
         #expect(welcome.version == 2)
         #expect(welcome.postedOps == UInt32(1 << Self.isa | 1 << Self.intx | 1 << Self.msi))
         #expect(welcome.postedOps & ~welcome.allowedOps == 0)
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
     }
 
@@ -94,7 +94,7 @@ struct PostedRequestTests {
         expected.append(Self.nrVcpus)
         peer.expectReply(id: 10_000, result: 0, reason: nil)
         #expect(peer.receive(timeoutMs: 200) == .silence, "a posted request was answered")
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         let records = broker.records
         #expect(records.map(\.op) == expected)
@@ -123,7 +123,7 @@ struct PostedRequestTests {
         let refused = peer.expectReply(id: 17, result: -EPERM, reason: .conditionFailed)
         #expect(refused?.postedFailure == PostedFailure(requestID: 16, op: UInt32(Self.intx), result: -EINVAL,
                                                         origin: .hypervisor, reason: nil, laterFailures: 0))
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [Self.intx, Self.intx, Self.nrVcpus, Self.nrVcpus, Self.intx])
         let audit = broker.auditLog
@@ -157,7 +157,7 @@ struct PostedRequestTests {
         let seconds = Date().timeIntervalSince(started)
         #expect(peer.receive(timeoutMs: 200) == .silence)
         #expect(rssBefore > 0 && rssAfter - rssBefore < 256, "VmRSS grew from \(rssBefore) to \(rssAfter) KiB")
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         #expect(broker.records.map(\.op) == [Self.nrVcpus])
         let lines = broker.auditLog.split(separator: "\n")
@@ -172,13 +172,13 @@ struct PostedRequestTests {
         let (broker, peer) = try Hostile.session(policy: Self.policy)
         kill(broker.pid, SIGSTOP)
         defer { kill(broker.pid, SIGCONT) }
-        let flags = fcntl(peer.fd.rawValue, F_GETFL)
-        _ = fcntl(peer.fd.rawValue, F_SETFL, flags | O_NONBLOCK)
+        let flags = fcntl(peer.fd, F_GETFL)
+        _ = fcntl(peer.fd, F_SETFL, flags | O_NONBLOCK)
         var window = 0
         while true {
             let bytes = Wire.encodeRequest(domid: 5, requestID: UInt32(window), buffers: [Hostile.isaIrq(UInt64(window % 16))],
                                            flags: Wire.requestFlagPosted)
-            let n = bytes.withUnsafeBytes { send(peer.fd.rawValue, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let n = bytes.withUnsafeBytes { send(peer.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if n < 0 {
                 #expect(errno == EAGAIN)
                 break
@@ -186,12 +186,12 @@ struct PostedRequestTests {
             window += 1
             guard window < 1_000_000 else { break }
         }
-        _ = fcntl(peer.fd.rawValue, F_SETFL, flags)
+        _ = fcntl(peer.fd, F_SETFL, flags)
         #expect(window > 100 && window < 1_000_000, "window \(window)")
         print("posted window: \(window) requests of 52 bytes fit the socket while the broker is stopped")
         // A blocking sender waits (nothing is dropped) until the broker runs.
         let sent = SharedFlag(false)
-        let fd = peer.fd.rawValue
+        let fd = peer.fd
         let sender = Thread {
             let bytes = Wire.encodeRequest(domid: 5, requestID: 77_777, buffers: [PostedRequestTests.msiHeader],
                                            flags: Wire.requestFlagPosted)
@@ -208,7 +208,7 @@ struct PostedRequestTests {
         try peer.request(id: 88_888, [Self.vcpusHeader])
         let reply = peer.expectReply(id: 88_888, result: 0, reason: nil)
         #expect(reply?.postedFailure == nil)
-        peer.fd.close()
+        peer.close()
         Hostile.expectExit(broker, 0)
         let records = broker.records
         #expect(records.map(\.op) == Array(repeating: Self.isa, count: window) + [Self.msi, Self.nrVcpus])

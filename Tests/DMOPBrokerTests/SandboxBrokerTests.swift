@@ -97,7 +97,7 @@ struct SandboxBrokerTests {
         print("confined broker after a session: VmPeak \(vmPeak >> 10) kB, VmHWM \(ProcStatus.field(broker.pid, "VmHWM") ?? "?")")
         #expect(vmPeak > 0 && vmPeak < ResourceLimits.defaultAddressSpace - ResourceLimits.requiredHeadroom,
                 "VmPeak \(vmPeak >> 20) MiB is too close to RLIMIT_AS")
-        client.connection.close()
+        client.close()
         #expect(BrokerUnderTest.exitCode(broker.waitForExit()) == 0, "\(broker.auditLog)")
         #expect(broker.records.count > 2000)
         #expect(broker.auditLog.contains("confined: uid 65534/65534/65534"))
@@ -164,7 +164,7 @@ struct SandboxCensusTests {
 
     /// `serve` under strace -f, log mode (a missing call shows in the census
     /// instead of killing the broker).
-    static func tracedServe(listen: Bool, session: (String?, FileDescriptor?) throws -> Void, stop: Bool) throws -> Run {
+    static func tracedServe(listen: Bool, session: (String?, consuming FileDescriptor?) throws -> Void, stop: Bool) throws -> Run {
         let directory = TestSupport.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let tracePath = directory.appendingPathComponent("trace").path
@@ -185,15 +185,15 @@ struct SandboxCensusTests {
         if listen {
             arguments += ["--listen", socketPath]
         } else {
-            let (b, c) = try SeqPacket.pair()
-            fds.append((b.rawValue, 3))
+            let pair = try SeqPacket.pair()
+            fds.append((pair.first.rawValue, 3))
             arguments += ["--socket-fd", "3"]
-            clientEnd = c
-            brokerEnd = b
+            clientEnd = Optional(pair.second)
+            brokerEnd = Optional(pair.first)
         }
         let pid = try Spawn.start(strace, arguments, fds: fds, stderrPath: auditPath,
                                   environment: ["SWIFT_BACKTRACE=enable=no", "PATH=/usr/bin:/bin"])
-        brokerEnd?.close()
+        brokerEnd = nil
         close(readyPipe[1])
         var pollfd = Glibc.pollfd(fd: readyPipe[0], events: Int16(POLLIN), revents: 0)
         guard poll(&pollfd, 1, 30_000) == 1 else {
@@ -218,9 +218,10 @@ struct SandboxCensusTests {
           .enabled(if: access(strace, X_OK) == 0))
     func socketFdCensus() throws {
         let run = try Self.tracedServe(listen: false, session: { _, end in
-            let client = try BrokerClient(connection: try #require(end))
+            guard let end else { throw TestFailure("no client end in --socket-fd mode") }
+            let client = try BrokerClient(connection: end)
             try sandboxQemuLikeSession(client)
-            client.connection.close()
+            client.close()
         }, stop: false)
         try Self.check(run, descriptors: SandboxDescriptors(privcmd: nil, client: .inherited(fd: 3), ready: 4, record: 5))
     }
@@ -233,13 +234,14 @@ struct SandboxCensusTests {
             for _ in 0..<2 {
                 let client = try BrokerClient.connect(path: socketPath)
                 try sandboxQemuLikeSession(client)
-                client.connection.close()
+                client.close()
             }
             // A hostile first message: not a hello.
             let raw = try SeqPacket.connect(path: socketPath)
-            try SeqPacket.send(raw.rawValue, [UInt8](repeating: 0xff, count: 64))
+            let rawFd = raw.rawValue
+            try SeqPacket.send(rawFd, [UInt8](repeating: 0xff, count: 64))
             var buffer = [UInt8](repeating: 0, count: 256)
-            _ = try? buffer.withUnsafeMutableBytes { raw2 throws(SystemError) in try SeqPacket.receive(raw.rawValue, into: raw2) }
+            _ = try? buffer.withUnsafeMutableBytes { raw2 throws(SystemError) in try SeqPacket.receive(rawFd, into: raw2) }
             raw.close()
             usleep(100_000)
         }, stop: true)

@@ -120,7 +120,7 @@ struct SessionRulesTests {
         // Never created by anyone: refused before Xen could say ENOENT.
         let unknown = try first.invoke("set_ioreq_server_state", ["id": UInt64(id) + 1, "enabled": 1])
         #expect(unknown.reason == .notOwner)
-        first.connection.close()
+        first.close()
         usleep(100_000)
         let second = try broker.connect()
         for op in ["get_ioreq_server_info", "set_ioreq_server_state", "destroy_ioreq_server"] {
@@ -134,7 +134,7 @@ struct SessionRulesTests {
         #expect(broker.auditLog.contains("id=\(id) rc=0"))
         let own = try second.createIoreqServer()
         _ = try second.perform("map_io_range_to_ioreq_server", ["id": UInt64(own), "type": 0, "start": 0x60, "end": 0x60])
-        second.connection.close()
+        second.close()
         usleep(100_000)
         kill(broker.pid, SIGTERM)
         #expect(BrokerUnderTest.exitCode(broker.waitForExit()) == 0)
@@ -161,7 +161,7 @@ struct SessionRulesTests {
         #expect(admitted == 5 || admitted == 6)
         #expect(results.filter { $0 == -EAGAIN }.count == 20 - admitted)
         #expect(try client.invoke("set_isa_irq_level", ["isa_irq": 1]).result == 0)
-        client.connection.close()
+        client.close()
         #expect(BrokerUnderTest.exitCode(broker.waitForExit()) == 0)
         #expect(broker.records.filter { $0.op == 14 }.count == admitted)
         let log = broker.auditLog
@@ -180,7 +180,7 @@ struct SessionRulesTests {
             for _ in 0..<8 { try client.send(buffers: [header]) }
             for _ in 0..<8 { #expect(try client.nextReply().reason == .opNotAllowed) }
         }
-        client.connection.close()
+        client.close()
         #expect(BrokerUnderTest.exitCode(broker.waitForExit()) == 0)
         let lines = broker.auditLog.split(separator: "\n")
         let refusalLines = lines.filter { $0.contains("verdict=refuse") }.count
