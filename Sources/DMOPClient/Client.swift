@@ -101,25 +101,22 @@ public final class BrokerClient {
     public func close() { connection = nil }
 
     private static func receive(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer) throws(ClientError) -> BrokerMessage {
-        while true {
-            let received: SeqPacket.Received
+        let received: SeqPacket.Received
+        do {
+            received = try SeqPacket.receive(fd, into: buffer, retryingEINTR: true)
+        } catch {
+            if error.errno == ECONNRESET { throw .brokerClosed }
+            throw .system(error)
+        }
+        switch received {
+        case .hangUp: throw .brokerClosed
+        case .truncated: throw .malformed(ProtocolViolation(.oversized, "reply over \(Wire.maxReplySize) bytes"))
+        case .fdsAttached: throw .malformed(ProtocolViolation(.fdsAttached, "broker sent fds"))
+        case .datagram(let n):
             do {
-                received = try SeqPacket.receive(fd, into: buffer)
+                return try Wire.decodeBrokerMessage(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
             } catch {
-                if error.errno == EINTR { continue }
-                if error.errno == ECONNRESET { throw .brokerClosed }
-                throw .system(error)
-            }
-            switch received {
-            case .hangUp: throw .brokerClosed
-            case .truncated: throw .malformed(ProtocolViolation(.oversized, "reply over \(Wire.maxReplySize) bytes"))
-            case .fdsAttached: throw .malformed(ProtocolViolation(.fdsAttached, "broker sent fds"))
-            case .datagram(let n):
-                do {
-                    return try Wire.decodeBrokerMessage(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
-                } catch {
-                    throw .malformed(error)
-                }
+                throw .malformed(error)
             }
         }
     }

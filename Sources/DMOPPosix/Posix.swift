@@ -238,12 +238,13 @@ public enum SeqPacket {
     }
 
     public static func accept(_ listener: Int32) throws(SystemError) -> FileDescriptor {
-        while true {
-            let fd = cposix_accept_cloexec(listener)
-            if fd >= 0 { return FileDescriptor(owning: fd) }
-            // A stop signal, SIGHUP or SIGUSR1 goes back to the caller.
-            if errno == EINTR, cposix_stop_signal() == 0, cposix_runtime_signal_pending() == 0 { continue }
-            throw SystemError("accept")
+        // A stop signal, SIGHUP or SIGUSR1 goes back to the caller.
+        let accepted = Syscall.valueOrErrno(retryingEINTRWhile: {
+            cposix_stop_signal() == 0 && cposix_runtime_signal_pending() == 0
+        }, { cposix_accept_cloexec(listener) })
+        switch accepted {
+        case .success(let fd): return FileDescriptor(owning: fd)
+        case .failure(let error): throw SystemError("accept", errno: error.errno)
         }
     }
 
@@ -253,26 +254,33 @@ public enum SeqPacket {
         return Credentials(pid: cred.pid, uid: cred.uid, gid: cred.gid)
     }
 
-    /// Receives one datagram into `buffer`. EINTR is returned as an error
-    /// so the caller can look at the stop flag.
-    public static func receive(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> Received {
+    /// Receives one datagram into `buffer`. EINTR is an error unless
+    /// `retryingEINTR` (a client; the broker looks at its signal flags).
+    public static func receive(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer,
+                               retryingEINTR: Bool = false) throws(SystemError) -> Received {
         var truncated: Int32 = 0
         var fds: Int32 = 0
-        let n = cposix_recv_datagram(fd, buffer.baseAddress, buffer.count, &truncated, &fds)
-        if n < 0 { throw SystemError("recvmsg") }
+        let n: Int
+        switch Syscall.valueOrErrno(retryingEINTRWhile: { retryingEINTR }, {
+            cposix_recv_datagram(fd, buffer.baseAddress, buffer.count, &truncated, &fds)
+        }) {
+        case .success(let count): n = count
+        case .failure(let error): throw SystemError("recvmsg", errno: error.errno)
+        }
         if fds > 0 { return .fdsAttached(count: Int(fds), bytes: n) }
         if truncated != 0 { return .truncated }
         if n == 0 { return .hangUp }
         return .datagram(n)
     }
 
+    /// Sends one datagram; EINTR is retried unless a stop signal is pending.
     public static func send(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, passing fdToPass: Int32 = -1) throws(SystemError) {
-        while true {
-            let n = cposix_send_datagram(fd, bytes.baseAddress, bytes.count, fdToPass)
-            if n == bytes.count { return }
-            if n < 0, errno == EINTR, cposix_stop_signal() == 0 { continue }
-            if n >= 0 { throw SystemError("sendmsg (short: \(n) of \(bytes.count))", errno: EMSGSIZE) }
-            throw SystemError("sendmsg")
+        switch Syscall.valueOrErrno(retryingEINTRWhile: { cposix_stop_signal() == 0 }, {
+            cposix_send_datagram(fd, bytes.baseAddress, bytes.count, fdToPass)
+        }) {
+        case .success(let n) where n == bytes.count: return
+        case .success(let n): throw SystemError("sendmsg (short: \(n) of \(bytes.count))", errno: EMSGSIZE)
+        case .failure(let error): throw SystemError("sendmsg", errno: error.errno)
         }
     }
 

@@ -257,31 +257,29 @@ public final class AuditSink: @unchecked Sendable {
     /// After a line saying how many were lost has been written.
     func lostReported() { unreportedLost = 0 }
 
+    /// 0, or the errno of the write that failed; `size` counts what the
+    /// file got either way.
     private func writeAll(_ line: UnsafeBufferPointer<UInt8>) -> Int32 {
-        guard let base = line.baseAddress else { return 0 }
-        var offset = 0
-        while offset < line.count {
-            let n = Glibc.write(fd, base + offset, line.count - offset)
-            if n > 0 {
-                offset += n
-                size += UInt64(n)
-            } else if n < 0 && errno == EINTR {
-                continue
-            } else {
-                return n < 0 ? errno : EIO
-            }
+        var written = 0
+        defer { size += UInt64(written) }
+        do {
+            try Syscall.writeAll(fd, UnsafeRawBufferPointer(line), written: &written)
+            return 0
+        } catch {
+            return error.errno
         }
-        return 0
     }
 
     private func send(_ bytes: UnsafeRawBufferPointer) -> Int32 {
         guard let address else { return EBADF }
-        while true {
-            let n = address.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        let sent = Syscall.valueOrErrno {
+            address.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 sendto(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL), $0, socklen_t(MemoryLayout<sockaddr_un>.size))
             }
-            if n >= 0 { return 0 }
-            if errno != EINTR { return errno }
+        }
+        switch sent {
+        case .success: return 0
+        case .failure(let error): return error.errno
         }
     }
 

@@ -123,10 +123,11 @@ enum Children {
     static func reap(_ pid: pid_t, seconds: Int = 10) -> Int32 {
         var status: Int32 = 0
         for _ in 0..<(seconds * 100) {
-            let rc = waitpid(pid, &status, WNOHANG)
-            if rc == pid { return status }
-            if rc < 0 && errno != EINTR { return -1 }
-            usleep(10_000)
+            switch Syscall.valueOrErrno({ waitpid(pid, &status, WNOHANG) }) {
+            case .success(pid): return status
+            case .success: usleep(10_000)
+            case .failure: return -1
+            }
         }
         kill(pid, SIGKILL)
         return (try? Spawn.wait(pid)) ?? -1
@@ -213,11 +214,12 @@ final class BrokerProcess {
         var ready = [UInt8](repeating: 0, count: 8)
         var got = 0
         while got < 6 {
-            let rc = poll(&poller, 1, 15_000)
-            if rc < 0 && errno == EINTR { continue }
-            guard rc == 1 else { fail("broker not ready within 15 s; audit log \(auditLog)") }
-            let n = ready.withUnsafeMutableBytes { read(readEnd.rawValue, $0.baseAddress! + got, $0.count - got) }
-            if n < 0 && errno == EINTR { continue }
+            guard case .success(1) = Syscall.valueOrErrno({ poll(&poller, 1, 15_000) }) else {
+                fail("broker not ready within 15 s; audit log \(auditLog)")
+            }
+            let n = ready.withUnsafeMutableBytes { buffer in
+                (try? Syscall.retrying("read", { read(readEnd.rawValue, buffer.baseAddress! + got, buffer.count - got) })) ?? -1
+            }
             guard n > 0 else {
                 fail("broker closed its ready fd without 'ready' (\(Spawn.describe(status: Children.reap(pid, seconds: 2)))); audit log \(auditLog)")
             }

@@ -159,6 +159,7 @@ struct ServeCommand: ParsableCommand {
         case .listening(let listener, let slot):
             while true {
                 var revents: Int16 = 0
+                // Not Syscall's retry: an EINTR here is a signal to act on.
                 if cposix_wait(listener, Int16(POLLIN), -1, &revents) < 0 {
                     if errno == EINTR, cposix_stop_signal() != 0 { break }
                     if cposix_runtime_signal_pending() != 0 { server.handleRuntimeSignals() }
