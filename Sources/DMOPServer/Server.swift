@@ -156,9 +156,9 @@ public final class BrokerServer {
         for id in session.owned.ids {
             var header = [UInt8](repeating: 0, count: DMOPABI.opStructSize)
             let rc = header.withUnsafeMutableBytes { bytes in
-                guard let allowed = allowSessionEndDestroy(restrictedDomid: domid, id: id, owned: session.owned,
-                                                           header: bytes) else { return -EINVAL }
-                return hypervisor.dmOp(allowed)
+                allowSessionEndDestroy(restrictedDomid: domid, id: id, owned: session.owned, header: bytes) {
+                    hypervisor.dmOp($0)
+                } ?? -EINVAL
             }
             audit.notice("ioreq server destroyed at session end: peer_pid=\(session.peer.pid) domid=\(domid) id=\(id) rc=\(rc)")
         }

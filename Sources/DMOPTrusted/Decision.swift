@@ -2,14 +2,15 @@
 import DMOPPosix
 
 /// A DMOP as the decision sees it: the target domid and the buffers, as
-/// sent. The buffers are views; the decision never writes.
+/// sent. The buffers are views, in storage the caller keeps for as long as
+/// the request and its AllowedDMOP are used; the decision never writes.
 public struct DMOPRequest {
     public var domid: UInt16
-    public var buffers: [UnsafeRawBufferPointer]
+    public var buffers: UnsafeBufferPointer<UnsafeRawBufferPointer>
     /// Sent posted (protocol version 2): allowed only when its rule says so.
     public var posted: Bool
 
-    public init(domid: UInt16, buffers: [UnsafeRawBufferPointer], posted: Bool = false) {
+    public init(domid: UInt16, buffers: UnsafeBufferPointer<UnsafeRawBufferPointer>, posted: Bool = false) {
         self.domid = domid
         self.buffers = buffers
         self.posted = posted
@@ -31,9 +32,9 @@ public struct AllowedDMOP: Equatable {
     /// The broker's own restricted domid (the request named the same one).
     public let domid: UInt16
     /// The request's buffers, as sent, in the received datagram.
-    public let buffers: [UnsafeRawBufferPointer]
+    public let buffers: UnsafeBufferPointer<UnsafeRawBufferPointer>
 
-    fileprivate init(rule: PolicyRule, domid: UInt16, buffers: [UnsafeRawBufferPointer]) {
+    fileprivate init(rule: PolicyRule, domid: UInt16, buffers: UnsafeBufferPointer<UnsafeRawBufferPointer>) {
         self.rule = rule
         self.domid = domid
         self.buffers = buffers
@@ -42,18 +43,15 @@ public struct AllowedDMOP: Equatable {
     /// Writable views of the buffers, for the hypervisor to write its
     /// results into: the same views, read as mutable ones (no copy).
     public func withWritableBuffers(_ body: (UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) -> Int32) -> Int32 {
-        buffers.withUnsafeBufferPointer { views in
-            // SAFETY: the buffers view the broker's own writable memory (its
-            // receive buffer, or the clean-up's header), and a read-only and
-            // a mutable raw buffer pointer have the same layout (start, end).
-            views.withMemoryRebound(to: UnsafeMutableRawBufferPointer.self) { body($0) }
-        }
+        // SAFETY: the buffers view the broker's own writable memory (its
+        // receive buffer, or the clean-up's header), and a read-only and a
+        // mutable raw buffer pointer have the same layout (start, end).
+        buffers.withMemoryRebound(to: UnsafeMutableRawBufferPointer.self) { body($0) }
     }
 
     public static func == (lhs: AllowedDMOP, rhs: AllowedDMOP) -> Bool {
         lhs.rule == rhs.rule && lhs.domid == rhs.domid
-            && lhs.buffers.map(\.baseAddress) == rhs.buffers.map(\.baseAddress)
-            && lhs.buffers.map(\.count) == rhs.buffers.map(\.count)
+            && lhs.buffers.elementsEqual(rhs.buffers) { $0.baseAddress == $1.baseAddress && $0.count == $1.count }
     }
 }
 
@@ -87,10 +85,10 @@ public func decide(restrictedDomid: UInt16, policy: Policy, request: DMOPRequest
 /// The broker's own clean-up when a session ends: destroy_ioreq_server for
 /// a server that session created, whatever the policy says (Xen keeps a
 /// server until the domain dies). Writes the call into `header`, a zeroed
-/// buffer of `DMOPABI.opStructSize` bytes; nil when `id` is not the
-/// session's or the catalogue lacks the op.
-public func allowSessionEndDestroy(restrictedDomid: UInt16, id: UInt16, owned: OwnedIoreqServers,
-                                   header: UnsafeMutableRawBufferPointer) -> AllowedDMOP? {
+/// buffer of `DMOPABI.opStructSize` bytes, and runs `body` with it; nil when
+/// `id` is not the session's or the catalogue lacks the op.
+public func allowSessionEndDestroy<R>(restrictedDomid: UInt16, id: UInt16, owned: OwnedIoreqServers,
+                                      header: UnsafeMutableRawBufferPointer, _ body: (AllowedDMOP) -> R) -> R? {
     guard owned.contains(id), header.count == DMOPABI.opStructSize,
           let op = Catalogue.op(named: "destroy_ioreq_server"), case .destroys(let idField) = op.ioreqServer else {
         return nil
@@ -98,7 +96,7 @@ public func allowSessionEndDestroy(restrictedDomid: UInt16, id: UInt16, owned: O
     header.putLE32(op.number, at: DMOPABI.opOffset)
     header.putLE16(id, at: idField.offset)
     let rule = PolicyRule(op: op, line: 0, conditions: [], location: "session end")
-    return AllowedDMOP(rule: rule, domid: restrictedDomid, buffers: [UnsafeRawBufferPointer(header)])
+    return [UnsafeRawBufferPointer(header)].withUnsafeBufferPointer { body(AllowedDMOP(rule: rule, domid: restrictedDomid, buffers: $0)) }
 }
 
 /// The one question of the trusted core: may this request reach the

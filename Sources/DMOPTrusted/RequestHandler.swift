@@ -38,34 +38,33 @@ public final class RequestHandler {
                                 owned: inout OwnedIoreqServers, now: UInt64, auditBlocked: Int32?,
                                 reply: UnsafeMutableRawBufferPointer, postedFailure: PostedFailure? = nil)
         -> (outcome: RequestOutcome, opNumber: UInt32?, replyLength: Int) {
-        // SAFETY: the decoder made every range lie inside the datagram, a
-        // non-empty buffer (it holds at least a REQUEST header).
-        let base = UnsafeRawPointer(datagram.baseAddress!)
-        let views = frame.buffers.map { UnsafeRawBufferPointer(start: base + $0.lowerBound, count: $0.count) }
-        let request = DMOPRequest(domid: frame.domid, buffers: views, posted: frame.posted)
-        let decision = decide(restrictedDomid: domid, policy: policy, request: request, owned: owned,
-                              limiter: limiter, now: now, auditBlocked: auditBlocked)
-        switch decision {
-        case .refuse(let reason, let detail):
-            let length = frame.posted ? 0
-                : Wire.encodeReply(into: reply, domid: frame.domid, requestID: frame.requestID,
-                                   result: -reason.errno, refusal: reason, returned: [], postedFailure: postedFailure)
-            return (.refused(reason, detail), request.opNumber, length)
+        // The views live on the stack, for this request only.
+        return withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: frame.buffers.count) { views in
+            // SAFETY: the decoder made every range lie inside the datagram, a
+            // non-empty buffer (it holds at least a REQUEST header).
+            _ = views.initialize(from: frame.buffers.lazy.map { UnsafeRawBufferPointer(start: datagram.baseAddress! + $0.lowerBound, count: $0.count) })
+            let request = DMOPRequest(domid: frame.domid, buffers: UnsafeBufferPointer(views), posted: frame.posted)
+            let decision = decide(restrictedDomid: domid, policy: policy, request: request, owned: owned,
+                                  limiter: limiter, now: now, auditBlocked: auditBlocked)
+            switch decision {
+            case .refuse(let reason, let detail):
+                let length = frame.posted ? 0
+                    : Wire.encodeReply(into: reply, domid: frame.domid, requestID: frame.requestID,
+                                       result: -reason.errno, refusal: reason, returned: EmptyCollection(), postedFailure: postedFailure)
+                return (.refused(reason, detail), request.opNumber, length)
 
-        case .forward(let allowed):
-            let rc = hypervisor.dmOp(allowed)
-            let op = allowed.rule.op
-            var returned: [(index: Int, bytes: UnsafeRawBufferPointer)] = []
-            if rc == 0 {
-                owned.update(after: op, header: views[0])
+            case .forward(let allowed):
+                let rc = hypervisor.dmOp(allowed)
+                let op = allowed.rule.op
+                if rc == 0 { owned.update(after: op, header: views[0]) }
                 // Only what the op writes back, and only on success: Xen copies
                 // nothing back on failure.
-                for index in op.replyBuffers { returned.append((index, views[index])) }
+                let returned = (rc == 0 ? op.replyBuffers : []).lazy.map { (index: $0, bytes: views[$0]) }
+                let length = frame.posted ? 0
+                    : Wire.encodeReply(into: reply, domid: frame.domid, requestID: frame.requestID,
+                                       result: rc, refusal: nil, returned: returned, postedFailure: postedFailure)
+                return (.forwarded(allowed.rule, rc: rc), request.opNumber, length)
             }
-            let length = frame.posted ? 0
-                : Wire.encodeReply(into: reply, domid: frame.domid, requestID: frame.requestID,
-                                   result: rc, refusal: nil, returned: returned, postedFailure: postedFailure)
-            return (.forwarded(allowed.rule, rc: rc), request.opNumber, length)
         }
     }
 }

@@ -76,8 +76,7 @@ public struct Hello: Equatable, Sendable {
     public var dmopABI: UInt32
 
     public init(minVersion: UInt16 = Wire.supportedVersions.lowerBound,
-                maxVersion: UInt16 = Wire.supportedVersions.upperBound,
-                dmopABI: UInt32 = DMOPABI.identifier) {
+                maxVersion: UInt16 = Wire.supportedVersions.upperBound, dmopABI: UInt32 = DMOPABI.identifier) {
         self.minVersion = minVersion
         self.maxVersion = maxVersion
         self.dmopABI = dmopABI
@@ -115,7 +114,7 @@ public struct Welcome: Equatable, Sendable {
 public struct RequestFrame: Equatable, Sendable {
     public var domid: UInt16
     public var requestID: UInt32
-    public var buffers: [Range<Int>]
+    public var buffers: BufferRanges
     /// Version 2: no REPLY unless it fails, and then with the next
     /// synchronous one.
     public var posted: Bool = false
@@ -234,8 +233,7 @@ extension Wire {
             throw ProtocolViolation(.truncated, requestID: requestID,
                                     "\(bytes.count) bytes cannot hold \(count) buffer sizes")
         }
-        var buffers: [Range<Int>] = []
-        buffers.reserveCapacity(count)
+        var buffers = BufferRanges()
         var cursor = dataStart
         for index in 0..<count {
             let size = Int(try bytes.checked32(requestHeaderSize + requestSizeEntry * index))
@@ -244,7 +242,7 @@ extension Wire {
                                         "size[\(index)] = \(size) > \(DMOPABI.maxBufferSize)")
             }
             // Bounded: count <= 16 and size <= 4096, so cursor cannot overflow.
-            buffers.append(cursor..<(cursor + size))
+            buffers.append(size: size)
             cursor += size
         }
         guard cursor == bytes.count else {
@@ -276,7 +274,6 @@ extension Wire {
 extension Wire {
     public static func encodeWelcome(_ w: Welcome) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(welcomeSize)
         out.appendLE32(magic); out.appendLE16(MessageType.welcome.rawValue); out.appendLE16(w.version)
         out.appendLE32(w.dmopABI); out.appendLE32(w.xenVersion)
         out.appendLE16(w.domid); out.appendLE16(w.maxBuffers)
@@ -286,25 +283,24 @@ extension Wire {
     }
 
     public static func encodeRefused(_ reason: ReasonCode, text: String) -> [UInt8] {
-        let textBytes = Array(text.utf8.prefix(maxTextLength))
-        var out: [UInt8] = []
-        out.appendLE32(magic); out.appendLE16(MessageType.refused.rawValue); out.appendLE16(reason.rawValue)
-        out.appendLE16(supportedVersions.lowerBound); out.appendLE16(supportedVersions.upperBound)
-        out.appendLE32(DMOPABI.identifier)
-        out.appendLE16(UInt16(textBytes.count)); out.appendLE16(0)
-        out += textBytes
-        return out
+        textMessage(.refused, reason, text) { out in
+            out.appendLE16(supportedVersions.lowerBound); out.appendLE16(supportedVersions.upperBound)
+            out.appendLE32(DMOPABI.identifier)
+        }
     }
 
     public static func encodeProtocolError(_ violation: ProtocolViolation) -> [UInt8] {
-        let textBytes = Array(violation.detail.utf8.prefix(maxTextLength))
+        textMessage(.protocolError, violation.reason, violation.detail) { $0.appendLE32(violation.requestID) }
+    }
+
+    /// REFUSED and PROTOCOL_ERROR: type and reason, `fields`, then the text.
+    private static func textMessage(_ type: MessageType, _ reason: ReasonCode, _ text: String, _ fields: (inout [UInt8]) -> Void) -> [UInt8] {
+        let textBytes = Array(text.utf8.prefix(maxTextLength))
         var out: [UInt8] = []
-        out.appendLE32(magic); out.appendLE16(MessageType.protocolError.rawValue)
-        out.appendLE16(violation.reason.rawValue)
-        out.appendLE32(violation.requestID)
+        out.appendLE32(magic); out.appendLE16(type.rawValue); out.appendLE16(reason.rawValue)
+        fields(&out)
         out.appendLE16(UInt16(textBytes.count)); out.appendLE16(0)
-        out += textBytes
-        return out
+        return out + textBytes
     }
 
     /// Writes a REPLY into `out` (at least maxReplySize bytes) and returns
@@ -312,8 +308,7 @@ extension Wire {
     /// `postedFailure` goes in the trailer (version 2 sessions only).
     public static func encodeReply(into out: UnsafeMutableRawBufferPointer, domid: UInt16, requestID: UInt32,
                                    result: Int32, refusal: ReasonCode?,
-                                   returned: [(index: Int, bytes: UnsafeRawBufferPointer)],
-                                   postedFailure: PostedFailure? = nil) -> Int {
+                                   returned: some Collection<(index: Int, bytes: UnsafeRawBufferPointer)>, postedFailure: PostedFailure? = nil) -> Int {
         precondition(out.count >= maxReplySize && returned.count <= maxReturnedBuffers)
         out.putLE32(magic, at: 0)
         out.putLE16(MessageType.reply.rawValue, at: 4)

@@ -533,8 +533,10 @@ final class Bench {
                 copy.copyBytes(from: bytes)
                 return UnsafeRawBufferPointer(copy)
             }
-            defer { views.forEach { $0.deallocate() } }
-            let request = DMOPRequest(domid: domid, buffers: views)
+            let viewList = UnsafeMutableBufferPointer<UnsafeRawBufferPointer>.allocate(capacity: views.count)
+            _ = viewList.initialize(from: views)
+            defer { views.forEach { $0.deallocate() }; viewList.deallocate() }
+            let request = DMOPRequest(domid: domid, buffers: UnsafeBufferPointer(viewList))
             for round in 0..<(batches + batches / 10) {
                 let started = now()
                 for _ in 0..<batch {

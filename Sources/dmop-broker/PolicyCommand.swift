@@ -103,7 +103,7 @@ struct PolicyCommand: ParsableCommand {
             }
             let decision = withViews(buffers) { views in
                 decide(restrictedDomid: domid.value, policy: policy,
-                       request: DMOPRequest(domid: target ?? domid.value, buffers: views))
+                       request: views.withUnsafeBufferPointer { DMOPRequest(domid: target ?? domid.value, buffers: $0) })
             }
             switch decision {
             case .forward(let allowed):

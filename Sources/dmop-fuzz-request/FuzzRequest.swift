@@ -421,10 +421,10 @@ final class Model {
     private func request(_ frame: RequestFrame, _ datagram: [UInt8], _ what: String) {
         let buffers = frame.buffers.map { Array(datagram[$0]) }
         let decision = datagram.withUnsafeBytes { raw in
-            decide(restrictedDomid: brokerDomid, policy: policy,
-                   request: DMOPRequest(domid: frame.domid, buffers: frame.buffers.map { UnsafeRawBufferPointer(rebasing: raw[$0]) },
-                                        posted: frame.posted),
-                   owned: owned)
+            frame.buffers.map { UnsafeRawBufferPointer(rebasing: raw[$0]) }.withUnsafeBufferPointer { views in
+                decide(restrictedDomid: brokerDomid, policy: policy,
+                       request: DMOPRequest(domid: frame.domid, buffers: views, posted: frame.posted), owned: owned)
+            }
         }
         if frame.posted {
             posted(frame, buffers, decision, what)

@@ -24,9 +24,10 @@ struct AllowedDMOPTests {
                          _ body: (Decision, UnsafeMutableRawBufferPointer) -> R) -> R {
         var header = TestSupport.op(op).encodeHeader()
         return header.withUnsafeMutableBytes { bytes in
-            let decision = decide(restrictedDomid: restricted, policy: Self.policy,
-                                  request: DMOPRequest(domid: domid, buffers: [UnsafeRawBufferPointer(bytes)]))
-            return body(decision, bytes)
+            [UnsafeRawBufferPointer(bytes)].withUnsafeBufferPointer { views in
+                body(decide(restrictedDomid: restricted, policy: Self.policy, request: DMOPRequest(domid: domid, buffers: views)),
+                     bytes)
+            }
         }
     }
 
@@ -45,21 +46,22 @@ struct AllowedDMOPTests {
     func gate() {
         let limiter = RateLimiter(policy: Self.policy, now: 1)
         var header = TestSupport.op("nr_vcpus").encodeHeader()
-        let reasons: [ReasonCode?] = header.withUnsafeMutableBytes { bytes in
-            let request = DMOPRequest(domid: 5, buffers: [UnsafeRawBufferPointer(bytes)])
+        let reasons: [ReasonCode?] = header.withUnsafeMutableBytes { bytes in [UnsafeRawBufferPointer(bytes)].withUnsafeBufferPointer { views in
+            let request = DMOPRequest(domid: 5, buffers: views)
             return [nil, nil].map { (_: Int?) -> ReasonCode? in
                 let decision = decide(restrictedDomid: 5, policy: Self.policy, request: request, owned: OwnedIoreqServers(),
                                       limiter: limiter, now: 2, auditBlocked: nil)
                 if case .refuse(let reason, _) = decision { return reason }
                 return nil
             }
-        }
+        } }
         #expect(reasons == [nil, .rateLimited])
         var irq = TestSupport.op("set_isa_irq_level").encodeHeader()
         let blocked = irq.withUnsafeMutableBytes { bytes in
-            decide(restrictedDomid: 5, policy: Self.policy,
-                   request: DMOPRequest(domid: 5, buffers: [UnsafeRawBufferPointer(bytes)]), owned: OwnedIoreqServers(),
-                   limiter: limiter, now: 2, auditBlocked: ENOSPC)
+            [UnsafeRawBufferPointer(bytes)].withUnsafeBufferPointer { views in
+                decide(restrictedDomid: 5, policy: Self.policy, request: DMOPRequest(domid: 5, buffers: views),
+                       owned: OwnedIoreqServers(), limiter: limiter, now: 2, auditBlocked: ENOSPC)
+            }
         }
         #expect(blocked == .refuse(.auditUnavailable, "the audit log cannot take more forward lines (ENOSPC)"))
     }
@@ -104,12 +106,14 @@ struct AllowedDMOPTests {
     func sessionEndDestroy() throws {
         var header = [UInt8](repeating: 0, count: DMOPABI.opStructSize)
         let (owned, notOwned) = header.withUnsafeMutableBytes { bytes in
-            (allowSessionEndDestroy(restrictedDomid: 5, id: 3, owned: OwnedIoreqServers([3]), header: bytes),
-             allowSessionEndDestroy(restrictedDomid: 5, id: 4, owned: OwnedIoreqServers([3]), header: bytes))
+            (allowSessionEndDestroy(restrictedDomid: 5, id: 3, owned: OwnedIoreqServers([3]), header: bytes) {
+                ($0.rule.op.name, $0.domid, $0.buffers.map(\.baseAddress) == [UnsafeRawPointer(bytes.baseAddress)])
+             },
+             allowSessionEndDestroy(restrictedDomid: 5, id: 4, owned: OwnedIoreqServers([3]), header: bytes) { _ in true })
         }
         #expect(notOwned == nil)
         let allowed = try #require(owned)
-        #expect(allowed.rule.op.name == "destroy_ioreq_server" && allowed.domid == 5)
+        #expect(allowed.0 == "destroy_ioreq_server" && allowed.1 == 5 && allowed.2)
         #expect(header == TestSupport.op("destroy_ioreq_server").encodeHeader(["id": 3]))
     }
 }

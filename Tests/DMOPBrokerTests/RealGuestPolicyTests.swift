@@ -41,8 +41,10 @@ struct RealGuestPolicyTests {
         let buffers = Self.buffers(op, values)
         func recurse(_ index: Int, _ views: [UnsafeRawBufferPointer]) -> Decision {
             if index == buffers.count {
-                return decide(restrictedDomid: 5, policy: policy, request: DMOPRequest(domid: 5, buffers: views),
-                              owned: OwnedIoreqServers([0]))
+                return views.withUnsafeBufferPointer {
+                    decide(restrictedDomid: 5, policy: policy, request: DMOPRequest(domid: 5, buffers: $0),
+                           owned: OwnedIoreqServers([0]))
+                }
             }
             return buffers[index].withUnsafeBytes { recurse(index + 1, views + [$0]) }
         }

@@ -28,8 +28,10 @@ struct SessionRulesTests {
                      "set_ioreq_server_state", "destroy_ioreq_server", "map_mem_type_to_ioreq_server"] {
             for (id, allowed) in [(0, true), (3, true), (1, false), (0xffff, false)] {
                 let bytes = TestSupport.op(name).encodeHeader(["id": UInt64(id)])
-                let decision = bytes.withUnsafeBytes {
-                    decide(restrictedDomid: 5, policy: policy, request: DMOPRequest(domid: 5, buffers: [$0]), owned: owned)
+                let decision = bytes.withUnsafeBytes { header in
+                    [header].withUnsafeBufferPointer {
+                        decide(restrictedDomid: 5, policy: policy, request: DMOPRequest(domid: 5, buffers: $0), owned: owned)
+                    }
                 }
                 if allowed {
                     #expect(decision.isForward, "\(name) id \(id): \(decision)")

@@ -52,7 +52,9 @@ enum TestSupport {
     static func decideBytes(restricted: UInt16 = 5, policy: Policy, domid: UInt16 = 5, _ buffers: [[UInt8]]) -> Decision {
         func recurse(_ index: Int, _ views: [UnsafeRawBufferPointer]) -> Decision {
             if index == buffers.count {
-                return decide(restrictedDomid: restricted, policy: policy, request: DMOPRequest(domid: domid, buffers: views))
+                return views.withUnsafeBufferPointer {
+                    decide(restrictedDomid: restricted, policy: policy, request: DMOPRequest(domid: domid, buffers: $0))
+                }
             }
             return buffers[index].withUnsafeBytes { recurse(index + 1, views + [$0]) }
         }

@@ -37,7 +37,7 @@ struct WireTests {
         }
         #expect(frame.domid == 0x1234)
         #expect(frame.requestID == 99)
-        #expect(frame.buffers == [24..<56, 56..<64])
+        #expect(Array(frame.buffers) == [24..<56, 56..<64])
         #expect(Array(bytes[frame.buffers[0]]) == irq)
         #expect(Array(bytes[frame.buffers[1]]) == bitmap)
     }
@@ -62,6 +62,10 @@ struct WireTests {
         let bytes = Wire.encodeRequest(domid: 5, requestID: 1, buffers: buffers)
         #expect(bytes.count == Wire.maxRequestSize)
         #expect(reason(bytes) == nil)
+        // The inline buffer list holds as many buffers as the protocol allows.
+        guard case .success(.request(let frame)) = decode(bytes) else { Issue.record("did not decode"); return }
+        #expect(frame.buffers.count == DMOPABI.maxBuffers)
+        #expect(frame.buffers.last == (Wire.maxRequestSize - 4096)..<Wire.maxRequestSize)
     }
 
     // One test per rejection path.
