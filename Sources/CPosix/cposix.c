@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 _Static_assert(sizeof(cposix_peercred) == sizeof(struct ucred), "ucred layout");
 
@@ -36,6 +37,10 @@ int cposix_dup3_cloexec(int oldfd, int newfd) {
 }
 
 ssize_t cposix_recv_datagram(int fd, void *buf, size_t len, int *truncated, int *fds_received) {
+    return cposix_recv_datagram_flags(fd, buf, len, 0, truncated, fds_received);
+}
+
+ssize_t cposix_recv_datagram_flags(int fd, void *buf, size_t len, int flags, int *truncated, int *fds_received) {
     /* Room for a few fds: anything that arrives is counted and closed. */
     union { char buf[CMSG_SPACE(sizeof(int) * 16)]; struct cmsghdr align; } control;
     struct iovec iov = { .iov_base = buf, .iov_len = len };
@@ -47,7 +52,7 @@ ssize_t cposix_recv_datagram(int fd, void *buf, size_t len, int *truncated, int 
     msg.msg_controllen = sizeof control.buf;
     *truncated = 0;
     *fds_received = 0;
-    ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+    ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | flags);
     if (n < 0) return -1;
     if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) *truncated = 1;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
@@ -66,6 +71,10 @@ ssize_t cposix_recv_datagram(int fd, void *buf, size_t len, int *truncated, int 
 }
 
 ssize_t cposix_send_datagram(int fd, const void *buf, size_t len, int fd_to_pass) {
+    return cposix_send_datagram_flags(fd, buf, len, fd_to_pass, 0);
+}
+
+ssize_t cposix_send_datagram_flags(int fd, const void *buf, size_t len, int fd_to_pass, int flags) {
     union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control;
     struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
     struct msghdr msg;
@@ -82,7 +91,7 @@ ssize_t cposix_send_datagram(int fd, const void *buf, size_t len, int fd_to_pass
         c->cmsg_len = CMSG_LEN(sizeof(int));
         memcpy(CMSG_DATA(c), &fd_to_pass, sizeof(int));
     }
-    return sendmsg(fd, &msg, MSG_NOSIGNAL);
+    return sendmsg(fd, &msg, MSG_NOSIGNAL | flags);
 }
 
 static volatile sig_atomic_t stop_signal = 0;
@@ -151,15 +160,28 @@ int cposix_wait(int fd, short events, int64_t timeout_ns, short *revents) {
      * a client that always has the next request ready would starve it. So
      * every so many ready waits, look, and take a pending one. */
     static unsigned ready_waits = 0;
-    if (rc > 0 && stop_signals_blocked && ++ready_waits % 64 == 0) {
-        sigset_t pending;
-        if (sigpending(&pending) == 0 && (sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1)) {
-            struct timespec now = { 0, 0 };
-            ppoll(NULL, 0, &now, &wait_mask);
-            if (stop_signal) { errno = EINTR; return -1; }
-        }
+    if (rc > 0 && stop_signals_blocked && ++ready_waits % 64 == 0 && cposix_take_pending_stop()) {
+        errno = EINTR;
+        return -1;
     }
     return rc;
+}
+
+int cposix_take_pending_stop(void) {
+    sigset_t pending;
+    if (!stop_signals_blocked) return stop_signal;
+    if (sigpending(&pending) == 0 && (sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1)) {
+        /* Unblocked for a zero wait, the signal runs its handler. */
+        struct timespec now = { 0, 0 };
+        ppoll(NULL, 0, &now, &wait_mask);
+    }
+    return stop_signal;
+}
+
+int cposix_set_receive_timeout(int fd, int64_t timeout_ns) {
+    struct timeval limit = { .tv_sec = (time_t)(timeout_ns / 1000000000),
+                             .tv_usec = (suseconds_t)(timeout_ns % 1000000000 / 1000) };
+    return setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
 }
 
 int cposix_stop_signal(void) { return stop_signal; }

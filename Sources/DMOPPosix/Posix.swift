@@ -256,13 +256,15 @@ public enum SeqPacket {
 
     /// Receives one datagram into `buffer`. EINTR is an error unless
     /// `retryingEINTR` (a client; the broker looks at its signal flags).
+    /// `wait: false` adds MSG_DONTWAIT: EAGAIN when nothing is queued,
+    /// whatever the fd's own mode.
     public static func receive(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer,
-                               retryingEINTR: Bool = false) throws(SystemError) -> Received {
+                               retryingEINTR: Bool = false, wait: Bool = true) throws(SystemError) -> Received {
         var truncated: Int32 = 0
         var fds: Int32 = 0
         let n: Int
         switch Syscall.valueOrErrno(retryingEINTRWhile: { retryingEINTR }, {
-            cposix_recv_datagram(fd, buffer.baseAddress, buffer.count, &truncated, &fds)
+            cposix_recv_datagram_flags(fd, buffer.baseAddress, buffer.count, wait ? 0 : Int32(MSG_DONTWAIT), &truncated, &fds)
         }) {
         case .success(let count): n = count
         case .failure(let error): throw SystemError("recvmsg", errno: error.errno)
@@ -274,9 +276,11 @@ public enum SeqPacket {
     }
 
     /// Sends one datagram; EINTR is retried unless a stop signal is pending.
-    public static func send(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, passing fdToPass: Int32 = -1) throws(SystemError) {
+    /// `wait: false` adds MSG_DONTWAIT: EAGAIN when the peer's queue is full.
+    public static func send(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, passing fdToPass: Int32 = -1,
+                            wait: Bool = true) throws(SystemError) {
         switch Syscall.valueOrErrno(retryingEINTRWhile: { cposix_stop_signal() == 0 }, {
-            cposix_send_datagram(fd, bytes.baseAddress, bytes.count, fdToPass)
+            cposix_send_datagram_flags(fd, bytes.baseAddress, bytes.count, fdToPass, wait ? 0 : Int32(MSG_DONTWAIT))
         }) {
         case .success(let n) where n == bytes.count: return
         case .success(let n): throw SystemError("sendmsg (short: \(n) of \(bytes.count))", errno: EMSGSIZE)
@@ -284,10 +288,10 @@ public enum SeqPacket {
         }
     }
 
-    public static func send(_ fd: Int32, _ bytes: [UInt8], passing fdToPass: Int32 = -1) throws(SystemError) {
+    public static func send(_ fd: Int32, _ bytes: [UInt8], passing fdToPass: Int32 = -1, wait: Bool = true) throws(SystemError) {
         var failure: SystemError?
         bytes.withUnsafeBytes { raw in
-            do throws(SystemError) { try send(fd, raw, passing: fdToPass) } catch { failure = error }
+            do throws(SystemError) { try send(fd, raw, passing: fdToPass, wait: wait) } catch { failure = error }
         }
         if let failure { throw failure }
     }

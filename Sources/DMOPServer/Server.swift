@@ -34,6 +34,13 @@ public final class BrokerServer {
     public let peerUID: UInt32?
     /// How long a new connection may take to send its HELLO (nil: no limit).
     public let helloTimeoutNanoseconds: UInt64?
+    /// Set when the client socket is blocking with SO_RCVTIMEO at
+    /// `receiveTimeoutNanoseconds` (serve --socket-fd): a client waiting
+    /// for replies is then waited for in recvmsg itself, one system call
+    /// instead of ppoll and recvmsg. When it times out, the loop goes back
+    /// to ppoll, where the stop signals and the audit's time bound are taken.
+    public var blockingReceive = false
+    public static let receiveTimeoutNanoseconds: Int64 = 250_000_000
     let audit: Logger
     /// The per-request lines without String building (nil: through `audit`).
     let auditLines: AuditLineWriter?
@@ -216,7 +223,7 @@ public final class BrokerServer {
     private func send(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, session: Session) -> SessionEnd? {
         while true {
             do {
-                try SeqPacket.send(fd, bytes)
+                try SeqPacket.send(fd, bytes, wait: false)
                 return nil
             } catch {
                 if error.errno == EPIPE || error.errno == ECONNRESET { return .hangUp }
@@ -234,9 +241,23 @@ public final class BrokerServer {
         // Everything queued is taken per wake-up: receives after the first
         // one run until EAGAIN, so a burst of posted requests costs one wait.
         var drained = Self.drainLimit
+        // The last blocking receive timed out: the client is idle.
+        var idle = false
+        var blockingReceives = 0
         while true {
+            var blocking = false
             if drained >= Self.drainLimit {
-                if let end = wait(fd, Int32(POLLIN), session: session) { return end }
+                if blockingReceive && session.helloDone && !idle {
+                    // What the wait does on each wake-up: a stop signal
+                    // (blocked here) every so many receives, as a client
+                    // that never idles would starve it.
+                    blockingReceives &+= 1
+                    if blockingReceives % Self.drainLimit == 0 && cposix_take_pending_stop() != 0 { return .stopped }
+                    if cposix_runtime_signal_pending() != 0 { handleRuntimeSignals(session.peer) }
+                    blocking = true
+                } else if let end = wait(fd, Int32(POLLIN), session: session) {
+                    return end
+                }
                 drained = 0
             } else if cposix_runtime_signal_pending() != 0 {
                 // SIGHUP and SIGUSR1 are delivered at any time: take them
@@ -244,11 +265,24 @@ public final class BrokerServer {
                 handleRuntimeSignals(session.peer)
             }
             drained += 1
+            let outcome: Result<SeqPacket.Received, SystemError>
+            do { outcome = .success(try SeqPacket.receive(fd, into: receiveBuffer, wait: blocking)) } catch { outcome = .failure(error) }
+            // After a blocking receive, what a wait does on waking: SIGHUP and
+            // SIGUSR1 (their handlers ran as recvmsg returned) before the
+            // request, then the batched forward lines that are due.
+            if blocking {
+                if cposix_runtime_signal_pending() != 0 { handleRuntimeSignals(session.peer) }
+                if let due = auditLines?.batchDeadline, due <= cposix_monotonic_ns() { auditLines?.writeBatch() }
+            }
             let received: SeqPacket.Received
-            do {
-                received = try SeqPacket.receive(fd, into: receiveBuffer)
-            } catch {
+            switch outcome {
+            case .success(let datagram):
+                received = datagram
+                idle = false
+            case .failure(let error):
                 if error.errno == EAGAIN {
+                    // A blocking receive that times out: the client idles.
+                    idle = blocking
                     drained = Self.drainLimit
                     continue
                 }
@@ -282,7 +316,7 @@ public final class BrokerServer {
                 switch Wire.negotiate(hello) {
                 case .failure(let refusal):
                     audit.warning("hello refused: peer_pid=\(session.peer.pid) reason=\(refusal.reason.name) detail=\(Logfmt.quote(refusal.detail))")
-                    try? SeqPacket.send(fd, Wire.encodeRefused(refusal.reason, text: refusal.detail))
+                    try? SeqPacket.send(fd, Wire.encodeRefused(refusal.reason, text: refusal.detail), wait: false)
                     return .helloRefused(refusal)
                 case .success(let version):
                     var welcome = self.welcome
@@ -310,7 +344,8 @@ public final class BrokerServer {
                     return end
                 }
                 // A client that waited for this reply has sent nothing more
-                // yet: wait rather than spend a receive on EAGAIN.
+                // yet: wait (or receive blocking) rather than spend a
+                // receive on EAGAIN.
                 drained = Self.drainLimit
             }
         }
@@ -387,7 +422,7 @@ public final class BrokerServer {
 
     private func violation(_ fd: Int32, _ violation: ProtocolViolation) -> SessionEnd {
         audit.warning("protocol error: reason=\(violation.reason.name) request_id=\(violation.requestID) detail=\(Logfmt.quote(violation.detail)) disconnecting")
-        try? SeqPacket.send(fd, Wire.encodeProtocolError(violation))
+        try? SeqPacket.send(fd, Wire.encodeProtocolError(violation), wait: false)
         return .protocolViolation(violation)
     }
 

@@ -139,6 +139,7 @@ struct ServeCommand: ParsableCommand {
                                   peerUID: peerUid, audit: audit,
                                   auditOptions: AuditOptions(forwards: auditForwards, failure: auditFailure),
                                   helloTimeoutNanoseconds: listen == nil ? nil : UInt64(helloTimeout) * 1_000_000_000)
+        if case .connected = endpoint { server.blockingReceive = true }
         audit.info("starting version=\(brokerVersion) domid=\(domid.value) hypervisor=\(hypervisor.kind) xen_version=\(hypervisor.xenVersion >> 16).\(hypervisor.xenVersion & 0xffff) policy=\(Logfmt.quote(policy.source)) allowed=\(policy.rules.map(\.op.name).joined(separator: ",")) audit_log=\(Logfmt.quote(auditLog.description)) audit_forwards=\(auditForwards.rawValue) audit_failure=\(auditFailure.rawValue)\(guestName.map { " guest=\(Logfmt.quote($0))" } ?? "")")
 
         // 4-5. Drop privileges, close fds, rlimits, seccomp.
@@ -230,11 +231,14 @@ struct ServeCommand: ParsableCommand {
                 fail(.socket, "--socket-fd \(socketFD) is not a SOCK_SEQPACKET socket")
             }
             _ = fcntl(socketFD, F_SETFD, FD_CLOEXEC)
-            // The broker waits in ppoll, never in a socket call: a stop
-            // signal then always ends the wait.
+            // Blocking, with a receive timeout: after a reply the broker
+            // waits for the next request in recvmsg (sends and the other
+            // receives pass MSG_DONTWAIT). The timeout bounds how long a
+            // stop signal, blocked outside ppoll, waits while the client idles.
             let flags = fcntl(socketFD, F_GETFL)
-            guard flags >= 0, fcntl(socketFD, F_SETFL, flags | O_NONBLOCK) == 0 else {
-                fail(.socket, "--socket-fd \(socketFD): \(SystemError("fcntl(O_NONBLOCK)"))")
+            guard flags >= 0, fcntl(socketFD, F_SETFL, flags & ~O_NONBLOCK) == 0,
+                  cposix_set_receive_timeout(socketFD, BrokerServer.receiveTimeoutNanoseconds) == 0 else {
+                fail(.socket, "--socket-fd \(socketFD): \(SystemError("fcntl or setsockopt(SO_RCVTIMEO)"))")
             }
             return .connected(socketFD)
         }

@@ -33,10 +33,21 @@ int cposix_dup3_cloexec(int oldfd, int newfd);
  * when the control data did not fit (MSG_CTRUNC). Any file descriptors that
  * came with SCM_RIGHTS are closed at once; *fds_received says how many. */
 ssize_t cposix_recv_datagram(int fd, void *buf, size_t len, int *truncated, int *fds_received);
+/* The same with extra recvmsg flags (MSG_DONTWAIT). */
+ssize_t cposix_recv_datagram_flags(int fd, void *buf, size_t len, int flags, int *truncated, int *fds_received);
 
 /* sendmsg of one datagram, optionally with one fd in SCM_RIGHTS (fd_to_pass
  * < 0: none). Returns bytes sent or -1/errno. MSG_NOSIGNAL is always set. */
 ssize_t cposix_send_datagram(int fd, const void *buf, size_t len, int fd_to_pass);
+/* The same with extra sendmsg flags (MSG_DONTWAIT). */
+ssize_t cposix_send_datagram_flags(int fd, const void *buf, size_t len, int fd_to_pass, int flags);
+
+/* SO_RCVTIMEO: a blocking receive on fd returns EAGAIN after timeout_ns. */
+int cposix_set_receive_timeout(int fd, int64_t timeout_ns);
+
+/* For a loop that receives without cposix_wait: is a stop signal pending
+ * (blocked)? Then it is taken, and its number returned; else 0. */
+int cposix_take_pending_stop(void);
 
 /* SIGTERM/SIGINT handler that only records the signal; SIGHUP and SIGUSR1
  * only set flags the loop takes (the broker goes on). SIGTERM and SIGINT are
