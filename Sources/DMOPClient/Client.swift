@@ -103,7 +103,7 @@ public final class BrokerClient {
     private static func receive(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer) throws(ClientError) -> BrokerMessage {
         let received: SeqPacket.Received
         do {
-            received = try SeqPacket.receive(fd, into: buffer, retryingEINTR: true)
+            received = try SeqPacket.receiveRetryingEINTR(fd, into: buffer)
         } catch {
             if error.errno == ECONNRESET { throw .brokerClosed }
             throw .system(error)

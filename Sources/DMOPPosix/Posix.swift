@@ -254,21 +254,30 @@ public enum SeqPacket {
         return Credentials(pid: cred.pid, uid: cred.uid, gid: cred.gid)
     }
 
-    /// Receives one datagram into `buffer`. EINTR is an error unless
-    /// `retryingEINTR` (a client; the broker looks at its signal flags).
-    /// `wait: false` adds MSG_DONTWAIT: EAGAIN when nothing is queued,
-    /// whatever the fd's own mode.
+    /// Receives one datagram into `buffer`. EINTR is returned as an error
+    /// so the broker can look at its signal flags. `wait: false` adds
+    /// MSG_DONTWAIT: EAGAIN when nothing is queued, whatever the fd's own mode.
     public static func receive(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer,
-                               retryingEINTR: Bool = false, wait: Bool = true) throws(SystemError) -> Received {
+                               wait: Bool = true) throws(SystemError) -> Received {
         var truncated: Int32 = 0
         var fds: Int32 = 0
-        let n: Int
-        switch Syscall.valueOrErrno(retryingEINTRWhile: { retryingEINTR }, {
-            cposix_recv_datagram_flags(fd, buffer.baseAddress, buffer.count, wait ? 0 : Int32(MSG_DONTWAIT), &truncated, &fds)
-        }) {
-        case .success(let count): n = count
-        case .failure(let error): throw SystemError("recvmsg", errno: error.errno)
-        }
+        let n = cposix_recv_datagram_flags(fd, buffer.baseAddress, buffer.count, wait ? 0 : Int32(MSG_DONTWAIT),
+                                           &truncated, &fds)
+        if n < 0 { throw SystemError("recvmsg") }
+        return received(n, truncated: truncated, fds: fds)
+    }
+
+    /// As `receive`, retrying EINTR: for a client, which acts on no signal.
+    public static func receiveRetryingEINTR(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer)
+        throws(SystemError) -> Received {
+        var truncated: Int32 = 0
+        var fds: Int32 = 0
+        let n = try Syscall.retrying("recvmsg", { cposix_recv_datagram(fd, buffer.baseAddress, buffer.count, &truncated, &fds) })
+        return received(n, truncated: truncated, fds: fds)
+    }
+
+    @inline(__always)
+    private static func received(_ n: Int, truncated: Int32, fds: Int32) -> Received {
         if fds > 0 { return .fdsAttached(count: Int(fds), bytes: n) }
         if truncated != 0 { return .truncated }
         if n == 0 { return .hangUp }
