@@ -387,9 +387,16 @@ public final class AuditLineWriter: @unchecked Sendable {
     }
 
     /// Writes the finished line, if any; after a write that works, says how
-    /// many lines were lost before it.
+    /// many lines were lost before it. Every request calls it, mostly with
+    /// nothing pending: that check stays inline, the write does not.
+    @inline(__always)
     public func flush() {
         guard state.pointee.pending else { return }
+        writePending()
+    }
+
+    @inline(never)
+    private func writePending() {
         state.pointee.pending = false
         let written = sink.write(state.pointee.line.bytes, messageStart: state.pointee.messageStart,
                                  level: state.pointee.level, importance: state.pointee.importance)

@@ -258,7 +258,10 @@ public final class AuditSink: @unchecked Sendable {
     func lostReported() { unreportedLost = 0 }
 
     /// 0, or the errno of the write that failed; `size` counts what the
-    /// file got either way.
+    /// file got either way. Out of line, so that the writers' per-request
+    /// `flush`, which usually finds nothing to write, stays small enough to
+    /// inline.
+    @inline(never)
     private func writeAll(_ line: UnsafeBufferPointer<UInt8>) -> Int32 {
         var written = 0
         defer { size += UInt64(written) }
