@@ -42,7 +42,7 @@ public final class RequestHandler {
         return withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: frame.buffers.count) { views in
             // SAFETY: the decoder made every range lie inside the datagram, a
             // non-empty buffer (it holds at least a REQUEST header).
-            _ = views.initialize(from: frame.buffers.lazy.map { UnsafeRawBufferPointer(start: datagram.baseAddress! + $0.lowerBound, count: $0.count) })
+            for (index, range) in frame.buffers.enumerated() { views.initializeElement(at: index, to: UnsafeRawBufferPointer(start: datagram.baseAddress! + range.lowerBound, count: range.count)) }
             let request = DMOPRequest(domid: frame.domid, buffers: UnsafeBufferPointer(views), posted: frame.posted)
             let decision = decide(restrictedDomid: domid, policy: policy, request: request, owned: owned,
                                   limiter: limiter, now: now, auditBlocked: auditBlocked)
@@ -58,8 +58,9 @@ public final class RequestHandler {
                 let op = allowed.rule.op
                 if rc == 0 { owned.update(after: op, header: views[0]) }
                 // Only what the op writes back, and only on success: Xen copies
-                // nothing back on failure.
-                let returned = (rc == 0 ? op.replyBuffers : []).lazy.map { (index: $0, bytes: views[$0]) }
+                // nothing back on failure. A plain map, not a lazy one, whose
+                // closure context would be allocated on every request.
+                let returned = (rc == 0 ? op.replyBuffers : []).map { (index: $0, bytes: views[$0]) }
                 let length = frame.posted ? 0
                     : Wire.encodeReply(into: reply, domid: frame.domid, requestID: frame.requestID,
                                        result: rc, refusal: nil, returned: returned, postedFailure: postedFailure)
