@@ -94,6 +94,7 @@ struct RealGuestPolicyTests {
             ("set_mem_type", ["nr": 65, "mem_type": 0]),
             ("track_dirty_vram", ["nr": 32769]),
             ("relocate_memory", ["size": 4097]),
+            ("modified_memory", ["nr_extents": 2]),
             // QEMU passes the offset in its APIC MSI window, never the address
             ("inject_msi", ["addr": 0xfee3_5000, "data": 0x700]),
         ]

@@ -15,9 +15,9 @@
 #   STACK_DIR    SCRATCH/STACK: this release's caches (guest/, rootfs/, apt/)
 # Functions (each needs stack_select first): stack_apt, stack_candidate,
 # stack_fetch_guest, stack_guest_paths, stack_vmlinux, stack_debootstrap,
-# stack_headers, stack_install_project. They print progress to stderr and
-# return non-zero with a message on failure; callers decide whether a
-# failure is fatal or a FAIL line.
+# stack_headers, stack_install_project, stack_dom0_initrd. They print
+# progress to stderr and return non-zero with a message on failure; callers
+# decide whether a failure is fatal or a FAIL line.
 
 STACKS_KNOWN="bookworm trixie"
 
@@ -294,6 +294,40 @@ stack_install_project() {
     rm -f "$rootfs/tmp/$name"
     chroot "$rootfs" /usr/sbin/dmop-qemu-wrapper --version >&2 ||
         { echo "xen-stack: the installed dmop-qemu-wrapper does not run" >&2; return 1; }
+}
+
+# stack_dom0_initrd ROOTFS INIT OUT: the dom0's initramfs (busybox, gzip
+# cpio) into OUT: it loads virtio-blk and ext4 from ROOTFS's modules for
+# $KV, mounts /dev/vda (the image made of ROOTFS) and runs INIT there as
+# PID 1. Xen's multiboot loader hands the kernel no root= disk of its own.
+stack_dom0_initrd() {
+    local rootfs="$1" init="$2" out="$3" r mods="" m f b
+    r="$(mktemp -d)" || return 1
+    mkdir -p "$r"/{bin,proc,sys,dev,newroot,lib/modules}
+    cp /bin/busybox "$r/bin/"
+    for b in sh mount insmod switch_root sleep echo cat; do ln -s busybox "$r/bin/$b"; done
+    for m in virtio_pci virtio_blk crc32c_generic ext4; do
+        for f in $(modprobe -d "$rootfs" -S "$KV" --show-depends $m | awk '/^insmod/ { print $2 }'); do
+            b=$(basename "$f" | sed -E 's/\.(xz|zst)$//')
+            case " $mods " in *" $b "*) continue ;; esac
+            stack_module "$f" "$r/lib/modules/$b" || { rm -rf "$r"; return 1; }
+            mods="$mods $b"
+        done
+    done
+    cat >"$r/init" <<EOS
+#!/bin/sh
+mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
+for m in $mods; do insmod /lib/modules/\$m || echo "INITRD: insmod \$m failed"; done
+i=0; while [ ! -b /dev/vda ] && [ \$i -lt 100 ]; do sleep 0.1; i=\$((i+1)); done
+mount -t ext4 -o rw /dev/vda /newroot || { echo "INITRD: mount failed"; echo o > /proc/sysrq-trigger; }
+mount --move /dev /newroot/dev; umount /proc /sys
+exec switch_root /newroot $init
+EOS
+    chmod +x "$r/init"
+    (cd "$r" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) | gzip -1 >"$out"
+    local rc=$?
+    rm -rf "$r"
+    return $rc
 }
 
 # stack_run_all SCRIPT-NAME STACKS -- CMD...: runs CMD once per stack with
