@@ -6,6 +6,7 @@
 #   call trace (dmop-calltrace.so) against its broker's audit: the same
 #   DMOPs in the same order with the same results, none refused;
 # - per phase, the time with and without the broker and their ratio;
+# - per QEMU of xg-brk, the DMOPs its broker saw posted and synchronous;
 # - per phase and op, the DMOP count, mean and peak rate (per second);
 # - the argument ranges QEMU used per op and field, and the policy that
 #   `dmop-broker policy learn` derives from the audit (WORK/learned-*).
@@ -99,6 +100,29 @@ for g in xg-plain xg-brk; do
             { read -r head; echo "$head"; sort -k2 -rn; }
     done
 done
+
+# ---- posted and synchronous DMOPs ---------------------------------------------
+# Per QEMU of xg-brk, its broker's count of requests and of posted ones (the
+# session end line, found by QEMU's pid).
+if [ -s "$OUT/domids-xg-brk.txt" ]; then
+    echo "---- xg-brk: DMOPs each QEMU's broker saw, posted and synchronous ----"
+    printf '%-24s %9s %9s %11s\n' qemu requests posted synchronous
+    while read -r how _ domid _; do
+        pid=$(audit_of "$domid" | head -1 | grep -ao 'peer_pid=[0-9]*' | cut -d= -f2)
+        end=$(audits | grep -a "session end: peer_pid=${pid:-none} reason=" | tail -1)
+        req=$(echo "$end" | grep -o ' requests=[0-9]*' | cut -d= -f2)
+        posted=$(echo "$end" | grep -o ' posted=[0-9]*' | cut -d= -f2)
+        if [ -z "$req" ] || [ -z "$posted" ] || [ "$req" = 0 ]; then
+            echo "TEST xg-brk.$how.d$domid.posting FAIL no session end line with requests and posted counts for QEMU pid ${pid:-unknown}" >>"$WORK/posting-tests"
+            continue
+        fi
+        printf '%-24s %9s %9s %11s\n' "$how.d$domid" "$req" "$posted" $((req - posted))
+        r=$([ "$posted" -gt 0 ] && echo PASS || echo FAIL)
+        echo "TEST xg-brk.$how.d$domid.posting $r posting on: $req requests, $posted posted, $((req - posted)) synchronous" >>"$WORK/posting-tests"
+    done <"$OUT/domids-xg-brk.txt"
+    cat "$WORK/posting-tests" 2>/dev/null
+    rm -f "$WORK/posting-tests"
+fi
 
 # ---- argument ranges and the learned policy -------------------------------------
 # calls_all NAME: every call line of all the guest's QEMUs.

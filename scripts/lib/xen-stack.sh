@@ -12,6 +12,9 @@
 #   STACK_XEN    Xen branch (4.17, 4.20): package names xen-hypervisor-X-amd64,
 #                xen-utils-X, /usr/lib/xen-X/bin
 #   STACK_QEMU   the qemu-system-xen generation the suite ships (7.2, 10.0)
+#   STACK_STOCK_DM_RESTRICT  1 when the suite's stock QEMU starts under
+#                libxl with dm_restrict=1, else 0 (trixie: libxl's 256 KiB
+#                RLIMIT_FSIZE ends QEMU 10 at its first display surface)
 #   STACK_DIR    SCRATCH/STACK: this release's caches (guest/, rootfs/, apt/)
 # Functions (each needs stack_select first): stack_apt, stack_candidate,
 # stack_fetch_guest, stack_guest_paths, stack_vmlinux, stack_debootstrap,
@@ -33,8 +36,8 @@ stack_parse() {
 stack_select() {
     STACK="$1"
     case "$STACK" in
-    bookworm) STACK_SUITE=bookworm STACK_XEN=4.17 STACK_QEMU=7.2 ;;
-    trixie) STACK_SUITE=trixie STACK_XEN=4.20 STACK_QEMU=10.0 ;;
+    bookworm) STACK_SUITE=bookworm STACK_XEN=4.17 STACK_QEMU=7.2 STACK_STOCK_DM_RESTRICT=1 ;;
+    trixie) STACK_SUITE=trixie STACK_XEN=4.20 STACK_QEMU=10.0 STACK_STOCK_DM_RESTRICT=0 ;;
     *) echo "xen-stack: unknown stack '$STACK' (bookworm, trixie or all)" >&2; return 2 ;;
     esac
     STACK_DIR="$2/$STACK"
