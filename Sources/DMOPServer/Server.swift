@@ -243,16 +243,19 @@ public final class BrokerServer {
         var drained = Self.drainLimit
         // The last blocking receive timed out: the client is idle.
         var idle = false
-        var blockingReceives = 0
+        var lastStopCheck = cposix_monotonic_ns()
         while true {
             var blocking = false
             if drained >= Self.drainLimit {
                 if blockingReceive && session.helloDone && !idle {
-                    // What the wait does on each wake-up: a stop signal
-                    // (blocked here) every so many receives, as a client
-                    // that never idles would starve it.
-                    blockingReceives &+= 1
-                    if blockingReceives % Self.drainLimit == 0 && cposix_take_pending_stop() != 0 { return .stopped }
+                    // A stop signal is blocked here: look for one once per
+                    // receive timeout, since a client whose requests come
+                    // closer than that never lets the receive time out.
+                    let now = cposix_monotonic_ns()
+                    if now &- lastStopCheck >= UInt64(Self.receiveTimeoutNanoseconds) {
+                        lastStopCheck = now
+                        if cposix_take_pending_stop() != 0 { return .stopped }
+                    }
                     if cposix_runtime_signal_pending() != 0 { handleRuntimeSignals(session.peer) }
                     blocking = true
                 } else if let end = wait(fd, Int32(POLLIN), session: session) {

@@ -114,6 +114,27 @@ struct HostileReviewTests {
         #expect(BrokerUnderTest.exitCode(broker.waitForExit(timeout: 3)) == 0, "\(next) requests sent; audit log:\n\(broker.auditLog)")
     }
 
+    @Test("SIGTERM while a client sends a request every 0.2 s, so no receive times out: the broker stops within seconds")
+    func stopSignalUnderSlowDrip() throws {
+        let (broker, peer) = try Hostile.session()
+        var signalledAt: Date?
+        var id: UInt32 = 0
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            do { try peer.request(id: id, [Hostile.isaIrq(1)]) } catch { break }
+            guard case .message(.reply) = peer.receive(timeoutMs: 2_000) else { break }
+            id += 1
+            if id == 3 {
+                kill(broker.pid, SIGTERM)
+                signalledAt = Date()
+            }
+            usleep(200_000)
+        }
+        let stopped = signalledAt.map { Date().timeIntervalSince($0) } ?? -1
+        #expect(BrokerUnderTest.exitCode(broker.waitForExit(timeout: 3)) == 0)
+        #expect(signalledAt != nil && stopped < 4, "stopped \(stopped) s after SIGTERM, \(id) requests served")
+    }
+
     @Test("--listen: a connection that sends no HELLO is dropped after --hello-timeout, audited, and the next client is served")
     func helloTimeout() throws {
         let broker = try BrokerUnderTest(mode: .listen, extraArguments: ["--hello-timeout", "1"])
