@@ -51,6 +51,8 @@ let package = Package(
     name: "dmop-broker",
     products: [
         .executable(name: "dmop-broker", targets: ["dmop-broker"]),
+        // Every command but serve (README "Installing"): dmop-broker runs it.
+        .executable(name: "dmop-broker-tools", targets: ["dmop-broker-tools"]),
         .library(name: "DMOPClient", targets: ["DMOPClient"]),
         // Drop-in libxendevicemodel.so.1 (soname) forwarding to the broker.
         // Not named libxendevicemodel.so, so no -lxendevicemodel can pick it up.
@@ -105,11 +107,22 @@ let package = Package(
         // Swift client API and the client's half of the wire codec.
         .target(name: "DMOPClient", dependencies: ["DMOPCore", "DMOPPosix"]),
 
-        .executableTarget(name: "dmop-broker", dependencies: [
-            "CVersion", "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSimulation", "DMOPSandbox", "DMOPServer",
+        // `serve`: its options, their parser (no ArgumentParser), the
+        // start-up sequence; shared by the two executables below.
+        .target(name: "DMOPServe", dependencies: [
+            "CPosix", "CVersion", "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSimulation", "DMOPSandbox",
+            "DMOPServer", "DMOPTooling", .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The broker: serves, and runs dmop-broker-tools for anything else.
+        // It links neither swift-argument-parser nor the tools, so that
+        // starting one per guest stays cheap (README "Performance").
+        .executableTarget(name: "dmop-broker", dependencies: ["DMOPServe"], linkerSettings: hardenedLink),
+        // The other commands (demo, policy, seccomp-profile, catalogue), the
+        // help and the usage errors, with swift-argument-parser.
+        .executableTarget(name: "dmop-broker-tools", dependencies: [
+            "CPosix", "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSimulation", "DMOPSandbox", "DMOPServe", "DMOPServer",
             "DMOPClient", "DMOPTooling", "DMOPPolicyLearning",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "Logging", package: "swift-log"),
         ], linkerSettings: hardenedLink),
 
         // libxendevicemodel.so.1 for unmodified QEMU (C: no Swift runtime in QEMU).
@@ -147,7 +160,8 @@ let package = Package(
 
         .testTarget(name: "DMOPBrokerTests", dependencies: [
             "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSimulation", "DMOPSandbox", "DMOPServer", "DMOPClient",
-            "DMOPTooling", "DMOPPolicyLearning", "CXen", "dmop-broker", "dmop-qemu-wrapper", "CVersion",
+            "DMOPTooling", "DMOPPolicyLearning", "CXen", "DMOPServe", "dmop-broker", "dmop-broker-tools",
+            "dmop-qemu-wrapper", "CVersion",
         ]),
     ]
 )

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -211,4 +212,8 @@ void cposix_realtime(int64_t *sec, int32_t *nsec) {
     clock_gettime(CLOCK_REALTIME, &ts);
     *sec = ts.tv_sec;
     *nsec = (int32_t)ts.tv_nsec;
+}
+
+int cposix_line_buffer_stderr(void) {
+    return setvbuf(stderr, NULL, _IOLBF, 0);
 }

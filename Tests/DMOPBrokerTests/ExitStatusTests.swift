@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: MIT
-@testable import dmop_broker
+import DMOPServe
 import Foundation
 import Glibc
 import Testing
 
 /// The broker's table (Swift Testing has an ExitStatus of its own).
-typealias BrokerExit = dmop_broker.ExitStatus
+typealias BrokerExit = DMOPServe.ExitStatus
 
 /// The statuses dmop-broker(8) lists under EXIT STATUS (`.It N`).
 func manualExitStatuses(_ page: String) throws -> [Int32] {
@@ -91,6 +91,7 @@ struct ExitStatusTests {
         .clientViolation: "EndToEndTests: protocol error in --socket-fd mode",
         .helloRefused: "EndToEndTests: refused HELLO",
         .xenReleaseUnchecked: "EndToEndTests: a Xen release outside the table",
+        .toolsMissing: "BrokerExecutablesTests: the broker alone, without dmop-broker-tools",
     ]
 
     @Test("each failure exits with its status and says why in one line", arguments: failures)

@@ -42,6 +42,9 @@ ssize_t cposix_send_datagram(int fd, const void *buf, size_t len, int fd_to_pass
 /* The same with extra sendmsg flags (MSG_DONTWAIT). */
 ssize_t cposix_send_datagram_flags(int fd, const void *buf, size_t len, int fd_to_pass, int flags);
 
+/* Makes stderr line-buffered (a C global Swift 6 cannot touch safely). */
+int cposix_line_buffer_stderr(void);
+
 /* SO_RCVTIMEO: a blocking receive on fd returns EAGAIN after timeout_ns. */
 int cposix_set_receive_timeout(int fd, int64_t timeout_ns);
 

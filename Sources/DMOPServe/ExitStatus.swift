@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /// Exit statuses of `dmop-broker`, one per reason, listed in dmop-broker(8).
 /// A toolstack reads them to tell why a broker went away.
-enum ExitStatus: Int32, CaseIterable {
+public enum ExitStatus: Int32, CaseIterable, Sendable {
     /// Clean end: the client hung up (--socket-fd), or SIGTERM/SIGINT.
     case ok = 0
     /// `policy explain`: the request would be refused.
@@ -48,4 +48,8 @@ enum ExitStatus: Int32, CaseIterable {
     /// DMOP ABI this build was checked against (or its version could not be
     /// read), and --accept-xen does not name it.
     case xenReleaseUnchecked = 82
+    /// A command other than `serve` (or a `serve` command line that needs
+    /// the full parser's help or error) was given, and the tools executable
+    /// that runs it is missing or cannot be executed.
+    case toolsMissing = 83
 }

@@ -1,5 +1,4 @@
 // SPDX-License-Identifier: MIT
-import ArgumentParser
 import DMOPHypervisor
 import DMOPSandbox
 import DMOPServer
@@ -7,18 +6,13 @@ import DMOPSimulation
 import Glibc
 import Logging
 
-extension SeccompMode: ExpressibleByArgument {}
-
 /// Options of the confinement step of `serve` (dmop-broker(8), SECURITY).
-struct ConfinementOptions: ParsableArguments {
-    @Option(help: "Drop to this user after setup: NAME or UID:GID. Required when started as root.")
-    var user: String?
+public struct ConfinementOptions {
+    public var user: String?
+    public var allowRoot = false
+    public var seccomp: SeccompMode = .enforce
 
-    @Flag(help: "Allow running as root without --user (tests only).")
-    var allowRoot = false
-
-    @Option(help: "seccomp action for a system call outside the allow-list: enforce (kill the process), log (let it run, kernel logs it), or trap (report its name and exit 78).")
-    var seccomp: SeccompMode = .enforce
+    public init() {}
 
     /// Resolves --user and refuses what confinement would refuse (root
     /// without --user, an unknown user): before the first side effect, so
@@ -41,7 +35,7 @@ struct ConfinementOptions: ParsableArguments {
     /// Drops privileges, closes every other fd, sets rlimits and loads the
     /// seccomp filter, in that order. Any failure is fatal: the process is
     /// then half-confined and must not serve.
-    func confine(user userSpec: UserSpec?, hypervisor: any Hypervisor, endpoint: ServeCommand.Endpoint, readyFd: Int32?,
+    func confine(user userSpec: UserSpec?, hypervisor: any Hypervisor, endpoint: ServeOptions.Endpoint, readyFd: Int32?,
                  auditSink: AuditSink, audit: Logger) {
         let auditDescriptors: AuditDescriptors? = switch auditSink.channel {
         case .stderr: nil

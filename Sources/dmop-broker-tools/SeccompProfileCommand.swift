@@ -2,6 +2,7 @@
 import ArgumentParser
 import DMOPPosix
 import DMOPSandbox
+import DMOPServe
 import Glibc
 
 /// `dmop-broker seccomp-profile`: the allow-list `serve` would load, for

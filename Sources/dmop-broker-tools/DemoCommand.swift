@@ -3,6 +3,7 @@ import ArgumentParser
 import DMOPClient
 import DMOPCore
 import DMOPPosix
+import DMOPServe
 import DMOPTooling
 import Glibc
 
@@ -20,7 +21,9 @@ struct DemoCommand: ParsableCommand {
     var domid: Domid = Domid(argument: "5")!
 
     func run() throws {
-        guard let executable = Files.selfExecutable() else { fail(.usage, "cannot find my own executable") }
+        guard let tools = Files.selfExecutable() else { fail(.usage, "cannot find my own executable") }
+        // The broker a toolstack runs, or this executable's own serve.
+        let executable = BrokerExecutables.brokerCandidates(toolsPath: tools).first { access($0, X_OK) == 0 } ?? tools
         let policy = self.policy ?? Self.defaultPolicy(executable: executable)
         let workDirectory = makeTemporaryDirectory()
         let record = workDirectory + "/record.jsonl"

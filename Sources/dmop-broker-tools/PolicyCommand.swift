@@ -4,6 +4,7 @@ import DMOPCore
 import DMOPHypervisor
 import DMOPPolicyLearning
 import DMOPPosix
+import DMOPServe
 import DMOPSimulation
 import DMOPTooling
 import Glibc

@@ -1,5 +1,4 @@
 // SPDX-License-Identifier: MIT
-import ArgumentParser
 import CPosix
 import DMOPCore
 import DMOPHypervisor
@@ -10,87 +9,53 @@ import DMOPSimulation
 import Glibc
 import Logging
 
-enum HypervisorKind: String, ExpressibleByArgument, CaseIterable {
+public enum HypervisorKind: String, CaseIterable, Sendable {
     case privcmd, simulated
 }
 
-extension AuditChannel: ExpressibleByArgument {}
-extension AuditForwards: ExpressibleByArgument {}
-extension AuditFailure: ExpressibleByArgument {}
+/// `dmop-broker serve`'s options, with their defaults (dmop-broker(8)).
+/// Filled by ServeArguments in the broker, or by ArgumentParser in the
+/// tools executable; both then call run().
+public struct ServeOptions {
+    public var domid: Domid
+    public var listen: String?
+    public var socketFD: Int32?
+    public var policy: String
+    public var hypervisor: HypervisorKind = .privcmd
+    public var privcmd: String = "/dev/xen/privcmd"
+    public var simulatedRecord: String?
+    public var simulatedVcpus: UInt32 = 2
+    public var simulatedXenVersion: XenReleaseArgument?
+    public var acceptXen: [XenAcceptance] = []
+    public var peerUid: UInt32?
+    public var readyFd: Int32?
+    public var auditLog: AuditChannel = .stderr
+    public var auditForwards: AuditForwards = .aggregate
+    public var auditFailure: AuditFailure = .refuse
+    public var guestName: String?
+    public var helloTimeout: UInt32 = 10
+    public var confinement = ConfinementOptions()
 
-struct ServeCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "serve",
-        abstract: "Serve one guest's device model: restrict privcmd to --domid, confine, then forward allowed DMOPs.")
-
-    @Option(parsing: .unconditional, help: "The guest's domid (1 to 32751); privcmd is restricted to it.",
-            transform: Domid.parse)
-    var domid: Domid
-
-    @Option(help: "Listen on this Unix socket path (mode 0600; only a stale socket is replaced).")
-    var listen: String?
-
-    @Option(name: .customLong("socket-fd"), help: "Serve the connected SOCK_SEQPACKET socket inherited on this fd; exit when it hangs up.")
-    var socketFD: Int32?
-
-    @Option(help: "Policy file (dmop-broker.policy(5)).")
-    var policy: String
-
-    @Option(help: "privcmd (the real driver) or simulated (a model of privcmd and Xen).")
-    var hypervisor: HypervisorKind = .privcmd
-
-    @Option(help: "Path of the privcmd device.")
-    var privcmd: String = "/dev/xen/privcmd"
-
-    @Option(help: "Simulated mode: append one JSON line per call that reached the hypervisor to this file.")
-    var simulatedRecord: String?
-
-    @Option(help: "Simulated mode: the guest's number of vCPUs.")
-    var simulatedVcpus: UInt32 = 2
-
-    @Option(help: ArgumentHelp("Simulated mode: the Xen release XENVER_version reports.", valueName: "X.Y"))
-    var simulatedXenVersion: XenReleaseArgument?
-
-    @Option(help: ArgumentHelp("Run on this Xen release although it is not one whose DMOP ABI this build was checked against (a risk: see dmop-broker(8)); 'unknown' accepts a hypervisor whose version cannot be read. Repeatable.", valueName: "X.Y"))
-    var acceptXen: [XenAcceptance] = []
-
-    @Option(help: "Only serve a peer with this uid (SO_PEERCRED).")
-    var peerUid: UInt32?
-
-    @Option(help: "Write 'ready\\n' to this fd once serving, then close it.")
-    var readyFd: Int32?
-
-    @Option(name: .customLong("audit-log"), help: ArgumentHelp(
-        "Where audit lines go: stderr, journal (journald's native protocol), syslog (RFC 5424 on /dev/log; syslog:SOCKET for another socket), or a FILE path (opened before confinement, appended; SIGHUP reopens it).",
-        valueName: "stderr|journal|syslog|FILE"))
-    var auditLog: AuditChannel = .stderr
-
-    @Option(name: .customLong("audit-forwards"), help: "aggregate: one line per op per 10 s with counts; each: one line per forwarded DMOP.")
-    var auditForwards: AuditForwards = .aggregate
-
-    @Option(name: .customLong("audit-failure"), help: "When the audit log cannot take forward lines: refuse (refuse forwards with AUDIT_UNAVAILABLE until it can) or continue (forward, count the lost lines).")
-    var auditFailure: AuditFailure = .refuse
-
-    @Option(name: .customLong("guest-name"), help: "The guest's name, for the audit trail (journal field DMOP_GUEST, start line).")
-    var guestName: String?
-
-    @Option(help: "--listen: disconnect a client that sends no HELLO within this many seconds.")
-    var helloTimeout: UInt32 = 10
-
-    @OptionGroup var confinement: ConfinementOptions
-
-    func validate() throws {
-        // "Exactly one of" is checked in run(): a ValidationError here would
-        // hide an unknown option (a mistyped --listen) behind this message.
-        if simulatedRecord != nil && hypervisor != .simulated {
-            throw ValidationError("--simulated-record needs --hypervisor simulated")
-        }
-        if simulatedXenVersion != nil && hypervisor != .simulated {
-            throw ValidationError("--simulated-xen-version needs --hypervisor simulated")
-        }
+    public init(domid: Domid, policy: String) {
+        self.domid = domid
+        self.policy = policy
     }
 
-    func run() throws {
+    /// The refusal of a combination of options, or nil. "Exactly one of"
+    /// is checked in run(): refused here, it would hide an unknown option
+    /// (a mistyped --listen) behind this message in ArgumentParser's output.
+    public func invalidCombination() -> String? {
+        if simulatedRecord != nil && hypervisor != .simulated {
+            return "--simulated-record needs --hypervisor simulated"
+        }
+        if simulatedXenVersion != nil && hypervisor != .simulated {
+            return "--simulated-xen-version needs --hypervisor simulated"
+        }
+        return nil
+    }
+
+    /// Sets up, confines and serves; exits with a status of dmop-broker(8).
+    public func run() -> Never {
         guard (listen == nil) != (socketFD == nil) else {
             fail(.usage, "give exactly one of --listen PATH and --socket-fd N")
         }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 import ArgumentParser
 import DMOPCore
+import DMOPServe
 
 /// `dmop-broker catalogue`: the op table the decision checks against, for
 /// review (dmop-broker(8)).

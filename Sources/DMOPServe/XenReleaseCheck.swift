@@ -1,15 +1,14 @@
 // SPDX-License-Identifier: MIT
-import ArgumentParser
 import DMOPCore
 import Logging
 
 /// "X.Y" on the command line.
-struct XenReleaseArgument: ExpressibleByArgument {
-    let release: XenRelease
+public struct XenReleaseArgument: Sendable {
+    public let release: XenRelease
 
-    init(_ release: XenRelease) { self.release = release }
+    public init(_ release: XenRelease) { self.release = release }
 
-    init?(argument: String) {
+    public init?(argument: String) {
         guard let release = XenRelease(parsing: argument) else { return nil }
         self.release = release
     }
@@ -17,11 +16,11 @@ struct XenReleaseArgument: ExpressibleByArgument {
 
 /// What --accept-xen names: a release "X.Y", or "unknown" for a hypervisor
 /// whose version query fails.
-enum XenAcceptance: ExpressibleByArgument, Equatable {
+public enum XenAcceptance: Equatable, Sendable {
     case release(XenRelease)
     case unknown
 
-    init?(argument: String) {
+    public init?(argument: String) {
         if argument == "unknown" {
             self = .unknown
         } else if let release = XenRelease(parsing: argument) {
@@ -32,7 +31,7 @@ enum XenAcceptance: ExpressibleByArgument, Equatable {
     }
 }
 
-extension ServeCommand {
+extension ServeOptions {
     /// Refuses to go on, with one line and its own status, on a Xen release
     /// whose DMOP ABI this build was not checked against, unless the
     /// operator accepted exactly that release; an accepted one is logged.

@@ -1,18 +1,19 @@
 // SPDX-License-Identifier: MIT
-import ArgumentParser
 import DMOPServer
 import DMOPSandbox
 
-/// `dmop-broker serve` without swift-argument-parser's parsing, whose
-/// reflection over the option declarations is most of the broker's start-up
-/// before confinement. It accepts only a command line that ArgumentParser
-/// would accept the same way (--name value or --name=value, each option
-/// once except --accept-xen, every value valid) and fills ServeCommand as
-/// ArgumentParser would. Anything else (--help, an unknown option, a bad
-/// value, a repeated option) returns nil: ArgumentParser then parses the
-/// line and prints its usual help or error, so both stay as they are.
-enum ServeFastPath {
-    static func parse(_ arguments: ArraySlice<String>) -> ServeCommand? {
+/// `dmop-broker serve`'s command line, parsed without swift-argument-parser,
+/// which the broker does not link (its reflection over the option
+/// declarations, its dependencies and the other commands would be most of
+/// the broker's start-up). It accepts only a command line that the tools
+/// executable's ArgumentParser declaration of `serve` would accept the same
+/// way (--name value or --name=value, each option once except --accept-xen,
+/// every value valid) and fills ServeOptions as it would. Anything else
+/// (--help, an unknown option, a bad value, a repeated option) returns nil:
+/// the broker then runs the tools executable, whose ArgumentParser parses
+/// the line and prints its usual help or error.
+public enum ServeArguments {
+    public static func parse(_ arguments: ArraySlice<String>) -> ServeOptions? {
         var values: [String: String] = [:]
         var acceptXen: [XenAcceptance] = []
         var allowRoot = false
@@ -30,7 +31,7 @@ enum ServeFastPath {
                 allowRoot = true
                 continue
             }
-            guard ServeFastPath.valued.contains(name) else { return nil }
+            guard ServeArguments.valued.contains(name) else { return nil }
             if value == nil {
                 guard let next = rest.popFirst() else { return nil }
                 // ArgumentParser takes a dash-led word as a value only for
@@ -55,7 +56,7 @@ enum ServeFastPath {
         "audit-failure", "guest-name", "hello-timeout", "user", "seccomp",
     ]
 
-    private static func build(_ values: [String: String], acceptXen: [XenAcceptance], allowRoot: Bool) -> ServeCommand? {
+    private static func build(_ values: [String: String], acceptXen: [XenAcceptance], allowRoot: Bool) -> ServeOptions? {
         /// nil: absent; .some(nil): present but invalid.
         func convert<T>(_ name: String, _ make: (String) -> T?) -> T?? {
             guard let text = values[name] else { return .none }
@@ -63,9 +64,7 @@ enum ServeFastPath {
         }
         guard let domidText = values["domid"], let domid = try? Domid.parse(domidText),
               let policy = values["policy"] else { return nil }
-        var command = ServeCommand()
-        command.domid = domid
-        command.policy = policy
+        var command = ServeOptions(domid: domid, policy: policy)
         command.listen = values["listen"]
         command.privcmd = values["privcmd"] ?? "/dev/xen/privcmd"
         command.simulatedRecord = values["simulated-record"]
@@ -86,8 +85,8 @@ enum ServeFastPath {
         confinement.allowRoot = allowRoot
         switch convert("seccomp", { SeccompMode(rawValue: $0) }) { case .none: confinement.seccomp = .enforce; case .some(let v?): confinement.seccomp = v; default: return nil }
         command.confinement = confinement
-        // ServeCommand.validate()'s refusals come from ArgumentParser.
-        guard (try? command.validate()) != nil else { return nil }
+        // Those refusals are worded by ArgumentParser.
+        guard command.invalidCombination() == nil else { return nil }
         return command
     }
 }

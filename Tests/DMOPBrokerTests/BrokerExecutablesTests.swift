@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: MIT
+import DMOPServe
+import Foundation
+import Glibc
+import Testing
+
+/// The two executables: `dmop-broker` serves without swift-argument-parser
+/// and runs `dmop-broker-tools` for every other command line.
+@Suite("broker executables: a lean dmop-broker, dmop-broker-tools for the rest")
+struct BrokerExecutablesTests {
+    static let policy = TestSupport.policyPath("qemu-xen.policy")
+
+    @Test("dmop-broker links neither swift-argument-parser nor Foundation; dmop-broker-tools does")
+    func brokerIsLean() throws {
+        let broker = try Data(contentsOf: URL(fileURLWithPath: TestSupport.brokerPath))
+        let tools = try Data(contentsOf: TestSupport.productsDirectory.appendingPathComponent(BrokerExecutables.tools))
+        // Module names as they appear in mangled symbols and metadata.
+        for module in ["14ArgumentParser", "20FoundationEssentials"] {
+            #expect(broker.range(of: Data(module.utf8)) == nil, "dmop-broker contains \(module)")
+        }
+        #expect(tools.range(of: Data("14ArgumentParser".utf8)) != nil, "the tools lost ArgumentParser?")
+    }
+
+    @Test("the installed layout and a build directory, both ways")
+    func candidates() {
+        #expect(BrokerExecutables.toolsCandidates(brokerPath: "/usr/sbin/dmop-broker")
+            == ["/usr/libexec/dmop-broker/dmop-broker-tools", "/usr/sbin/dmop-broker-tools"])
+        #expect(BrokerExecutables.brokerCandidates(toolsPath: "/usr/local/libexec/dmop-broker/dmop-broker-tools")
+            == ["/usr/local/sbin/dmop-broker", "/usr/local/libexec/dmop-broker/dmop-broker"])
+        #expect(BrokerExecutables.toolsCandidates(brokerPath: "/b/.build/debug/dmop-broker")
+            == ["/b/.build/libexec/dmop-broker/dmop-broker-tools", "/b/.build/debug/dmop-broker-tools"])
+        #expect(BrokerExecutables.brokerCandidates(toolsPath: "/b/.build/debug/dmop-broker-tools").last
+            == "/b/.build/debug/dmop-broker")
+    }
+
+    @Test("the other commands, --help and a serve line the broker cannot take run in the tools, as before")
+    func runsTheTools() throws {
+        let tools = TestSupport.productsDirectory.appendingPathComponent(BrokerExecutables.tools).path
+        for arguments in [["catalogue"], ["--help"], ["serve", "--help"], ["policy", "check", Self.policy]] {
+            let viaBroker = try runBroker(arguments)
+            let direct = try TestSupport.run(tools, arguments)
+            #expect(viaBroker.status == direct.status && viaBroker.output == direct.output, "\(arguments)")
+            #expect(!viaBroker.output.isEmpty)
+        }
+        let version = try runBroker(["--version"])
+        #expect(version.status == 0 && version.output == "dmop-broker \(brokerVersion)\n", "\(version)")
+    }
+
+    @Test("the broker alone: serve still runs; anything else exits 83 and names what is missing")
+    func toolsMissing() throws {
+        let directory = "/tmp/dmop-lone-broker-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let lone = directory + "/dmop-broker"
+        try FileManager.default.copyItem(atPath: TestSupport.brokerPath, toPath: lone)
+
+        // Parsed by the broker itself: it gets as far as the socket (fd 77 is not open).
+        let serve = try TestSupport.run(lone, ["serve", "--hypervisor", "simulated", "--domid", "5",
+                                               "--policy", Self.policy, "--socket-fd", "77", "--allow-root"])
+        #expect(serve.status == ExitStatus.socket.rawValue, "\(serve)")
+        let version = try TestSupport.run(lone, ["--version"])
+        #expect(version.status == 0, "\(version)")
+
+        let missing = "\(directory)/dmop-broker-tools: ENOENT"
+        for (arguments, says) in [
+            (["policy", "check", Self.policy], "'policy' is run by dmop-broker-tools, which cannot be run"),
+            (["serve", "--help"], "this serve command line needs the full parser"),
+            ([], "the usage text is printed by dmop-broker-tools"),
+        ] {
+            let result = try TestSupport.run(lone, arguments)
+            #expect(result.status == ExitStatus.toolsMissing.rawValue, "\(arguments): \(result)")
+            #expect(result.output.hasPrefix("dmop-broker: ") && result.output.contains(says)
+                    && result.output.contains(missing), "\(result.output)")
+            #expect(result.output.split(separator: "\n").count == 1, "one line: \(result.output)")
+        }
+    }
+}
