@@ -13,10 +13,19 @@ public enum ProcSelf {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    /// The value of `Key:` in a /proc/PID/status text, trimmed.
+    /// The value of `Key:` in a /proc/PID/status text, trimmed. Scanned as
+    /// bytes (the text is ASCII): it runs at every start.
     public static func statusField(_ key: String, in status: String) -> String? {
-        for line in status.split(separator: "\n") where line.hasPrefix(key + ":") {
-            return String(line.dropFirst(key.count + 1).drop(while: { $0 == " " || $0 == "\t" }))
+        let text = status.utf8, name = key.utf8
+        var start = text.startIndex
+        while start < text.endIndex {
+            let end = text[start...].firstIndex(of: UInt8(ascii: "\n")) ?? text.endIndex
+            let line = text[start..<end]
+            if line.starts(with: name), line.dropFirst(name.count).first == UInt8(ascii: ":") {
+                let value = line.dropFirst(name.count + 1).drop { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+                return String(Substring(value))
+            }
+            start = end == text.endIndex ? end : text.index(after: end)
         }
         return nil
     }
@@ -24,8 +33,8 @@ public enum ProcSelf {
     /// A `Vm*:   123 kB` field in bytes.
     public static func memoryField(_ key: String, in status: String) -> UInt64? {
         guard let value = statusField(key, in: status) else { return nil }
-        let digits = value.prefix(while: { $0.isNumber })
-        return UInt64(digits).map { $0 * 1024 }
+        let digits = value.utf8.prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+        return UInt64(String(Substring(digits))).map { $0 * 1024 }
     }
 
     /// The open fds of `/proc/<pid>/fd` (pid nil: this process), not counting

@@ -14,7 +14,7 @@ import DMOPSandbox
 /// the line and prints its usual help or error.
 public enum ServeArguments {
     public static func parse(_ arguments: ArraySlice<String>) -> ServeOptions? {
-        var values: [String: String] = [:]
+        var values = Values()
         var acceptXen: [XenAcceptance] = []
         var allowRoot = false
         var rest = arguments
@@ -31,7 +31,7 @@ public enum ServeArguments {
                 allowRoot = true
                 continue
             }
-            guard ServeArguments.valued.contains(name) else { return nil }
+            guard let slot = Values.names.firstIndex(of: name) else { return nil }
             if value == nil {
                 guard let next = rest.popFirst() else { return nil }
                 // ArgumentParser takes a dash-led word as a value only for
@@ -45,18 +45,30 @@ public enum ServeArguments {
                 acceptXen.append(acceptance)
                 continue
             }
-            guard values.updateValue(value, forKey: name) == nil else { return nil }
+            guard values.slots[slot] == nil else { return nil }
+            values.slots[slot] = value
         }
         return build(values, acceptXen: acceptXen, allowRoot: allowRoot)
     }
 
-    static let valued: Set<String> = [
-        "domid", "listen", "socket-fd", "policy", "hypervisor", "privcmd", "simulated-record", "simulated-vcpus",
-        "simulated-xen-version", "accept-xen", "peer-uid", "ready-fd", "audit-log", "audit-forwards",
-        "audit-failure", "guest-name", "hello-timeout", "user", "seccomp",
-    ]
+    /// The value of each option that takes one, by name. An array rather
+    /// than a Set and a Dictionary: this runs at every start, where the
+    /// first use of a generic type costs more than 19 string comparisons.
+    struct Values {
+        static let names = [
+            "domid", "listen", "socket-fd", "policy", "hypervisor", "privcmd", "simulated-record", "simulated-vcpus",
+            "simulated-xen-version", "accept-xen", "peer-uid", "ready-fd", "audit-log", "audit-forwards",
+            "audit-failure", "guest-name", "hello-timeout", "user", "seccomp",
+        ]
+        var slots = [String?](repeating: nil, count: names.count)
 
-    private static func build(_ values: [String: String], acceptXen: [XenAcceptance], allowRoot: Bool) -> ServeOptions? {
+        subscript(name: String) -> String? {
+            guard let slot = Self.names.firstIndex(of: name) else { return nil }
+            return slots[slot]
+        }
+    }
+
+    private static func build(_ values: Values, acceptXen: [XenAcceptance], allowRoot: Bool) -> ServeOptions? {
         /// nil: absent; .some(nil): present but invalid.
         func convert<T>(_ name: String, _ make: (String) -> T?) -> T?? {
             guard let text = values[name] else { return .none }
