@@ -36,6 +36,11 @@ public final class SeccompFilter {
         if profile.mode == .log {
             for rule in profile.neverAllowed { try add(rule, action: Self.actErrno(EPERM)) }
         }
+        for (rank, name) in SeccompProfile.testedFirst.enumerated() {
+            guard let nr = SeccompProfile.number(of: name) else { continue }
+            let rc = seccomp_syscall_priority(context, nr, UInt8(255 - rank))
+            guard rc == 0 else { throw SandboxError(.seccompBuild, errno: -rc, "seccomp_syscall_priority(\(name)): \(String(cString: strerror(-rc)))") }
+        }
     }
 
     deinit { seccomp_release(context) }

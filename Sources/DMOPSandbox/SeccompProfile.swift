@@ -89,6 +89,12 @@ public struct SeccompProfile: Sendable {
 
     static func fd(_ value: Int32) -> UInt64 { UInt64(UInt32(bitPattern: value)) }
 
+    /// The calls of every request, which the filter tests first, in this
+    /// order (libseccomp's priority hint; what is allowed does not change).
+    /// Their rules check an argument, so the kernel runs the filter for
+    /// each of them: every call tested before them costs every request.
+    public static let testedFirst = ["recvmsg", "sendmsg"]
+
     /// The open flags of the audit file, first and on SIGHUP (AuditSink uses
     /// the same value; a test checks they agree).
     public static let auditFileFlags: Int32 = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW

@@ -78,6 +78,15 @@ struct LineBuffer {
         count += 1
     }
 
+    /// The first `count` bytes of `words` (at most 32): four stores, no
+    /// copy loop for a short piece.
+    @inline(__always)
+    mutating func append(words: (UInt64, UInt64, UInt64, UInt64), count bytes: Int) {
+        reserve(32)
+        UnsafeMutableRawPointer(base + count).storeBytes(of: words, as: (UInt64, UInt64, UInt64, UInt64).self)
+        count += min(bytes, 32)
+    }
+
     @inline(__always)
     mutating func append(_ raw: UnsafeBufferPointer<UInt8>) {
         guard let source = raw.baseAddress, raw.count > 0 else { return }
@@ -141,7 +150,7 @@ struct LineBuffer {
 struct AuditClock {
     static let timestampLength = 27
     private var cachedSecond = Int64.min
-    /// "YYYY-MM-DDTHH:MM:SS" of cachedSecond, in fixed storage (32 bytes:
+    /// "YYYY-MM-DDTHH:MM:SS." of cachedSecond, in fixed storage (32 bytes:
     /// room for any Int64 year).
     private var prefix: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
     private var prefixLength = 0
@@ -159,6 +168,7 @@ struct AuditClock {
         if seconds != cachedSecond {
             var text = LineBuffer(capacity: 32)
             Self.formatPrefix(seconds, into: &text)
+            text.append(UInt8(ascii: "."))
             prefixLength = min(text.count, MemoryLayout.size(ofValue: prefix))
             withUnsafeMutableBytes(of: &prefix) { raw in
                 raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(text.bytes)[0..<prefixLength]))
@@ -166,11 +176,7 @@ struct AuditClock {
             text.deallocate()
             cachedSecond = seconds
         }
-        withUnsafeBytes(of: &prefix) { raw in
-            out.append(UnsafeBufferPointer(start: raw.baseAddress!.assumingMemoryBound(to: UInt8.self),
-                                           count: prefixLength))
-        }
-        out.append(UInt8(ascii: "."))
+        out.append(words: prefix, count: prefixLength)
         // 0...999_999: always six digits, as appendPadded(_, 6) wrote them.
         out.appendFixedDigits(UInt64(max(0, min(999_999, nanos / 1000))), 6)
         out.append(UInt8(ascii: "Z"))
@@ -209,10 +215,20 @@ struct AuditClock {
 /// path: no String, no Logger.Message, no metadata), handed to the
 /// AuditSink whole.
 public final class AuditLineWriter: @unchecked Sendable {
-    public var logLevel: Logger.Level
+    public var logLevel: Logger.Level {
+        get { lowestLevel }
+        set { lowestLevel = newValue }
+    }
+    /// Stored privately behind `logLevel`: every line reads it, and state no
+    /// other module can reach needs no dynamic exclusivity check.
+    private var lowestLevel: Logger.Level
     public let sink: AuditSink
     /// " <label> " as bytes.
     private let label: [UInt8]
+    /// " <label> info " and " <label> notice ": what follows the timestamp
+    /// on the per-request lines, one copy each.
+    private let infoHead: [UInt8]
+    private let noticeHead: [UInt8]
     /// State behind a pointer: stored `var`s of a class would cost a
     /// dynamic exclusivity check on every append.
     private let state: UnsafeMutablePointer<State>
@@ -242,7 +258,9 @@ public final class AuditLineWriter: @unchecked Sendable {
     public init(sink: AuditSink, label: String, logLevel: Logger.Level = .info) {
         self.sink = sink
         self.label = Array(" \(label) ".utf8)
-        self.logLevel = logLevel
+        infoHead = Array(" \(label) info ".utf8)
+        noticeHead = Array(" \(label) notice ".utf8)
+        lowestLevel = logLevel
         state = .allocate(capacity: 1)
         state.initialize(to: State(line: LineBuffer(capacity: 512), clock: AuditClock(),
                                    batch: LineBuffer(capacity: sink.isStream ? Self.batchCapacity : 0)))
@@ -272,7 +290,7 @@ public final class AuditLineWriter: @unchecked Sendable {
     /// Starts a line: "<timestamp> <label> <level> ". False when `level` is
     /// below the handler's level (the line is then not written).
     public func begin(_ level: Logger.Level, _ importance: AuditImportance) -> Bool {
-        guard level >= logLevel else { return false }
+        guard level >= lowestLevel else { return false }
         flush()
         // Lines keep their order: the batch goes out before anything else.
         if importance != .bulk { writeBatch() }
@@ -280,21 +298,27 @@ public final class AuditLineWriter: @unchecked Sendable {
         state.pointee.importance = importance
         state.pointee.line.removeAll()
         state.pointee.clock.appendTimestamp(to: &state.pointee.line)
-        label.withUnsafeBufferPointer { state.pointee.line.append($0) }
         // The two levels of the per-request lines without a String; the
         // same bytes as level.rawValue.
         switch level {
-        case .info: append("info")
-        case .notice: append("notice")
-        default: state.pointee.line.append(level.rawValue)
+        case .info: infoHead.withUnsafeBufferPointer { state.pointee.line.append($0) }
+        case .notice: noticeHead.withUnsafeBufferPointer { state.pointee.line.append($0) }
+        default:
+            label.withUnsafeBufferPointer { state.pointee.line.append($0) }
+            state.pointee.line.append(level.rawValue)
+            state.pointee.line.append(UInt8(ascii: " "))
         }
-        state.pointee.line.append(UInt8(ascii: " "))
         state.pointee.messageStart = state.pointee.line.count
         return true
     }
 
     public func append(_ text: StaticString) {
         state.pointee.line.append(UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    /// Bytes that are logfmt already (a cached part of a line).
+    func append(bytes: UnsafeBufferPointer<UInt8>) {
+        state.pointee.line.append(bytes)
     }
 
     /// Text as it is (named apart from append(_: StaticString) so that a

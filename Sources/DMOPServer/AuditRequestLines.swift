@@ -57,12 +57,13 @@ final class RequestCounters {
     let started: UInt64
     var sessions: UInt64 = 0
     var requests: UInt64 = 0
-    var forwarded: [UInt64] = Array(repeating: 0, count: slots)
-    var refused: [UInt64] = Array(repeating: 0, count: slots)
+    /// Changed on every request: unchecked (see Unchecked).
+    let forwarded = Unchecked([UInt64](repeating: 0, count: slots))
+    let refused = Unchecked([UInt64](repeating: 0, count: slots))
     var rateLimited: UInt64 = 0
-    /// Each op's rule location as a logfmt value, made once: a policy has
-    /// one rule per op and never changes while the broker runs.
-    var ruleValues: [String?] = Array(repeating: nil, count: slots)
+    /// Each op's forward line up to its rc, made at its first forward: a
+    /// policy has one rule per op and never changes while the broker runs.
+    let forwardLineStarts = Unchecked([ForwardLineStart?](repeating: nil, count: slots))
 
     init(now: UInt64) {
         started = now
@@ -79,10 +80,25 @@ final class RequestCounters {
     }
 }
 
+/// What every forward line of one op, peer and domid has in common:
+/// "peer_pid=P peer_uid=U domid=D op=NAME verdict=forward rule=RULE rc=".
+struct ForwardLineStart {
+    let peer: SeqPacket.Credentials
+    let domid: UInt16
+    let bytes: [UInt8]
+
+    init(_ peer: SeqPacket.Credentials, _ domid: UInt16, _ opName: String, _ rule: String) {
+        self.peer = peer
+        self.domid = domid
+        let value = Logfmt.needsQuoting(rule) ? Logfmt.quote(rule) : rule
+        bytes = Array("peer_pid=\(peer.pid) peer_uid=\(peer.uid) domid=\(domid) op=\(opName) verdict=forward rule=\(value) rc=".utf8)
+    }
+}
+
 extension BrokerServer {
     func auditForward(_ peer: SeqPacket.Credentials, _ domid: UInt16, _ op: OpSpec, _ rule: String,
                       _ rc: Int32, _ latencyMicros: UInt64) {
-        counters.forwarded[Int(op.number)] += 1
+        counters.forwarded.value[Int(op.number)] += 1
         if auditOptions.forwards == .aggregate {
             let slot = Int(op.number)
             counters.interval[slot].count += 1
@@ -97,17 +113,16 @@ extension BrokerServer {
             return
         }
         guard line.begin(.info, .bulk) else { return }
-        appendRequest(line, peer, domid, op.name)
         let slot = Int(op.number)
-        let value: String
-        if let known = counters.ruleValues[slot] {
-            value = known
+        let start: ForwardLineStart
+        if let known = counters.forwardLineStarts.value[slot], known.peer == peer, known.domid == domid {
+            start = known
         } else {
-            value = Logfmt.needsQuoting(rule) ? Logfmt.quote(rule) : rule
-            counters.ruleValues[slot] = value
+            start = ForwardLineStart(peer, domid, op.name, rule)
+            counters.forwardLineStarts.value[slot] = start
         }
-        line.append(" verdict=forward rule="); line.append(string: value)
-        line.append(" rc="); line.append(rc)
+        start.bytes.withUnsafeBufferPointer { line.append(bytes: $0) }
+        line.append(rc)
         line.append(" latency_us="); line.append(latencyMicros)
         line.end()
     }
@@ -190,14 +205,14 @@ extension BrokerServer {
     /// "stats: uptime_s=.. sessions=.. requests=.. forwarded=.. refused=..
     /// rate_limited=.. audit_lost=.. forwarded.OP=N refused.OP=N ..."
     func statsLine(now: UInt64) -> String {
-        let forwarded = counters.forwarded.reduce(0, +)
-        let refused = counters.refused.reduce(0, +)
+        let forwarded = counters.forwarded.value.reduce(0, +)
+        let refused = counters.refused.value.reduce(0, +)
         var text = "stats: uptime_s=\((now &- counters.started) / 1_000_000_000) sessions=\(counters.sessions) requests=\(counters.requests) forwarded=\(forwarded) refused=\(refused) rate_limited=\(counters.rateLimited) audit_lost=\(auditLines?.sink.lost ?? 0)"
-        for slot in 0..<RequestCounters.slots where counters.forwarded[slot] > 0 {
-            text += " forwarded.\(RequestCounters.name(ofSlot: slot))=\(counters.forwarded[slot])"
+        for slot in 0..<RequestCounters.slots where counters.forwarded.value[slot] > 0 {
+            text += " forwarded.\(RequestCounters.name(ofSlot: slot))=\(counters.forwarded.value[slot])"
         }
-        for slot in 0..<RequestCounters.slots where counters.refused[slot] > 0 {
-            text += " refused.\(RequestCounters.name(ofSlot: slot))=\(counters.refused[slot])"
+        for slot in 0..<RequestCounters.slots where counters.refused.value[slot] > 0 {
+            text += " refused.\(RequestCounters.name(ofSlot: slot))=\(counters.refused.value[slot])"
         }
         return text
     }

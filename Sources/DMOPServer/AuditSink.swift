@@ -90,7 +90,10 @@ public final class AuditSink: @unchecked Sendable {
     public private(set) var unreportedLost: UInt64 = 0
     public private(set) var lastError: Int32 = 0
     /// The last attempt failed (or the file has no room for bulk lines).
-    public private(set) var failing = false
+    public var failing: Bool { lastFailed }
+    /// Stored privately, read through `failing`: every request asks, and
+    /// state no other module can reach needs no dynamic exclusivity check.
+    private var lastFailed = false
 
     private init(channel: AuditChannel, fd: Int32, directoryFd: Int32 = -1, fileName: String = "",
                  address: UnsafeMutablePointer<sockaddr_un>? = nil) {
@@ -214,7 +217,7 @@ public final class AuditSink: @unchecked Sendable {
 
     /// Whether forwards can be audited now: the last write worked and a
     /// file has room for bulk lines.
-    public var acceptsBulk: Bool { !failing && fits(512, .bulk) }
+    public var acceptsBulk: Bool { !lastFailed && fits(512, .bulk) }
 
     /// Writes one finished line (`line`, ending in "\n"; the message starts
     /// at `messageStart`, after timestamp, label and level). False when it
@@ -223,7 +226,7 @@ public final class AuditSink: @unchecked Sendable {
     public func write(_ line: UnsafeBufferPointer<UInt8>, messageStart: Int, level: Logger.Level,
                       importance: AuditImportance, lines: Int = 1) -> Bool {
         guard fits(line.count, importance) else {
-            if importance == .bulk { failing = true }
+            if importance == .bulk { lastFailed = true }
             return lose(EFBIG, lines: lines)
         }
         let result: Int32
@@ -233,7 +236,7 @@ public final class AuditSink: @unchecked Sendable {
         case .syslog: result = sendSyslog(line, messageStart: messageStart, level: level)
         }
         guard result == 0 else { return lose(result, lines: lines) }
-        failing = false
+        lastFailed = false
         return true
     }
 
@@ -250,7 +253,7 @@ public final class AuditSink: @unchecked Sendable {
         lost += UInt64(lines)
         unreportedLost += UInt64(lines)
         lastError = error
-        failing = true
+        lastFailed = true
         return false
     }
 
@@ -365,7 +368,7 @@ public final class AuditSink: @unchecked Sendable {
         // The file may be new (rotated) or the same one: its end is its size.
         let end = lseek(fd, 0, SEEK_END)
         size = end >= 0 ? UInt64(end) : 0
-        failing = false
+        lastFailed = false
         return "reopened \(path)"
     }
 }

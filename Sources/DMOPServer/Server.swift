@@ -58,7 +58,7 @@ public final class BrokerServer {
     let handler: RequestHandler
     /// Per broker, not per session: reconnecting gets no fresh allowance of
     /// audit lines.
-    var throttle: AuditThrottle
+    let throttle: Unchecked<AuditThrottle>
 
     public init(policy: Policy, hypervisor: RestrictedHypervisor, peerUID: UInt32?, audit: Logger,
                 auditOptions: AuditOptions = AuditOptions(), helloTimeoutNanoseconds: UInt64? = nil) {
@@ -72,7 +72,7 @@ public final class BrokerServer {
         self.auditOptions = auditOptions
         let now = cposix_monotonic_ns()
         handler = RequestHandler(policy: policy, hypervisor: hypervisor, now: now)
-        throttle = AuditThrottle(now: now)
+        throttle = Unchecked(AuditThrottle(now: now))
         bufferMemory = (ZeroedBuffer(byteCount: Wire.maxRequestSize), ZeroedBuffer(byteCount: Wire.maxReplySize))
         receiveBuffer = bufferMemory.receive.bytes
         replyBuffer = bufferMemory.reply.bytes
@@ -103,7 +103,7 @@ public final class BrokerServer {
         let started = cposix_monotonic_ns()
         writeSummaries(now: started)
         // Lines of a flood of reconnections are counted, not written.
-        let logged = throttle.admitSessionLine()
+        let logged = throttle.value.admitSessionLine()
         if let allowed = peerUID, peer.uid != allowed {
             if logged { audit.warning("peer refused: peer_pid=\(peer.pid) peer_uid=\(peer.uid) allowed_uid=\(allowed)") }
             return .peerRefused(uid: peer.uid)
@@ -128,11 +128,11 @@ public final class BrokerServer {
     /// The summary lines still owed (rate-limit counts, suppressed lines),
     /// whatever the interval: before the broker exits.
     public func finish() {
-        for line in throttle.summaries(now: cposix_monotonic_ns(), force: true) { audit.notice("\(line)") }
+        for line in throttle.value.summaries(now: cposix_monotonic_ns(), force: true) { audit.notice("\(line)") }
     }
 
     private func writeSummaries(now: UInt64) {
-        for line in throttle.summaries(now: now) { audit.notice("\(line)") }
+        for line in throttle.value.summaries(now: now) { audit.notice("\(line)") }
     }
 
     struct Session {
@@ -243,7 +243,10 @@ public final class BrokerServer {
         var drained = Self.drainLimit
         // The last blocking receive timed out: the client is idle.
         var idle = false
-        var lastStopCheck = cposix_monotonic_ns()
+        // When the last receive returned: the one clock read per request
+        // (the request's start, the stop check and the audit's time bound).
+        var received = cposix_monotonic_ns()
+        var lastStopCheck = received
         while true {
             var blocking = false
             if drained >= Self.drainLimit {
@@ -251,9 +254,8 @@ public final class BrokerServer {
                     // A stop signal is blocked here: look for one once per
                     // receive timeout, since a client whose requests come
                     // closer than that never lets the receive time out.
-                    let now = cposix_monotonic_ns()
-                    if now &- lastStopCheck >= UInt64(Self.receiveTimeoutNanoseconds) {
-                        lastStopCheck = now
+                    if received &- lastStopCheck >= UInt64(Self.receiveTimeoutNanoseconds) {
+                        lastStopCheck = received
                         if cposix_take_pending_stop() != 0 { return .stopped }
                     }
                     if cposix_runtime_signal_pending() != 0 { handleRuntimeSignals(session.peer) }
@@ -270,17 +272,18 @@ public final class BrokerServer {
             drained += 1
             let outcome: Result<SeqPacket.Received, SystemError>
             do { outcome = .success(try SeqPacket.receive(fd, into: receiveBuffer, wait: blocking)) } catch { outcome = .failure(error) }
+            received = cposix_monotonic_ns()
             // After a blocking receive, what a wait does on waking: SIGHUP and
             // SIGUSR1 (their handlers ran as recvmsg returned) before the
             // request, then the batched forward lines that are due.
             if blocking {
                 if cposix_runtime_signal_pending() != 0 { handleRuntimeSignals(session.peer) }
-                if let due = auditLines?.batchDeadline, due <= cposix_monotonic_ns() { auditLines?.writeBatch() }
+                if let due = auditLines?.batchDeadline, due <= received { auditLines?.writeBatch() }
             }
-            let received: SeqPacket.Received
+            let datagram: SeqPacket.Received
             switch outcome {
-            case .success(let datagram):
-                received = datagram
+            case .success(let got):
+                datagram = got
                 idle = false
             case .failure(let error):
                 if error.errno == EAGAIN {
@@ -294,7 +297,7 @@ public final class BrokerServer {
                 return .ioError(error)
             }
             let length: Int
-            switch received {
+            switch datagram {
             case .hangUp:
                 return .hangUp
             case .truncated:
@@ -338,7 +341,7 @@ public final class BrokerServer {
                     return violation(fd, ProtocolViolation(.reservedNonzero, requestID: frame.requestID,
                                                            "REQUEST flags 0x1 (posted) in a version \(session.version) session"))
                 }
-                let replyLength = handle(frame, session: &session)
+                let replyLength = handle(frame, session: &session, received: received)
                 // A refusal's line goes out once the reply is sent: before
                 // the next read, never after any later line.
                 defer { auditLines?.flush() }
@@ -356,8 +359,8 @@ public final class BrokerServer {
 
     /// Runs the request through the trusted handler, then audits and
     /// counts what it did. Returns the reply's length (in replyBuffer).
-    func handle(_ frame: RequestFrame, session: inout Session) -> Int {
-        let started = cposix_monotonic_ns()
+    /// `received`: when its datagram arrived (monotonic ns).
+    func handle(_ frame: RequestFrame, session: inout Session, received started: UInt64) -> Int {
         session.requests += 1
         if frame.posted { session.posted += 1 }
         writeSummaries(now: started)
@@ -371,14 +374,14 @@ public final class BrokerServer {
         switch handled.outcome {
         case .refused(let reason, let detail):
             session.refused += 1
-            counters.refused[RequestCounters.slot(handled.opNumber)] += 1
+            counters.refused.value[RequestCounters.slot(handled.opNumber)] += 1
             let opName = handled.opNumber.map { Catalogue.op(number: $0)?.name ?? "op\($0)" } ?? "-"
             // Bounded under a flood: rate-limit refusals are only counted, other
             // refusals are logged up to a number per interval, then counted.
             if reason == .rateLimited {
                 counters.rateLimited += 1
-                throttle.countRateLimited(op: opName)
-            } else if throttle.admitRefusalLine(reason) {
+                throttle.value.countRateLimited(op: opName)
+            } else if throttle.value.admitRefusalLine(reason) {
                 auditRefusal(session.peer, frame.domid, opName, reason, -reason.errno, elapsedMicros(since: started), detail)
             }
             if frame.posted {
@@ -412,7 +415,7 @@ public final class BrokerServer {
     private func takePostedFailure(_ session: inout Session) -> PostedFailure? {
         guard let failure = session.postedFailure else { return nil }
         session.postedFailure = nil
-        if throttle.admitRefusalLine(failure.reason ?? .opNotAllowed) {
+        if throttle.value.admitRefusalLine(failure.reason ?? .opNotAllowed) {
             let opName = Catalogue.op(number: failure.op)?.name ?? (failure.op == UInt32.max ? "-" : "op\(failure.op)")
             audit.notice("posted failure delivered: peer_pid=\(session.peer.pid) domid=\(domid) request_id=\(failure.requestID) op=\(opName) rc=\(failure.result) reason=\(failure.reason?.name ?? "-") later_failures=\(failure.laterFailures)")
         }

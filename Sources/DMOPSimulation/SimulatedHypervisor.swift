@@ -34,13 +34,19 @@ public final class SimulatedHypervisor: Hypervisor {
     public let xenVersion: UInt32
     /// The file's domid: DOMID_INVALID while unrestricted (the kernel's own
     /// sentinel, hence RESTRICT(DOMID_INVALID) changing nothing).
-    public private(set) var restriction: UInt16
-    public var isRestricted: Bool { restriction != cxen_domid_invalid() }
+    public var restriction: UInt16 { restrictedTo }
+    public var isRestricted: Bool { restrictedTo != cxen_domid_invalid() }
     /// The record file's fd, or -1 without one.
     public var recordFileDescriptor: Int32 { record.rawValue }
     /// Calls made through `dmOp` / `ioctlDMOp`, and how many failed to be recorded.
-    public private(set) var dmOpCalls = 0
-    public private(set) var recordWriteFailures = 0
+    public var dmOpCalls: Int { calls }
+    public var recordWriteFailures: Int { unrecordedCalls }
+
+    // Stored privately, read through the getters above: state no other
+    // module can reach needs no dynamic exclusivity check per call.
+    private var restrictedTo: UInt16
+    private var calls = 0
+    private var unrecordedCalls = 0
 
     private let record: FileDescriptor?
     private let zeroLength = ZeroLengthBacking()
@@ -52,7 +58,7 @@ public final class SimulatedHypervisor: Hypervisor {
                 recordPath: String? = nil) throws(HypervisorError) {
         self.xen = xen
         self.limits = limits
-        restriction = cxen_domid_invalid()
+        restrictedTo = cxen_domid_invalid()
         if let recordPath {
             // O_NOFOLLOW: a symlink planted at the path is refused, not
             // followed to a file of root's.
@@ -116,8 +122,8 @@ public final class SimulatedHypervisor: Hypervisor {
     }
 
     public func dmOp(_ allowed: AllowedDMOP) -> Int32 {
-        guard isRestricted, restriction == allowed.domid else { return -EPERM }
-        return allowed.withWritableBuffers { dmOp(domid: restriction, buffers: $0) }
+        guard isRestricted, restrictedTo == allowed.domid else { return -EPERM }
+        return allowed.withWritableBuffers { dmOp(domid: restrictedTo, buffers: $0) }
     }
 
     /// The call as a client of the kernel makes it, with the zero-length
@@ -135,11 +141,11 @@ public final class SimulatedHypervisor: Hypervisor {
 
     /// IOCTL_PRIVCMD_RESTRICT: 0 or -errno (xen-abi.md 2.1).
     public func ioctlRestrict(_ domid: UInt16) -> Int32 {
-        if restriction == cxen_domid_invalid() {
-            restriction = domid  // RESTRICT(DOMID_INVALID) leaves it unrestricted
+        if restrictedTo == cxen_domid_invalid() {
+            restrictedTo = domid  // RESTRICT(DOMID_INVALID) leaves it unrestricted
             return 0
         }
-        return restriction == domid ? 0 : -EINVAL
+        return restrictedTo == domid ? 0 : -EINVAL
     }
 
     /// IOCTL_PRIVCMD_HYPERCALL; `nil` is a NULL argument. Returns the
@@ -162,19 +168,19 @@ public final class SimulatedHypervisor: Hypervisor {
     /// 2.3), then Xen. Every call is appended to the record, whatever its rc.
     public func ioctlDMOp(domid: UInt16, buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) -> Int32 {
         let rc = privcmdDMOp(domid: domid, buffers: buffers)
-        dmOpCalls += 1
+        calls += 1
         let recordFd = record.rawValue
         if recordFd >= 0 {
             let line = SimulationRecord.line(domid: domid, buffers: buffers, rc: rc)
             let written = line.withUnsafeBytes { write(recordFd, $0.baseAddress, $0.count) }
-            if written != line.count { recordWriteFailures += 1 }
+            if written != line.count { unrecordedCalls += 1 }
         }
         return rc
     }
 
     private func privcmdDMOp(domid: UInt16, buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) -> Int32 {
         // The domid check comes first (FINDINGS rows 13, 14).
-        if isRestricted && domid != restriction { return -EPERM }
+        if isRestricted && domid != restrictedTo { return -EPERM }
         if buffers.isEmpty { return 0 }  // no hypercall: libxendevicemodel's probe
         if buffers.count > limits.maxBuffers { return -E2BIG }
         for buffer in buffers where buffer.count > limits.maxBufferSize { return -E2BIG }

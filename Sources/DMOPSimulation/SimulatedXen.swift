@@ -154,17 +154,17 @@ public final class SimulatedXen {
 
     public let configuration: Configuration
     /// false once destroyGuest() ran: every DMOP then fails with ESRCH.
-    public private(set) var guestExists = true
+    public var guestExists: Bool { guestAlive }
     /// Slots 0..<Limits.ioreqServers; ids are the slot numbers, lowest free first.
     public private(set) var ioreqServerSlots: [IoreqServer?]
     /// Bit n set: ISA IRQ n asserted (hvm_irq->isa_irq).
-    public private(set) var isaIRQLevels: UInt16 = 0
-    /// Bit (device * 4 + intx) set: that PCI INTx line asserted (hvm_irq->pci_intx).
-    public private(set) var pciIntxLevels: [UInt8] = Array(repeating: 0, count: 32)
+    public var isaIRQLevels: UInt16 { isaIRQ }
+    /// Per device, bit intx set: that PCI INTx line asserted (hvm_irq->pci_intx).
+    public var pciIntxLevels: [UInt8] { (0..<32).map { UInt8(truncatingIfNeeded: pciIntx >> ($0 * 4)) & 0xf } }
     /// hvm_irq->pci_link.route: ISA IRQ per PCI link, 0 = disabled.
     public private(set) var pciLinkRoutes: [UInt8] = [0, 0, 0, 0]
-    public private(set) var msiCount = 0
-    public private(set) var lastMSI: MSI?
+    public var msiCount: Int { msis }
+    public var lastMSI: MSI? { latestMSI }
     /// Per vcpu: the event inject_event left for the next VM entry.
     public private(set) var pendingEvents: [PendingEvent?]
     /// d->shutdown_code once remote_shutdown ran (Xen keeps the first one).
@@ -176,7 +176,20 @@ public final class SimulatedXen {
     public private(set) var dirtyVRAM: DirtyVRAM?
     public private(set) var memory: SimulatedGuestMemory
     /// Calls that reached dm_op (past privcmd), whatever their result.
-    public private(set) var hypercalls = 0
+    public var hypercalls: Int { calls }
+
+    // The state the interrupt ops change, stored privately and read through
+    // the getters above: state no other module can reach needs no dynamic
+    // exclusivity check per call.
+    private var guestAlive = true
+    private var isaIRQ: UInt16 = 0
+    /// Bit (device * 4 + intx) set: that PCI INTx line asserted.
+    private var pciIntx: UInt128 = 0
+    private var msis = 0
+    private var latestMSI: MSI?
+    private var calls = 0
+    /// opSizes, held by the instance: no lazy-global check per call.
+    private let payloadSizes = SimulatedXen.opSizes
 
     private var boundPorts: Set<UInt32>
     private var freeServerGfns: UInt64
@@ -201,15 +214,15 @@ public final class SimulatedXen {
     public func ioreqServer(id: UInt16) -> IoreqServer? {
         Int(id) < ioreqServerSlots.count ? ioreqServerSlots[Int(id)] : nil
     }
-    public func isaIRQAsserted(_ irq: Int) -> Bool { irq >= 0 && irq < 16 && isaIRQLevels & (1 << irq) != 0 }
+    public func isaIRQAsserted(_ irq: Int) -> Bool { irq >= 0 && irq < 16 && isaIRQ & (1 << irq) != 0 }
     public func pciIntxAsserted(device: Int, intx: Int) -> Bool {
-        device >= 0 && device < 32 && intx >= 0 && intx < 4 && pciIntxLevels[device] & (1 << intx) != 0
+        device >= 0 && device < 32 && intx >= 0 && intx < 4 && pciIntx & (UInt128(1) << (device * 4 + intx)) != 0
     }
 
     // MARK: Things that happen outside the device model's calls.
 
     /// `xl destroy`: the domain goes away; later DMOPs fail with ESRCH.
-    public func destroyGuest() { guestExists = false }
+    public func destroyGuest() { guestAlive = false }
 
     /// The guest wrote these frames (shows up in the next dirty VRAM bitmap).
     public func guestWrote(frames: some Sequence<UInt64>) {
@@ -260,13 +273,13 @@ public final class SimulatedXen {
     /// HYPERVISOR_dm_op(domid, nr_bufs, bufs) from dom0: do_dm_op() then
     /// dm_op(). Returns 0 or -errno.
     public func dmOp(domid: UInt16, buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) -> Int32 {
-        hypercalls += 1
+        calls += 1
         // do_dm_op (common/dm.c, with the XSA-506 fix).
         if buffers.isEmpty { return -ENODATA }
         if buffers.count > 2 { return -E2BIG }  // struct dmop_args.buf[2]
         // rcu_lock_remote_domain_by_id(): dom0 exists but is the caller.
         if domid == Self.callerDomid { return -EPERM }
-        guard guestExists, domid == configuration.guestDomid else { return -ESRCH }
+        guard guestAlive, domid == configuration.guestDomid else { return -ESRCH }
         guard configuration.isHVM else { return -EINVAL }
         // XSM_DM_PRIV: dom0 is the control domain, so it passes.
 
@@ -275,8 +288,8 @@ public final class SimulatedXen {
         guard buf0.count >= header, let base0 = buf0.baseAddress else { return -EFAULT }
         var op = xen_dm_op()
         withUnsafeMutableBytes(of: &op) { $0.baseAddress?.copyMemory(from: base0, byteCount: header) }
-        guard op.op < UInt32(Self.opSizes.count) else { return -EOPNOTSUPP }
-        let size = Self.opSizes[Int(op.op)]
+        guard op.op < UInt32(payloadSizes.count) else { return -EOPNOTSUPP }
+        let size = payloadSizes[Int(op.op)]
         guard buf0.count >= header + size else { return -EFAULT }
         withUnsafeMutableBytes(of: &op) { $0.baseAddress?.advanced(by: header).copyMemory(from: base0 + header, byteCount: size) }
         guard op.pad == 0 else { return -EINVAL }
@@ -693,10 +706,10 @@ public final class SimulatedXen {
 
     private func setPCIIntxLevel(_ data: xen_dm_op_set_pci_intx_level) -> Int32 {
         if data.domain != 0 || data.bus != 0 || data.device > 0x1f || data.intx > 3 { return -EINVAL }
-        let bit = UInt8(1) << data.intx
+        let bit = UInt128(1) << (Int(data.device) * 4 + Int(data.intx))
         switch data.level {
-        case 0: pciIntxLevels[Int(data.device)] &= ~bit
-        case 1: pciIntxLevels[Int(data.device)] |= bit
+        case 0: pciIntx &= ~bit
+        case 1: pciIntx |= bit
         default: return -EINVAL
         }
         return 0
@@ -706,8 +719,8 @@ public final class SimulatedXen {
         if data.isa_irq > 15 { return -EINVAL }
         let bit = UInt16(1) << UInt16(data.isa_irq)
         switch data.level {
-        case 0: isaIRQLevels &= ~bit
-        case 1: isaIRQLevels |= bit
+        case 0: isaIRQ &= ~bit
+        case 1: isaIRQ |= bit
         default: return -EINVAL
         }
         return 0
@@ -742,8 +755,8 @@ public final class SimulatedXen {
             let deliveryMode = (data >> 8) & 7
             guard deliveryMode <= 1 else { return -EINVAL }
         }
-        msiCount += 1
-        lastMSI = MSI(address: address, data: data)
+        msis += 1
+        latestMSI = MSI(address: address, data: data)
         return 0
     }
 }

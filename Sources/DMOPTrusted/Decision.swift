@@ -138,12 +138,13 @@ private func evaluate(restrictedDomid: UInt16, policy: Policy, request: DMOPRequ
     guard let opNumber = request.opNumber else {
         return .refuse(.badBufferSize, "buffer 0 has \(header.count) bytes, too short for the op header")
     }
-    guard let op = Catalogue.op(number: opNumber) else {
-        return .refuse(.opUnknown, "op \(opNumber) is not in dm_op.h")
-    }
+    // A rule's op is the catalogue's row for its number: the catalogue is
+    // asked only when no rule names the op.
     guard let rule = policy.rule(forOp: opNumber) else {
+        guard let op = Catalogue.op(number: opNumber) else { return .refuse(.opUnknown, "op \(opNumber) is not in dm_op.h") }
         return .refuse(.opNotAllowed, "op \(op.name) is not allowed by \(policy.source)")
     }
+    let op = rule.op
     guard !request.posted || rule.mayPost else {
         return .refuse(.postingNotAllowed, "op \(op.name) may not be posted (\(rule.location) does not say 'posted')")
     }

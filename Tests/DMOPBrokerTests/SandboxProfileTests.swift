@@ -71,6 +71,37 @@ struct SandboxProfileTests {
         }
     }
 
+    @Test("the filter tests the request loop's calls first, recvmsg then sendmsg, in every mode and fd layout")
+    func requestCallsFirst() throws {
+        let expected = try SeccompProfile.testedFirst.map { try #require(SeccompProfile.number(of: $0)) }
+        for descriptors in [Self.listening, Self.inherited, Self.simulated] {
+            for mode in SeccompMode.allCases {
+                let filter = try SeccompFilter(SeccompProfile(descriptors: descriptors, mode: mode))
+                var ends: [Int32] = [-1, -1]
+                try #require(pipe(&ends) == 0)
+                try filter.exportPFC(to: ends[1])
+                close(ends[1])
+                var text = [UInt8]()
+                var chunk = [UInt8](repeating: 0, count: 4096)
+                while true {
+                    let n = read(ends[0], &chunk, chunk.count)
+                    if n <= 0 { break }
+                    text += chunk[0..<n]
+                }
+                close(ends[0])
+                // "if ($syscall == N)", in the order the program tests them.
+                let tested = String(decoding: text, as: UTF8.self).split(separator: "\n").compactMap { line -> Int32? in
+                    guard let range = line.range(of: "if ($syscall == ") else { return nil }
+                    return Int32(line[range.upperBound...].prefix { $0.isNumber })
+                }
+                #expect(Array(tested.prefix(expected.count)) == expected, "\(mode) \(descriptors): \(tested)")
+                // Reordered, not dropped: every allowed call is still tested.
+                let allowed = Set(filter.profile.allowed.compactMap { SeccompProfile.number(of: $0.name) })
+                #expect(allowed.isSubset(of: Set(tested)), "\(mode)")
+            }
+        }
+    }
+
     @Test("every rule has a reason and resolves to a system call number")
     func reasonsAndNumbers() throws {
         let profile = try SeccompProfile(descriptors: Self.listening, mode: .log)
