@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-import DMOPServe
+@testable import DMOPServe
 import Foundation
 import Glibc
 import Testing
@@ -44,6 +44,25 @@ struct BrokerExecutablesTests {
         }
         let version = try runBroker(["--version"])
         #expect(version.status == 0 && version.output == "dmop-broker \(brokerVersion)\n", "\(version)")
+    }
+
+    @Test("serve's own parser knows every option of `serve --help`, and takes the wrapper's line whole")
+    func parserCoversServe() throws {
+        let tools = TestSupport.productsDirectory.appendingPathComponent(BrokerExecutables.tools).path
+        let help = try TestSupport.run(tools, ["serve", "--help"]).output
+        var documented = Set<String>()
+        for word in help.split(whereSeparator: { $0 == " " || $0 == "\n" }) where word.hasPrefix("--") {
+            documented.insert(String(word.prefix { $0 == "-" || ("a"..."z").contains($0) }))
+        }
+        documented.subtract(["--help", "--version"])
+        let known = Set(ServeArguments.Values.names.map { "--" + $0 } + ["--allow-root"])
+        #expect(documented == known, "only in --help: \(documented.subtracting(known)); only in the parser: \(known.subtracting(documented))")
+        // What dmop-qemu-wrapper passes: parsed here, no exec of the tools.
+        let wrapperLine = ["--domid", "7", "--socket-fd", "3", "--ready-fd", "4", "--policy", Self.policy,
+                           "--user", "dmop-7", "--audit-log", "/var/log/dmop-broker/7.log", "--guest-name", "guest-7"]
+        let options = try #require(ServeArguments.parse(wrapperLine[...]))
+        #expect(options.domid.value == 7 && options.socketFD == 3 && options.readyFd == 4
+                && options.confinement.user == "dmop-7" && options.guestName == "guest-7")
     }
 
     @Test("the broker alone: serve still runs; anything else exits 83 and names what is missing")
