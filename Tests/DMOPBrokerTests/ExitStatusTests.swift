@@ -60,7 +60,7 @@ struct ExitStatusTests {
                 status: .hypervisorOpen, says: "dmop-broker: --privcmd /etc/hostname is not a privcmd device (a regular file)"),
         Failure(arguments: simulated + ["--socket-fd", "77", "--allow-root"], status: .socket,
                 says: "dmop-broker: --socket-fd 77: getsockopt(SO_TYPE): EBADF"),
-        // serve's own parser (ServeFastPath) takes --name=value as ArgumentParser does ...
+        // serve's own parser (ServeArguments) takes --name=value as ArgumentParser does ...
         Failure(arguments: simulated + ["--socket-fd=77", "--allow-root"], status: .socket,
                 says: "dmop-broker: --socket-fd 77: getsockopt(SO_TYPE): EBADF"),
         // ... and leaves every line it cannot take whole to ArgumentParser's messages.
