@@ -6,7 +6,11 @@
 /// `\\`, `\n`, `\r`, `\t` and `\u00XX` escapes. Words without `=` (the
 /// event's name, "session start:") are keys without a value.
 public enum Logfmt {
-    /// Whether `value` must be quoted to read back as one value.
+    /// Whether `value` must be quoted to read back as one value. Inlinable,
+    /// as is `quote`, so that callers get code for their own string type:
+    /// unspecialized, the first call resolves String's UTF-8 view through
+    /// the runtime's conformance tables (about 50 k instructions at start).
+    @inlinable
     public static func needsQuoting(_ value: some StringProtocol) -> Bool {
         if value.isEmpty { return true }
         for byte in value.utf8 where byte <= 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "=")
@@ -17,6 +21,7 @@ public enum Logfmt {
     }
 
     /// `value` as it appears after `key=`.
+    @inlinable
     public static func quote(_ value: some StringProtocol) -> String {
         guard needsQuoting(value) else { return String(value) }
         var out = "\""

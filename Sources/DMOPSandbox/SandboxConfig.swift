@@ -118,13 +118,13 @@ public struct SandboxDescriptors: Equatable, Sendable {
     public func validate() throws(SandboxError) {
         var roles: [(String, Int32)] = mustBeOpen
         if case .listening(_, let clientFd) = client { roles.append(("client fd", clientFd)) }
-        var seen: [Int32: String] = [:]
-        for (role, fd) in roles {
+        // At most six roles: compared pairwise rather than through a
+        // Dictionary, whose first use costs more at start than this does.
+        for (index, (role, fd)) in roles.enumerated() {
             guard fd >= 0 else { throw SandboxError(.configuration, "\(role) fd \(fd) is negative") }
-            if let other = seen[fd] {
-                throw SandboxError(.configuration, "fd \(fd) is both the \(other) and the \(role)")
+            if let other = roles[..<index].first(where: { $0.1 == fd }) {
+                throw SandboxError(.configuration, "fd \(fd) is both the \(other.0) and the \(role)")
             }
-            seen[fd] = role
         }
         if case .listening(_, let clientFd) = client, clientFd <= 2 {
             throw SandboxError(.configuration, "the fixed client fd \(clientFd) must not be a stdio fd")
