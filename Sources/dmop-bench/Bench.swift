@@ -597,21 +597,27 @@ final class Bench {
         // the policy): other load on the machine does not stretch the figure.
         if realtime { _ = Scheduling.set(0, realtime: true) }
         defer { if realtime { _ = Scheduling.set(0, realtime: false) } }
+        // Two untimed runs first: a toolstack starts brokers from a binary
+        // already in the page cache.
+        for _ in 0..<2 {
+            let broker = BrokerProcess.start(config, auditLog: temporary + "/audit-startup.log")
+            broker.stop()
+        }
+        var samples = Samples(capacity: config.startupRuns)
+        for _ in 0..<config.startupRuns {
+            let broker = BrokerProcess.start(config, auditLog: temporary + "/audit-startup.log")
+            samples.add(broker.startupNanoseconds)
+            broker.stop()
+        }
+        let summary = samples.summary()
         // The floor: dmop-bench-hello, a Swift program that does nothing,
         // built like the broker (scripts/bench: --static-swift-stdlib),
         // spawned and reaped the same way.
         let executable = Files.selfExecutable() ?? CommandLine.arguments[0]
         let hello = String(executable[..<(executable.lastIndex(of: "/") ?? executable.startIndex)]) + "/dmop-bench-hello"
         guard access(hello, X_OK) == 0 else { fail("no \(hello) (build the dmop-bench-hello product)") }
-        // One broker start, then one hello-world, in turn: load that comes
-        // and goes on the machine hits both alike, so their ratio holds.
-        // Two untimed rounds first: a toolstack starts brokers from a binary
-        // already in the page cache.
-        var samples = Samples(capacity: config.startupRuns)
         var helloSamples = Samples(capacity: config.startupRuns)
         for round in 0..<(config.startupRuns + 2) {
-            let broker = BrokerProcess.start(config, auditLog: temporary + "/audit-startup.log")
-            broker.stop()
             let started = now()
             let pid: pid_t
             do { pid = try Spawn.start(hello, [hello]) } catch { fail("spawn \(hello): \(error)") }
@@ -619,12 +625,8 @@ final class Bench {
             let status = (try? Spawn.wait(pid)) ?? -1
             let elapsed = now() &- started
             guard status == 0 else { fail("dmop-bench-hello: \(Spawn.describe(status: status))") }
-            if round >= 2 {
-                samples.add(broker.startupNanoseconds)
-                helloSamples.add(elapsed)
-            }
+            if round >= 2 { helloSamples.add(elapsed) }
         }
-        let summary = samples.summary()
         let helloSummary = helloSamples.summary()
         Table.section("start-up: posix_spawn to 'ready' read from --ready-fd (unpinned\(realtime ? ", SCHED_FIFO" : ""))")
         Table.header()

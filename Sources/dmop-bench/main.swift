@@ -27,7 +27,7 @@ struct BenchConfig {
     var policy = "policy/qemu-xen.policy"
     var library: String
     var iterations = 100_000
-    var startupRuns = 100
+    var startupRuns = 30
     var memoryCheckpoints = [100_000, 1_000_000]
     var decisions = 1_000_000
     var cpu: Int?
@@ -55,7 +55,7 @@ struct BenchConfig {
           --policy PATH      policy the brokers serve (default: policy/qemu-xen.policy)
           --xendevicemodel PATH  the drop-in libxendevicemodel (default: libdmop-xendevicemodel.so next to dmop-bench)
           --iterations N     round trips per row and pinning regime (default 100000; quick 3000)
-          --startup-runs N   broker start-ups to time, each followed by a hello-world (default 100; quick 5)
+          --startup-runs N   broker start-ups to time (default 30; quick 5)
           --cpu N            the CPU of the one-CPU regime (default: the last one allowed)
           --audit-log PATH   the brokers' stderr (audit log) to PATH, e.g. /dev/null to see its cost
                              (default: a file in a private directory under /tmp)
