@@ -172,6 +172,9 @@ struct PostedRequestTests {
         let (broker, peer) = try Hostile.session(policy: Self.policy)
         kill(broker.pid, SIGSTOP)
         defer { kill(broker.pid, SIGCONT) }
+        // kill() returns before the broker stops: one still running would
+        // take requests from the full socket and let the blocking send pass.
+        #expect(Self.waitUntilStopped(broker.pid), "the broker did not stop within 10 s")
         let flags = fcntl(peer.fd, F_GETFL)
         _ = fcntl(peer.fd, F_SETFL, flags | O_NONBLOCK)
         var window = 0
@@ -191,20 +194,26 @@ struct PostedRequestTests {
         print("posted window: \(window) requests of 52 bytes fit the socket while the broker is stopped")
         // A blocking sender waits (nothing is dropped) until the broker runs.
         let sent = SharedFlag(false)
+        let sendResult = SharedText()
         let fd = peer.fd
         let sender = Thread {
             let bytes = Wire.encodeRequest(domid: 5, requestID: 77_777, buffers: [PostedRequestTests.msiHeader],
                                            flags: Wire.requestFlagPosted)
-            _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            var n: Int
+            repeat {
+                n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            } while n < 0 && errno == EINTR
+            sendResult.set(n < 0 ? "failed: \(Errno.name(errno))" : "\(n) bytes")
             sent.set(true)
         }
         sender.start()
         usleep(300_000)
-        #expect(!sent.get(), "the send did not block while the broker was stopped")
+        #expect(!sent.get(), "the send did not block while the broker was stopped (send: \(sendResult.get()); broker state \(Self.processState(broker.pid)))")
         kill(broker.pid, SIGCONT)
         let deadline = Date().addingTimeInterval(10)
         while !sent.get() && Date() < deadline { usleep(1_000) }
         #expect(sent.get())
+        #expect(sendResult.get().hasSuffix(" bytes"), "the blocked send: \(sendResult.get())")
         try peer.request(id: 88_888, [Self.vcpusHeader])
         let reply = peer.expectReply(id: 88_888, result: 0, reason: nil)
         #expect(reply?.postedFailure == nil)
@@ -233,6 +242,30 @@ struct PostedRequestTests {
 }
 
 /// A flag two threads share.
+extension PostedRequestTests {
+    /// The state letter of /proc/PID/stat ("T" stopped), or "?" if gone.
+    static func processState(_ pid: pid_t) -> Character {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return "?" }
+        return stat[stat.index(after: close)...].drop(while: { $0 == " " }).first ?? "?"
+    }
+
+    static func waitUntilStopped(_ pid: pid_t) -> Bool {
+        for _ in 0..<1_000 {
+            if processState(pid) == "T" { return true }
+            usleep(10_000)
+        }
+        return false
+    }
+}
+
+final class SharedText: @unchecked Sendable {
+    private var value = ""
+    private let lock = NSLock()
+    func get() -> String { lock.lock(); defer { lock.unlock() }; return value }
+    func set(_ new: String) { lock.lock(); value = new; lock.unlock() }
+}
+
 final class SharedFlag: @unchecked Sendable {
     private var value: Bool
     private let lock = NSLock()
