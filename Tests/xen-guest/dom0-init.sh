@@ -5,7 +5,11 @@
 # Linux HVM guest of guest-init.sh twice: xg-plain (QEMU as libxl runs it,
 # the baseline: dm_restrict=1, or 0 where stock restricted QEMU cannot
 # start) and xg-brk (QEMU under dmop-qemu-wrapper, dm_restrict=1), the
-# latter saved, restored and migrated to this same host mid-workload.
+# latter saved, restored and migrated to this same host mid-workload; and
+# xg-sr, the brokered guest without NVMe (whose state QEMU cannot save):
+# IDE, e1000 and stdvga, booted into the save/restore rounds only, saved,
+# restored (the restored QEMU with posting off, DMOP_POSTED=0: each DMOP
+# waits for its reply) and migrated to this same host mid-workload.
 # The guests' disks are loop devices (libxl's RLIMIT_FSIZE for QEMU bounds
 # regular files, not devices); their network a bridge with an HTTP server
 # (dom0 to guest) and an nc listener (guest to dom0).
@@ -13,7 +17,7 @@
 # QEMU asked of libxendevicemodel can be held against the broker's audit.
 # Writes /xg-out: results.txt ("TEST <name> PASS|FAIL <detail>"), phase
 # marks and traces for the host-side report; XG-END on the console.
-# Settings (kernel command line): xg_guests (default plain+brk), xg_wait
+# Settings (kernel command line): xg_guests (default plain+brk+sr), xg_wait
 # (seconds per guest, default 600), xg_migrate (1: also xl migrate).
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/xen-${xg_xen:-4.17}/bin
 OUT=/xg-out
@@ -85,10 +89,10 @@ listen_upload() {
     NC_PID=$!
 }
 join_taps() {
-    for t in /sys/class/net/tap*; do
-        [ -e "$t" ] || continue
-        [ -e "$t/master" ] && continue
-        ip link set "$(basename "$t")" master xgbr0 && ip link set "$(basename "$t")" up
+    for tap in /sys/class/net/tap*; do
+        [ -e "$tap" ] || continue
+        [ -e "$tap/master" ] && continue
+        ip link set "$(basename "$tap")" master xgbr0 && ip link set "$(basename "$tap")" up
     done
 }
 
@@ -125,35 +129,47 @@ confinement() {
 }
 
 # save_restore NAME BROKER(0|1): xl save mid-workload, xl restore (a new
-# domid, so the wrapper starts a new broker), then for xg-brk xl migrate to
-# this host. The baseline (xg-plain) is saved and restored too: when its
-# save fails, stock QEMU cannot be saved either, and xg-brk's failure is a
-# NOTE naming the cause, not the broker's fault. QEMU's side of each save is
-# traced (strace) to show how it ends. Returns 2 when the save failed and
-# the guest cannot go on (its QEMU is gone, or xl could not resume it).
+# domid, so the wrapper starts a new broker), then for a brokered guest xl
+# migrate to this host. The baseline (xg-plain) is saved and restored too:
+# when its save fails, stock QEMU cannot be saved either, and xg-brk's
+# failure is a NOTE naming the cause, not the broker's fault; xg-sr's is a
+# failure. xg-sr's restored QEMU runs with posting off (qemu-traced reads
+# /run/xg-posting-off); after each move the guest reports whole disk rounds
+# before it goes on. QEMU's side of the other guests' saves is traced
+# (strace) to show how it ends. Returns 2 when the save failed and
+# the guest cannot go on (its QEMU is gone, xl could not resume it, or the
+# restored guest cannot run), with STOP_WHY.
 save_restore() {
-    name=$1 broker=$2 t=sr
-    [ "$broker" = 1 ] || t=sr-plain
+    name=$1 broker=$2
+    t=$(sr_test $name)
     old=$(xl domid $name)
     oldb=$(broker_pid $old)
     q=$(dm_pid $old)
     sleep 2
-    strace -f -tt -p $q -o /var/log/xen/strace-save-$name.log 2>/dev/null &
-    st=$!
-    sleep 1
+    # (not xg-sr's, whose save must succeed: strace stops QEMU at each of its
+    # syscalls, and under TCG the guest then misses libxl's 60 s suspend wait)
+    st=""
+    if [ $name != xg-sr ]; then
+        strace -f -tt -p $q -o /var/log/xen/strace-save-$name.log 2>/dev/null &
+        st=$!
+        sleep 1
+    fi
     T=$(up)
     xl save $name $XG/$name.save >/var/log/xen/xl-save-$name.log 2>&1
     rc=$?
     took=$(since $T)
     sleep 1
-    kill $st 2>/dev/null
+    [ -n "$st" ] && kill $st 2>/dev/null
     if [ $rc != 0 ]; then
         how=$(grep -E '^[0-9]+ +[0-9:.]+ (\+\+\+ (killed|exited)|--- SIG)' /var/log/xen/strace-save-$name.log | tail -3 | tr -s ' ' | tr '\n' ';')
-        what="xl save of domid $old rc=$rc in ${took}s: $(grep -m1 -E 'error' /var/log/xen/xl-save-$name.log | cut -c1-160); QEMU ${q:-?}: ${how:-no end seen} (logs xl-save-$name.log, strace-save-$name.log)"
+        # (a guest that does not suspend says why on its console: the
+        # kernel's soft-lockup and hung-task reports name the worker)
+        stuck=$(console $name | grep -E 'soft lockup|blocked for more than|Freezing|suspend' | tail -4 | cut -c1-160 | tr '\n' ';')
+        what="xl save of domid $old rc=$rc in ${took}s: $(grep -m1 -E 'error' /var/log/xen/xl-save-$name.log | cut -c1-160); QEMU ${q:-?}: ${how:-no end seen}; guest console: ${stuck:-nothing about the suspend} (logs xl-save-$name.log, strace-save-$name.log, console-$name.txt)"
         echo "$name save-failed $what" >>$OUT/save-outcomes.txt
         if [ "$broker" = 0 ]; then
             echo "NOTE $t.save stock QEMU (no broker): $what" | tee -a $OUT/notes.txt
-        elif grep -q '^xg-plain save-failed' $OUT/save-outcomes.txt; then
+        elif [ $name = xg-brk ] && grep -q '^xg-plain save-failed' $OUT/save-outcomes.txt; then
             echo "NOTE $t.save as with stock QEMU (xg-plain), the save fails: $what" | tee -a $OUT/notes.txt
         else
             fail $t.save "$what"
@@ -162,6 +178,7 @@ save_restore() {
         # guest never runs again)
         [ -n "$(dm_pid $old)" ] && ! grep -q -E 'xc_domain_resume failed|Failed to resume device model' \
             /var/log/xen/xl-save-$name.log && return 1
+        STOP_WHY="the failed xl save (see NOTE)"
         return 2
     fi
     echo "$name saved" >>$OUT/save-outcomes.txt
@@ -171,16 +188,54 @@ save_restore() {
         while [ -n "$oldb" ] && [ -d /proc/$oldb ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
         check $t.old-broker-exits $([ -z "$oldb" ] || [ ! -d /proc/$oldb ]; echo $?) "broker ${oldb:-none} of the saved domid $old gone"
     fi
-    move_guest $t.restore "$old" xl restore $XG/$name.save || return 1
+    [ $name = xg-sr ] && touch /run/xg-posting-off
+    move_guest $t.restore "$old" xl restore $XG/$name.save
+    rc=$?
+    rm -f /run/xg-posting-off
+    if [ $rc != 0 ]; then
+        # (a guest whose restore failed never runs again)
+        STOP_WHY="the failed xl restore (test $t.restore)"
+        return 2
+    fi
     rm -f $XG/$name.save
+    [ $name = xg-sr ] && wait_rounds 2
     [ "$broker" = 1 ] && [ "${xg_migrate:-1}" = 1 ] || return 0
-    sleep 3
-    # -s "": the receiving side is this host's own xl, no ssh. Live
-    # migration is tried, not required: when it fails, a NOTE line says
-    # what stopped it (xl resumes the guest where it was).
-    MOVE_FAILED=note
-    move_guest migrate.localhost "$(xl domid $name)" xl -v migrate -s "" $name "xl migrate-receive"
+    [ $name = xg-sr ] || sleep 3
+    # Live migration to this host: with -s "" xl runs its last argument as
+    # the receiving side's command (no ssh), here this dom0's own xl. The
+    # guest keeps its disk rounds going, so QEMU reports the memory its IDE
+    # DMA writes while libxl has log-dirty on (modified_memory). For xg-sr
+    # a failure fails the test; for xg-brk, never reached while its save
+    # fails as stock QEMU's does, a NOTE says what stopped it.
+    [ $name = xg-sr ] || MOVE_FAILED=note
+    from=$(xl domid $name)
+    fromb=$(broker_pid $from)
+    move_guest $t.migrate "$from" xl -v migrate -s "" $name "xl migrate-receive"
+    rc=$?
     MOVE_FAILED=""
+    if [ $rc != 0 ]; then
+        # (xl resumes the guest where it was when the migration fails)
+        [ -n "$(xl domid $name 2>/dev/null)" ] && return 1
+        STOP_WHY="the failed xl migrate (test $t.migrate)"
+        return 2
+    fi
+    n=0
+    while [ -n "$fromb" ] && [ -d /proc/$fromb ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+    check $t.migrate.old-broker-exits $([ -z "$fromb" ] || [ ! -d /proc/$fromb ]; echo $?) "broker ${fromb:-none} of the migrated domid $from gone"
+    [ $name = xg-sr ] && wait_rounds 2
+    return 0
+}
+
+# sr_test NAME: the prefix of the guest's save/restore test lines.
+sr_test() {
+    case $1 in xg-plain) echo sr-plain ;; xg-sr) echo sr-ide ;; *) echo sr ;; esac
+}
+# rounds: the sr disk rounds the guest has reported so far.
+rounds() { console $name | grep -c '^XG RESULT sr.round'; }
+# wait_rounds N: until the guest reports N more rounds (at most 180 s).
+wait_rounds() {
+    r0=$(rounds) n=0
+    while [ $(($(rounds) - r0)) -lt $1 ] && [ $n -lt 360 ]; do sleep 0.5; n=$((n + 1)); done
 }
 
 # move_guest TEST OLD-DOMID COMMAND...: xl restore or xl migrate; the guest
@@ -191,17 +246,44 @@ move_guest() {
     T=$(up)
     "$@" >/var/log/xen/$test.log 2>&1
     rc=$?
+    took=$(since $T)
     new=$(xl domid $name 2>/dev/null)
-    if [ -n "${MOVE_FAILED:-}" ] && { [ $rc != 0 ] || [ -z "$new" ]; }; then
-        echo "NOTE $test failed, rc=$rc: $(grep -i -E 'error|fail|cannot' /var/log/xen/$test.log | head -4 | tr '\n' ' ')" | tee -a $OUT/notes.txt
+    # (xl restore returns 0 when QEMU could not resume the guest, which then
+    # stays paused: libxl's errors in the log and a paused guest fail too)
+    errs=$(grep -a 'libxl: error' /var/log/xen/$test.log | head -3 | sed 's/^libxl: error: //' | cut -c1-200 | tr '\n' ';')
+    state=$(xl list $name 2>/dev/null | awk 'NR == 2 { print $5 }')
+    ok=1
+    [ $rc = 0 ] && [ -z "$errs" ] && [ -n "$new" ] && [ "$new" != "$old" ] && ! echo "$state" | grep -q p && ok=0
+    if [ -n "${MOVE_FAILED:-}" ] && [ $ok != 0 ]; then
+        echo "NOTE $test failed, rc=$rc, state ${state:-none}: ${errs:-$(grep -i -E 'error|fail|cannot' /var/log/xen/$test.log | head -4 | tr '\n' ' ')}" | tee -a $OUT/notes.txt
         return 1
     fi
-    check $test $rc "$* rc=$rc in $(since $T)s: domid $old -> ${new:-none} (log $test.log$([ $rc = 0 ] || grep -i -m2 -E 'error|fail' /var/log/xen/$test.log | sed 's/^/: /' | tr '\n' ' '))"
-    [ $rc = 0 ] && [ -n "$new" ] && [ "$new" != "$old" ] || return 1
-    echo "$test $old $new $(up)" >>$OUT/domids.txt
+    check $test $ok "$* rc=$rc in ${took}s: domid $old -> ${new:-none}, state ${state:-none} (log $test.log)${errs:+; libxl errors: $errs}$([ $rc = 0 ] || grep -i -m2 -E 'error|fail' /var/log/xen/$test.log | sed 's/^/: /' | tr '\n' ' ')"
+    [ $ok = 0 ] || return 1
+    # (the last field: the sr rounds the guest had reported by then)
+    echo "$test $old $new $(up) $(rounds)" >>$OUT/domids.txt
     join_taps
     [ "$broker" = 1 ] && confinement $test $new
     return 0
+}
+
+# full_checks NAME: the disk, network and display phases' checksums.
+full_checks() {
+    for d in sda nvme0n1; do
+        r=$(guest_result $1 disk.$d)
+        check $1.disk-$d $(case "$r" in match*) echo 0 ;; *) echo 1 ;; esac) "write + read back: ${r:-no result}"
+    done
+    r=$(guest_result $1 net.down)
+    check $1.net-down $([ "$r" = "$BLOB" ]; echo $?) "dom0 -> guest ${xg_net_mb:-4} MiB over e1000: guest md5 ${r:-none}, dom0 md5 $BLOB"
+    s=$(guest_result $1 net.up-sent)
+    g=$(guest_result $1 net.up-received)
+    d=$(md5sum <$XG/upload.bin 2>/dev/null | cut -d' ' -f1)
+    check $1.net-up $([ -n "$s" ] && [ "$s" = "$g" ] && [ "$s" = "$d" ]; echo $?) "guest -> dom0 ${xg_net_mb:-4} MiB: guest sent md5 ${s:-none}, dom0 received $(wc -c <$XG/upload.bin 2>/dev/null) bytes md5 ${d:-none}, guest read back dom0's md5 ${g:-none}"
+    rm -f $XG/upload.bin
+    want=$(cat /lib/xg-picture.md5)
+    drawn=$(guest_result $1 display.drawn)
+    frame=$(md5sum <$OUT/frame-$1.raw 2>/dev/null | cut -d' ' -f1)
+    check $1.display $([ "$drawn" = "$want" ] && [ "$frame" = "$want" ]; echo $?) "mode $(guest_result $1 display.mode): picture md5 $want, guest fb0 ${drawn:-none}, VNC frame ${frame:-none} ($(cat $OUT/vnc-$1.txt 2>/dev/null | tr '\n' ' '))"
 }
 
 # run_guest NAME BROKER(0|1): the workload from xl create to power-off.
@@ -276,7 +358,7 @@ run_guest() {
     echo "$log" | grep -q '^XG DONE' && result $name.finished PASS "workload complete $(since $T0)s after xl create"
     if [ $stopped = 1 ]; then
         # (xl save failed with QEMU gone or the guest not resumed: it waits forever)
-        result $name.finished PASS "workload complete up to the save $(since $T0)s after xl create; the failed xl save left it unable to go on (see NOTE)"
+        result $name.finished PASS "workload complete up to the save $(since $T0)s after xl create; $STOP_WHY left it unable to go on"
         xl destroy $name
     fi
     # The guest powers off (on_poweroff = destroy): QEMU and the brokers go.
@@ -296,37 +378,26 @@ run_guest() {
     # The guest's own checks, from its console.
     r=$(guest_result $name probe.insmod-failed)
     check $name.drivers $([ "$r" = none ]; echo $?) "modules that failed to load: ${r:-no result}; devices: $(guest_result $name probe.devices)"
-    for d in sda nvme0n1; do
-        r=$(guest_result $name disk.$d)
-        check $name.disk-$d $(case "$r" in match*) echo 0 ;; *) echo 1 ;; esac) "write + read back: ${r:-no result}"
-    done
-    r=$(guest_result $name net.down)
-    check $name.net-down $([ "$r" = "$BLOB" ]; echo $?) "dom0 -> guest ${xg_net_mb:-4} MiB over e1000: guest md5 ${r:-none}, dom0 md5 $BLOB"
-    s=$(guest_result $name net.up-sent)
-    g=$(guest_result $name net.up-received)
-    d=$(md5sum <$XG/upload.bin 2>/dev/null | cut -d' ' -f1)
-    check $name.net-up $([ -n "$s" ] && [ "$s" = "$g" ] && [ "$s" = "$d" ]; echo $?) "guest -> dom0 ${xg_net_mb:-4} MiB: guest sent md5 ${s:-none}, dom0 received $(wc -c <$XG/upload.bin 2>/dev/null) bytes md5 ${d:-none}, guest read back dom0's md5 ${g:-none}"
-    rm -f $XG/upload.bin
-    want=$(cat /lib/xg-picture.md5)
-    drawn=$(guest_result $name display.drawn)
-    frame=$(md5sum <$OUT/frame-$name.raw 2>/dev/null | cut -d' ' -f1)
-    check $name.display $([ "$drawn" = "$want" ] && [ "$frame" = "$want" ]; echo $?) "mode $(guest_result $name display.mode): picture md5 $want, guest fb0 ${drawn:-none}, VNC frame ${frame:-none} ($(cat $OUT/vnc-$name.txt 2>/dev/null | tr '\n' ' '))"
+    # (xg-sr runs the save/restore rounds only)
+    [ $name = xg-sr ] || full_checks $name
     if [ $stopped = 0 ]; then
-        t=sr
-        [ "$broker" = 1 ] || t=sr-plain
-        bad=$(echo "$log" | sed -n 's/^XG RESULT sr.round[0-9]*=//p' | grep -vc '^match/match$')
+        t=$(sr_test $name)
+        bad=$(echo "$log" | sed -n 's/^XG RESULT sr.round[0-9]*=//p' | grep -vc '^match\(/match\)*$')
         rounds=$(echo "$log" | grep -c '^XG RESULT sr.round')
-        check $t.workload $([ "$rounds" -gt 0 ] && [ "$bad" = 0 ]; echo $?) "$rounds disk rounds across save/restore/migrate, $bad mismatched"
+        # rounds the guest reported after its last move (all when it never moved)
+        after=$(awk -v r="$rounds" 'NR > 1 { m = $5 } END { print r - m }' $OUT/domids-$name.txt)
+        check $t.workload $([ "$rounds" -gt 0 ] && [ "$bad" = 0 ] && [ "$after" -gt 0 ]; echo $?) "$rounds disk rounds across save/restore/migrate ($after after the last move), $bad mismatched"
         r=$(guest_result $name sr.net-after)
         check $t.network $([ "$r" = "$BLOB" ]; echo $?) "network after save/restore/migrate: guest md5 ${r:-none}, dom0 md5 $BLOB"
     fi
     rm -f $XG/www/sr-done
 }
 
-for g in $(echo "${xg_guests:-plain+brk}" | tr + ' '); do
+for g in $(echo "${xg_guests:-plain+brk+sr}" | tr + ' '); do
     case $g in
     plain) run_guest xg-plain 0 ;;
     brk) run_guest xg-brk 1 ;;
+    sr) run_guest xg-sr 1 ;;
     *) fail dom0.guests "unknown guest $g" ;;
     esac
 done

@@ -2,11 +2,13 @@
 # SPDX-License-Identifier: MIT
 # report.sh OUT BROKER WORK: the host-side half of scripts/xen-guest-test,
 # run on what dom0 left in OUT (its xg-out directory):
-# - for every QEMU that served xg-brk (created, restored, migrated), its
-#   call trace (dmop-calltrace.so) against its broker's audit: the same
-#   DMOPs in the same order with the same results, none refused;
+# - for every QEMU that served xg-brk or xg-sr (created, restored,
+#   migrated), its call trace (dmop-calltrace.so) against its broker's
+#   audit: the same DMOPs in the same order with the same results, none
+#   refused;
 # - per phase, the time with and without the broker and their ratio;
-# - per QEMU of xg-brk, the DMOPs its broker saw posted and synchronous;
+# - per QEMU of xg-brk and xg-sr, the DMOPs its broker saw posted and
+#   synchronous (none posted where qemu-traced set DMOP_POSTED=0);
 # - per phase and op, the DMOP count, mean and peak rate (per second);
 # - the argument ranges QEMU used per op and field, and the policy that
 #   `dmop-broker policy learn` derives from the audit (WORK/learned-*).
@@ -19,17 +21,19 @@ calls_of() {
     sed -n 's/^[0-9.]* op=\([a-z_]*\) .* rc=\(-\{0,1\}[0-9]*\) errno=\([0-9]*\)$/\1 \2 \3/p' "$OUT/calltrace-$1.log" 2>/dev/null |
         awk '{ print $1, ($2 == 0 ? 0 : -$3) }'
 }
-# The brokers' audit files: the wrapper's default, dmop-broker-NAME.log next
-# to libxl's qemu-dm-NAME.log (NAME is xg-brk--incoming while xl migrate
-# receives the guest).
-audits() { cat "$OUT"/dmop-broker-xg-brk*.log 2>/dev/null; }
+# The brokers' audit files of guest G: the wrapper's default,
+# dmop-broker-NAME.log next to libxl's qemu-dm-NAME.log (NAME is
+# G--incoming while xl migrate receives the guest).
+G=xg-brk
+audits() { cat "$OUT"/dmop-broker-$G.log "$OUT"/dmop-broker-$G--*.log 2>/dev/null; }
 # audit_of DOMID: the broker's audit lines for that domid, in order.
 audit_of() {
     audits | grep -a " domid=$1 op=" | grep -av 'forwards:' || true
 }
 
 # ---- the broker forwarded every call QEMU made, with Xen's result ------------
-if [ -s "$OUT/domids-xg-brk.txt" ]; then
+for G in xg-brk xg-sr; do
+    [ -s "$OUT/domids-$G.txt" ] || continue
     while read -r how _ domid _; do
         calls=$(calls_of "$domid")
         audit=$(audit_of "$domid")
@@ -37,7 +41,7 @@ if [ -s "$OUT/domids-xg-brk.txt" ]; then
         refused=$(echo "$audit" | grep -ac 'verdict=refuse')
         n=$(echo "$calls" | grep -c .)
         m=$(echo "$forwarded" | grep -c .)
-        name="xg-brk.$how.d$domid"
+        name="$G.$how.d$domid"
         if [ "$n" -gt 0 ] && [ "$calls" = "$forwarded" ]; then
             echo "TEST $name.audit-matches-trace PASS $n calls QEMU made, each forwarded in order with the result Xen gave ($(echo "$calls" | awk '{ c[$1]++ } END { for (o in c) printf "%s %d, ", o, c[o] }' | sed 's/, $//'))"
         else
@@ -49,16 +53,17 @@ if [ -s "$OUT/domids-xg-brk.txt" ]; then
         else
             echo "TEST $name.audit-no-refusal FAIL $refused refused: $(echo "$audit" | grep -a 'verdict=refuse' | grep -o 'op=[a-z_]* verdict=refuse reason=[A-Z_]*' | sort | uniq -c | tr -s ' ' | tr '\n' ';')"
         fi
-    done <"$OUT/domids-xg-brk.txt"
+    done <"$OUT/domids-$G.txt"
     # One "session end" per broker: each QEMU's broker saw its QEMU go.
-    brokers=$(grep -c . "$OUT/domids-xg-brk.txt")
+    brokers=$(grep -c . "$OUT/domids-$G.txt")
     ends=$(audits | grep -ac 'session end:')
     if [ "$ends" -ge "$brokers" ] && [ "$brokers" -gt 0 ]; then
-        echo "TEST xg-brk.audit-session-ends PASS $brokers brokers, $ends \"session end\" lines ($(audits | grep -a 'session end:' | grep -a -o 'reason=[^ ]*' | sort | uniq -c | tr -s ' ' | tr '\n' ';'))"
+        echo "TEST $G.audit-session-ends PASS $brokers brokers, $ends \"session end\" lines ($(audits | grep -a 'session end:' | grep -a -o 'reason=[^ ]*' | sort | uniq -c | tr -s ' ' | tr '\n' ';'))"
     else
-        echo "TEST xg-brk.audit-session-ends FAIL $brokers brokers, $ends \"session end\" lines"
+        echo "TEST $G.audit-session-ends FAIL $brokers brokers, $ends \"session end\" lines"
     fi
-fi
+done
+G=xg-brk
 
 # ---- per-phase windows ---------------------------------------------------------
 # windows NAME: "phase start end" in dom0 time; boot runs from xl create.
@@ -102,26 +107,49 @@ for g in xg-plain xg-brk; do
 done
 
 # ---- posted and synchronous DMOPs ---------------------------------------------
-# Per QEMU of xg-brk, its broker's count of requests and of posted ones (the
-# session end line, found by QEMU's pid).
-if [ -s "$OUT/domids-xg-brk.txt" ]; then
-    echo "---- xg-brk: DMOPs each QEMU's broker saw, posted and synchronous ----"
-    printf '%-24s %9s %9s %11s\n' qemu requests posted synchronous
+# Per QEMU of xg-brk and xg-sr, its broker's count of requests and of posted
+# ones (the session end line, found by QEMU's pid), against the posting mode
+# qemu-traced recorded.
+for G in xg-brk xg-sr; do
+    [ -s "$OUT/domids-$G.txt" ] || continue
+    echo "---- $G: DMOPs each QEMU's broker saw, posted and synchronous ----"
+    printf '%-24s %-8s %9s %9s %11s\n' qemu posting requests posted synchronous
     while read -r how _ domid _; do
+        mode=$(cat "$OUT/posting-$domid.txt" 2>/dev/null)
         pid=$(audit_of "$domid" | head -1 | grep -ao 'peer_pid=[0-9]*' | cut -d= -f2)
         end=$(audits | grep -a "session end: peer_pid=${pid:-none} reason=" | tail -1)
         req=$(echo "$end" | grep -o ' requests=[0-9]*' | cut -d= -f2)
         posted=$(echo "$end" | grep -o ' posted=[0-9]*' | cut -d= -f2)
         if [ -z "$req" ] || [ -z "$posted" ] || [ "$req" = 0 ]; then
-            echo "TEST xg-brk.$how.d$domid.posting FAIL no session end line with requests and posted counts for QEMU pid ${pid:-unknown}" >>"$WORK/posting-tests"
+            echo "TEST $G.$how.d$domid.posting FAIL no session end line with requests and posted counts for QEMU pid ${pid:-unknown}" >>"$WORK/posting-tests"
             continue
         fi
-        printf '%-24s %9s %9s %11s\n' "$how.d$domid" "$req" "$posted" $((req - posted))
-        r=$([ "$posted" -gt 0 ] && echo PASS || echo FAIL)
-        echo "TEST xg-brk.$how.d$domid.posting $r posting on: $req requests, $posted posted, $((req - posted)) synchronous" >>"$WORK/posting-tests"
-    done <"$OUT/domids-xg-brk.txt"
+        printf '%-24s %-8s %9s %9s %11s\n' "$how.d$domid" "${mode:-?}" "$req" "$posted" $((req - posted))
+        if [ "$mode" = off ]; then
+            r=$([ "$posted" = 0 ] && echo PASS || echo FAIL)
+            echo "TEST $G.$how.d$domid.posting-off $r DMOP_POSTED=0: $req requests, $posted posted (want none), $((req - posted)) synchronous" >>"$WORK/posting-tests"
+        else
+            r=$([ "$mode" = on ] && [ "$posted" -gt 0 ] && echo PASS || echo FAIL)
+            echo "TEST $G.$how.d$domid.posting $r posting ${mode:-mode not recorded}: $req requests, $posted posted, $((req - posted)) synchronous" >>"$WORK/posting-tests"
+        fi
+    done <"$OUT/domids-$G.txt"
     cat "$WORK/posting-tests" 2>/dev/null
     rm -f "$WORK/posting-tests"
+done
+G=xg-brk
+
+# ---- modified_memory while log-dirty is on ----------------------------------------
+# Per QEMU of xg-sr (libxl turns log-dirty on for xl save and xl migrate):
+# the calls, the pages they name, the largest extent, Xen's results.
+if [ -s "$OUT/domids-xg-sr.txt" ]; then
+    echo "---- xg-sr: modified_memory per QEMU (log-dirty on during xl save and xl migrate) ----"
+    printf '%-24s %6s %7s %8s %11s  %s\n' qemu calls pages largest nr_extents results
+    while read -r how _ domid _; do
+        sed -n 's/^[0-9.]* op=modified_memory .*nr_extents=\([0-9]*\) pages=\([0-9]*\) largest_extent=\([0-9]*\) rc=\(-\{0,1\}[0-9]*\) errno=\([0-9]*\)$/\1 \2 \3 \4 \5/p' \
+            "$OUT/calltrace-$domid.log" 2>/dev/null |
+            awk -v q="$how.d$domid" '{ n++; p += $2; if ($3 > l) l = $3; if ($1 > x) x = $1; if (n == 1 || $1 < m) m = $1; r[$4 == 0 ? "ok" : "errno-" $5]++ }
+                END { s = ""; for (k in r) s = s k "=" r[k] " "; printf "%-24s %6d %7d %8d %11s  %s\n", q, n, p, l, n ? m ".." x : "-", s == "" ? "-" : s }'
+    done <"$OUT/domids-xg-sr.txt"
 fi
 
 # ---- argument ranges and the learned policy -------------------------------------
