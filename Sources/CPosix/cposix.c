@@ -179,10 +179,28 @@ int cposix_take_pending_stop(void) {
     return stop_signal;
 }
 
-int cposix_set_receive_timeout(int fd, int64_t timeout_ns) {
-    struct timeval limit = { .tv_sec = (time_t)(timeout_ns / 1000000000),
-                             .tv_usec = (suseconds_t)(timeout_ns % 1000000000 / 1000) };
-    return setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+static void on_receive_tick(int sig) { (void)sig; }
+
+int cposix_start_receive_ticks(int64_t interval_ns) {
+    /* Without the stop handler's wait mask the ticks would end every ppoll. */
+    if (!stop_signals_blocked) { errno = EINVAL; return -1; }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_receive_tick;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART: a blocking recvmsg returns EINTR */
+    if (sigaction(SIGALRM, &sa, NULL) != 0) return -1;
+    /* Deliverable everywhere but in cposix_wait: a broker idle in ppoll is
+     * not woken by the ticks; a pending one runs as ppoll returns. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGALRM);
+    if (sigprocmask(SIG_UNBLOCK, &set, NULL) != 0) return -1;
+    sigaddset(&wait_mask, SIGALRM);
+    struct timeval every = { .tv_sec = (time_t)(interval_ns / 1000000000),
+                             .tv_usec = (suseconds_t)(interval_ns % 1000000000 / 1000) };
+    struct itimerval timer = { .it_interval = every, .it_value = every };
+    return setitimer(ITIMER_REAL, &timer, NULL);
 }
 
 int cposix_stop_signal(void) { return stop_signal; }

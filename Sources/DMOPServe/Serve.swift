@@ -196,14 +196,17 @@ public struct ServeOptions {
                 fail(.socket, "--socket-fd \(socketFD) is not a SOCK_SEQPACKET socket")
             }
             _ = fcntl(socketFD, F_SETFD, FD_CLOEXEC)
-            // Blocking, with a receive timeout: after a reply the broker
-            // waits for the next request in recvmsg (sends and the other
-            // receives pass MSG_DONTWAIT). The timeout bounds how long a
-            // stop signal, blocked outside ppoll, waits while the client idles.
+            // Blocking: after a reply the broker waits for the next request
+            // in recvmsg (sends and the other receives pass MSG_DONTWAIT).
+            // A periodic SIGALRM interrupts it, which bounds how long a stop
+            // signal, blocked outside ppoll, waits while the client idles
+            // (not SO_RCVTIMEO, which arms a kernel timer on every receive).
             let flags = fcntl(socketFD, F_GETFL)
-            guard flags >= 0, fcntl(socketFD, F_SETFL, flags & ~O_NONBLOCK) == 0,
-                  cposix_set_receive_timeout(socketFD, BrokerServer.receiveTimeoutNanoseconds) == 0 else {
-                fail(.socket, "--socket-fd \(socketFD): \(SystemError("fcntl or setsockopt(SO_RCVTIMEO)"))")
+            guard flags >= 0, fcntl(socketFD, F_SETFL, flags & ~O_NONBLOCK) == 0 else {
+                fail(.socket, "--socket-fd \(socketFD): \(SystemError("fcntl"))")
+            }
+            guard cposix_start_receive_ticks(BrokerServer.receiveTickNanoseconds) == 0 else {
+                fail(.socket, "--socket-fd \(socketFD): \(SystemError("setitimer"))")
             }
             return .connected(socketFD)
         }

@@ -34,13 +34,17 @@ public final class BrokerServer {
     public let peerUID: UInt32?
     /// How long a new connection may take to send its HELLO (nil: no limit).
     public let helloTimeoutNanoseconds: UInt64?
-    /// Set when the client socket is blocking with SO_RCVTIMEO at
-    /// `receiveTimeoutNanoseconds` (serve --socket-fd): a client waiting
-    /// for replies is then waited for in recvmsg itself, one system call
-    /// instead of ppoll and recvmsg. When it times out, the loop goes back
-    /// to ppoll, where the stop signals and the audit's time bound are taken.
+    /// Set when the client socket is blocking and a SIGALRM comes every
+    /// `receiveTickNanoseconds` (serve --socket-fd): a client waiting for
+    /// replies is then waited for in recvmsg itself, one system call instead
+    /// of ppoll and recvmsg. When a tick interrupts it, the loop goes back to
+    /// ppoll, where the stop signals and the audit's time bound are taken.
     public var blockingReceive = false
-    public static let receiveTimeoutNanoseconds: Int64 = 250_000_000
+    public static let receiveTickNanoseconds: Int64 = 125_000_000
+    /// How long a stop signal may wait while the client idles or keeps the
+    /// broker busy: two ticks, since one that lands just before recvmsg
+    /// sleeps interrupts nothing.
+    public static let stopCheckNanoseconds: UInt64 = 2 * UInt64(receiveTickNanoseconds)
     let audit: Logger
     /// The per-request lines without String building (nil: through `audit`).
     let auditLines: AuditLineWriter?
@@ -241,7 +245,7 @@ public final class BrokerServer {
         // Everything queued is taken per wake-up: receives after the first
         // one run until EAGAIN, so a burst of posted requests costs one wait.
         var drained = Self.drainLimit
-        // The last blocking receive timed out: the client is idle.
+        // A tick interrupted the last blocking receive: the client is idle.
         var idle = false
         // When the last receive returned: the one clock read per request
         // (the request's start, the stop check and the audit's time bound).
@@ -252,9 +256,9 @@ public final class BrokerServer {
             if drained >= Self.drainLimit {
                 if blockingReceive && session.helloDone && !idle {
                     // A stop signal is blocked here: look for one once per
-                    // receive timeout, since a client whose requests come
-                    // closer than that never lets the receive time out.
-                    if received &- lastStopCheck >= UInt64(Self.receiveTimeoutNanoseconds) {
+                    // two ticks, since a client whose requests come closer
+                    // than a tick may never let one interrupt the receive.
+                    if received &- lastStopCheck >= Self.stopCheckNanoseconds {
                         lastStopCheck = received
                         if cposix_take_pending_stop() != 0 { return .stopped }
                     }
@@ -286,8 +290,9 @@ public final class BrokerServer {
                 datagram = got
                 idle = false
             case .failure(let error):
-                if error.errno == EAGAIN {
-                    // A blocking receive that times out: the client idles.
+                if error.errno == EAGAIN || (blocking && error.errno == EINTR) {
+                    // A blocking receive that a signal interrupts (the tick,
+                    // or SIGHUP/SIGUSR1, taken above): the client idles.
                     idle = blocking
                     drained = Self.drainLimit
                     continue

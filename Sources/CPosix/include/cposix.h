@@ -45,8 +45,12 @@ ssize_t cposix_send_datagram_flags(int fd, const void *buf, size_t len, int fd_t
 /* Makes stderr line-buffered (a C global Swift 6 cannot touch safely). */
 int cposix_line_buffer_stderr(void);
 
-/* SO_RCVTIMEO: a blocking receive on fd returns EAGAIN after timeout_ns. */
-int cposix_set_receive_timeout(int fd, int64_t timeout_ns);
+/* A periodic SIGALRM every interval_ns (ITIMER_REAL), whose handler does
+ * nothing and does not restart: a blocking receive returns EINTR within one
+ * interval of any moment (two if the tick lands just before it sleeps), with
+ * no kernel timer armed per receive. Blocked inside cposix_wait. Call after
+ * cposix_install_stop_handler and before the seccomp filter. */
+int cposix_start_receive_ticks(int64_t interval_ns);
 
 /* For a loop that receives without cposix_wait: is a stop signal pending
  * (blocked)? Then it is taken, and its number returned; else 0. */
