@@ -181,7 +181,7 @@ public struct SeccompProfile: Sendable {
         rules.append(SyscallRule("clock_gettime", "audit timestamps and rate limits on a clocksource without vDSO"))
 
         // Signals and exit.
-        rules.append(SyscallRule("rt_sigreturn", "return from the SIGTERM/SIGINT stop handler and the SIGHUP/SIGUSR1 flag handler"))
+        rules.append(SyscallRule("rt_sigreturn", "return from the SIGTERM/SIGINT stop handler, the SIGHUP/SIGUSR1 flag handler and the SIGALRM receive tick"))
         rules.append(SyscallRule("exit_group", "exit with the status that says why"))
         return rules
     }

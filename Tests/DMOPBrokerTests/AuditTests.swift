@@ -223,8 +223,8 @@ struct AuditChannelTests {
         _ = parsedAuditLines(old + fresh)
     }
 
-    /// The batched forward lines' time bound is 0.5 s (and the blocking
-    /// receive's timeout 0.25 s): the line must be in the file within 1 s of
+    /// The batched forward lines' time bound is 0.5 s (and the tick that ends
+    /// a blocking receive comes every 0.125 s): the line must be in the file within 1 s of
     /// the reply; 2 s is the bound checked, with slack for a loaded machine.
     @Test("--audit-forwards each: a forward line reaches the file within 2 s while the client idles, before any hang-up",
           arguments: [BrokerUnderTest.Mode.socketPair, .listen])
