@@ -20,7 +20,8 @@
 # marks and traces for the host-side report; XG-END on the console.
 # Settings (kernel command line): xg_guests (default plain+brk+sr), xg_wait
 # (seconds per guest, default 600), xg_migrate (1: also xl migrate),
-# xg_net_mb (MiB each way, default 4; the guests' cfg names the same).
+# xg_net_mb (MiB each way, default 4; the guests' cfg names the same),
+# xg_posting (0: no QEMU posts).
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/xen-${xg_xen:-4.17}/bin
 OUT=/xg-out
 XG=/var/lib/xen/xg
@@ -32,6 +33,8 @@ mount -o remount,rw /
 dmesg -n 1
 rm -rf $OUT
 mkdir -p $OUT
+# (xg_posting=0: every QEMU of the run with DMOP_POSTED=0, see qemu-traced)
+[ "${xg_posting:-1}" = 0 ] && touch /run/xg-posting-off
 up() { cut -d' ' -f1 /proc/uptime; }
 since() { awk -v a="$1" -v b="$(up)" 'BEGIN { printf "%.2f", b - a }'; }
 say() { echo "XG[$(up)] $*"; }
@@ -193,7 +196,7 @@ save_restore() {
     [ $name = xg-sr ] && touch /run/xg-posting-off
     move_guest $t.restore "$old" xl restore $XG/$name.save
     rc=$?
-    rm -f /run/xg-posting-off
+    [ "${xg_posting:-1}" = 0 ] || rm -f /run/xg-posting-off
     if [ $rc != 0 ]; then
         # (a guest whose restore failed never runs again)
         STOP_WHY="the failed xl restore (test $t.restore)"

@@ -155,7 +155,7 @@ fi
 # ---- argument ranges and the learned policy -------------------------------------
 # calls_all NAME: every call line of all the guest's QEMUs.
 calls_all() { for d in $(awk '{ print $3 }' "$OUT/domids-$1.txt" 2>/dev/null); do cat "$OUT/calltrace-$d.log" 2>/dev/null; done; }
-for g in xg-plain xg-brk; do
+for g in xg-plain xg-brk xg-sr; do
     [ -s "$OUT/domids-$g.txt" ] || continue
     calls_all $g | awk 'function num(v,   i, x, c) { if (v !~ /^0x/) return v + 0
                 x = 0; for (i = 3; i <= length(v); i++) { c = index("0123456789abcdef", substr(tolower(v), i, 1)); x = x * 16 + c - 1 }
@@ -176,10 +176,12 @@ for g in xg-plain xg-brk; do
     echo "---- $g: argument ranges QEMU used (all its QEMUs) ----"
     cat "$WORK/learned-$g.ranges"
 done
-audit_files=()
-for f in "$OUT"/dmop-broker-xg-brk*.log; do [ -e "$f" ] && audit_files+=(--audit "$f"); done
-if [ ${#audit_files[@]} -gt 0 ] && "$BROKER" policy learn "${audit_files[@]}" | sed "s|$OUT/||g" >"$WORK/learned-xg-brk.policy"; then
-    echo "---- xg-brk: dmop-broker policy learn (its brokers' audit files) ----"
-    cat "$WORK/learned-xg-brk.policy"
-fi
+for g in xg-brk xg-sr; do
+    audit_files=()
+    for f in "$OUT"/dmop-broker-$g.log "$OUT"/dmop-broker-$g--*.log; do [ -e "$f" ] && audit_files+=(--audit "$f"); done
+    if [ ${#audit_files[@]} -gt 0 ] && "$BROKER" policy learn "${audit_files[@]}" | sed "s|$OUT/||g" >"$WORK/learned-$g.policy"; then
+        echo "---- $g: dmop-broker policy learn (its brokers' audit files) ----"
+        cat "$WORK/learned-$g.policy"
+    fi
+done
 exit 0
