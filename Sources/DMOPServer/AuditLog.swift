@@ -253,7 +253,7 @@ public final class AuditLineWriter: @unchecked Sendable {
     /// A batch of forward lines is written at the latest this long after
     /// its first line (the server's wait wakes up for it).
     public static let batchDelay: UInt64 = 500_000_000
-    static let batchCapacity = 64 << 10
+    static let batchCapacity = 256 << 10
 
     public init(sink: AuditSink, label: String, logLevel: Logger.Level = .info) {
         self.sink = sink

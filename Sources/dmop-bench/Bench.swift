@@ -362,7 +362,7 @@ final class Bench {
         for regime in regimes {
             Affinity.set(0, regime.client)
             for pid in servers { Affinity.set(pid, regime.server) }
-            let (summaries, cpu) = measure(rows)
+            let (summaries, cpu) = measure(rows, regime: regime.key)
             Table.section(regime.title)
             print(leftAligned("measurement", Table.labelWidth) + rightAligned("n", 9) + rightAligned("median", 13)
                   + rightAligned("p99", 13) + "   cpu: client  server   vs echo: median   p99")
@@ -486,10 +486,12 @@ final class Bench {
 
     /// Warms every row up, then runs them round-robin in blocks until each
     /// has `iterations` samples.
-    func measure(_ rows: [RoundTrip]) -> ([Summary], [CPUShare]) {
+    func measure(_ rows: [RoundTrip], regime: String) -> ([Summary], [CPUShare]) {
         let warmup = min(2_000, config.iterations)
         for row in rows { for _ in 0..<warmup { _ = row.run() } }
         var samples = rows.map { _ in Samples(capacity: config.iterations) }
+        let tracing = config.samplesDirectory != nil
+        var starts = rows.map { _ in Samples(capacity: tracing ? config.iterations : 0) }
         var cpu = rows.map { _ in CPUShare() }
         let block = config.quick ? 500 : 1_000
         var done = 0
@@ -498,7 +500,14 @@ final class Bench {
             for (index, row) in rows.enumerated() {
                 let client = CPUTime.thisThread()
                 let server = CPUTime.process(row.server)
-                for _ in 0..<n { samples[index].add(row.run()) }
+                if tracing {
+                    for _ in 0..<n {
+                        starts[index].add(now())
+                        samples[index].add(row.run())
+                    }
+                } else {
+                    for _ in 0..<n { samples[index].add(row.run()) }
+                }
                 row.settle?()
                 cpu[index].client &+= CPUTime.thisThread() &- client
                 cpu[index].server &+= CPUTime.process(row.server) &- server
@@ -506,7 +515,24 @@ final class Bench {
             }
             done += n
         }
+        if let directory = config.samplesDirectory {
+            for (index, row) in rows.enumerated() {
+                writeSamples(directory + "/" + regime + "-" + String(index) + ".txt", row.label,
+                             starts: starts[index].values, durations: samples[index].values)
+            }
+        }
         return (samples.map { $0.summary() }, cpu)
+    }
+
+    /// One line per round trip: start (CLOCK_MONOTONIC, comparable across
+    /// rows) and duration, in nanoseconds.
+    func writeSamples(_ path: String, _ label: String, starts: [UInt64], durations: [UInt64]) {
+        guard let file = fopen(path, "w") else { fail("--samples: cannot create \(path)") }
+        fputs("# \(label): start_ns duration_ns (CLOCK_MONOTONIC)\n", file)
+        for (start, duration) in zip(starts, durations) {
+            fputs(String(start) + " " + String(duration) + "\n", file)
+        }
+        guard fclose(file) == 0 else { fail("--samples: cannot write \(path)") }
     }
 
     // MARK: Decision, in-process

@@ -40,11 +40,15 @@ struct BenchConfig {
     var only: String?
     /// The regime of the last line: one-cpu, two-cpus or unpinned.
     var headline = "one-cpu"
+    /// Where to write every round trip's start and duration, per regime
+    /// and row: to find what the slow ones have in common.
+    var samplesDirectory: String?
 
     static let usage = """
         usage: dmop-bench [--quick] [--check] [--broker PATH] [--policy PATH] [--xendevicemodel PATH]
                           [--iterations N] [--startup-runs N] [--cpu N] [--no-realtime] [--audit-log PATH]
                           [--only roundtrip|decision|startup|memory] [--headline one-cpu|two-cpus|unpinned]
+                          [--samples DIR]
                dmop-bench load --socket PATH [--requests N] [--op intx|vram|mix]
                  (drive a broker started by hand, e.g. under perf record)
                dmop-bench serve-unconfined --listen PATH [--policy PATH]
@@ -61,6 +65,8 @@ struct BenchConfig {
                              (default: a file in a private directory under /tmp)
           --headline REGIME  the pinning regime of the last line (default one-cpu)
           --only PART        run one part (no ratio line unless PART is roundtrip); for profiling
+          --samples DIR      write each round trip (CLOCK_MONOTONIC start and duration in ns) to
+                             DIR/REGIME-ROW.txt, one file per pinning regime and row
           --no-realtime      measure round trips at normal priority (default: SCHED_FIFO 1 for the
                              bench, echo and broker processes alike, when permitted)
         """
@@ -104,6 +110,7 @@ struct BenchConfig {
                     fail("--only: '\(part)' is not roundtrip, decision, startup or memory")
                 }
                 config.only = part
+            case "--samples": config.samplesDirectory = value(flag)
             case "--broker": config.broker = value(flag)
             case "--policy": config.policy = value(flag)
             case "--xendevicemodel": config.library = value(flag)
@@ -128,6 +135,11 @@ struct BenchConfig {
         }
         if let iterations { config.iterations = iterations }
         if let startupRuns { config.startupRuns = startupRuns }
+        if let directory = config.samplesDirectory {
+            guard mkdir(directory, 0o755) == 0 || errno == EEXIST, access(directory, W_OK) == 0 else {
+                fail("--samples: cannot write into \(directory)")
+            }
+        }
         guard access(config.broker, X_OK) == 0 else { fail("no executable broker at \(config.broker) (build it, or give --broker)") }
         guard access(config.policy, R_OK) == 0 else { fail("no policy at \(config.policy) (run from the package root, or give --policy)") }
         return config

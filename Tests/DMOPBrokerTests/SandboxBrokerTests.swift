@@ -221,9 +221,20 @@ struct SandboxCensusTests {
             guard let end else { throw TestFailure("no client end in --socket-fd mode") }
             let client = try BrokerClient(connection: end)
             try sandboxQemuLikeSession(client)
+            // A client that pauses between requests: each time, the broker
+            // finds its queue empty.
+            for _ in 0..<100 {
+                _ = try client.perform("set_isa_irq_level", ["isa_irq": 5, "level": 0])
+                usleep(2_000)
+            }
             client.close()
         }, stop: false)
         try Self.check(run, descriptors: SandboxDescriptors(privcmd: nil, client: .inherited(fd: 3), ready: 4, record: 5))
+        // After the HELLO every receive waits: one that finds the queue empty
+        // sleeps there and does not fail with EAGAIN first, so a synchronous
+        // request costs one recvmsg and one sendmsg.
+        let emptyReceives = run.trace.split(separator: "\n").filter { $0.contains("recvmsg") && $0.contains("EAGAIN") }
+        #expect(emptyReceives.count <= 2, "\(emptyReceives.count) receives failed with EAGAIN: \(emptyReceives.prefix(3))")
     }
 
     @Test("--listen: two sessions, a refused hello, then SIGTERM: only allowed system calls",
