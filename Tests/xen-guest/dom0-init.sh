@@ -203,7 +203,7 @@ save_restore() {
         return 2
     fi
     rm -f $XG/$name.save
-    [ $name = xg-sr ] && wait_rounds 2
+    [ $name = xg-sr ] && wait_rounds 1
     [ "$broker" = 1 ] && [ "${xg_migrate:-1}" = 1 ] || return 0
     [ $name = xg-sr ] || sleep 3
     # Live migration to this host: with -s "" xl runs its last argument as
@@ -227,7 +227,7 @@ save_restore() {
     n=0
     while [ -n "$fromb" ] && [ -d /proc/$fromb ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
     check $t.migrate.old-broker-exits $([ -z "$fromb" ] || [ ! -d /proc/$fromb ]; echo $?) "broker ${fromb:-none} of the migrated domid $from gone"
-    [ $name = xg-sr ] && wait_rounds 2
+    [ $name = xg-sr ] && wait_rounds 1
     return 0
 }
 
