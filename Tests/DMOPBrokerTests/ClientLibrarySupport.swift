@@ -125,11 +125,8 @@ enum ProcessRun {
     /// True once pid has exited (gone, or a zombie nobody reaps: the broker
     /// is adopted by init, which may not reap here).
     static func hasExited(_ pid: pid_t) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
-        // "pid (comm) S ...": the state follows the last ')'.
-        guard let close = stat.lastIndex(of: ")") else { return true }
-        let rest = stat[stat.index(after: close)...].drop(while: { $0 == " " })
-        return rest.first == "Z" || rest.first == "X"
+        guard let state = ProcStatus.state(pid) else { return true }
+        return state == "Z" || state == "X"
     }
 
     static func waitForExit(_ pid: pid_t, timeout: Double) -> Bool {

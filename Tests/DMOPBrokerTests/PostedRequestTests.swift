@@ -193,8 +193,8 @@ struct PostedRequestTests {
         #expect(window > 100 && window < 1_000_000, "window \(window)")
         print("posted window: \(window) requests of 52 bytes fit the socket while the broker is stopped")
         // A blocking sender waits (nothing is dropped) until the broker runs.
-        let sent = SharedFlag(false)
-        let sendResult = SharedText()
+        // (nil until the send returns)
+        let sendResult = Shared<String?>(nil)
         let fd = peer.fd
         let sender = Thread {
             let bytes = Wire.encodeRequest(domid: 5, requestID: 77_777, buffers: [PostedRequestTests.msiHeader],
@@ -204,16 +204,15 @@ struct PostedRequestTests {
                 n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             } while n < 0 && errno == EINTR
             sendResult.set(n < 0 ? "failed: \(Errno.name(errno))" : "\(n) bytes")
-            sent.set(true)
         }
         sender.start()
         usleep(300_000)
-        #expect(!sent.get(), "the send did not block while the broker was stopped (send: \(sendResult.get()); broker state \(Self.processState(broker.pid)))")
+        #expect(sendResult.get() == nil,
+                "the send did not block while the broker was stopped (send: \(sendResult.get() ?? "-"); broker state \(ProcStatus.state(broker.pid) ?? "?"))")
         kill(broker.pid, SIGCONT)
         let deadline = Date().addingTimeInterval(10)
-        while !sent.get() && Date() < deadline { usleep(1_000) }
-        #expect(sent.get())
-        #expect(sendResult.get().hasSuffix(" bytes"), "the blocked send: \(sendResult.get())")
+        while sendResult.get() == nil && Date() < deadline { usleep(1_000) }
+        #expect(sendResult.get()?.hasSuffix(" bytes") == true, "the blocked send: \(sendResult.get() ?? "still blocked after 10 s")")
         try peer.request(id: 88_888, [Self.vcpusHeader])
         let reply = peer.expectReply(id: 88_888, result: 0, reason: nil)
         #expect(reply?.postedFailure == nil)
@@ -241,35 +240,21 @@ struct PostedRequestTests {
     }
 }
 
-/// A flag two threads share.
 extension PostedRequestTests {
-    /// The state letter of /proc/PID/stat ("T" stopped), or "?" if gone.
-    static func processState(_ pid: pid_t) -> Character {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return "?" }
-        return stat[stat.index(after: close)...].drop(while: { $0 == " " }).first ?? "?"
-    }
-
     static func waitUntilStopped(_ pid: pid_t) -> Bool {
         for _ in 0..<1_000 {
-            if processState(pid) == "T" { return true }
+            if ProcStatus.state(pid) == "T" { return true }
             usleep(10_000)
         }
         return false
     }
 }
 
-final class SharedText: @unchecked Sendable {
-    private var value = ""
+/// A value two threads share.
+final class Shared<Value>: @unchecked Sendable {
+    private var value: Value
     private let lock = NSLock()
-    func get() -> String { lock.lock(); defer { lock.unlock() }; return value }
-    func set(_ new: String) { lock.lock(); value = new; lock.unlock() }
-}
-
-final class SharedFlag: @unchecked Sendable {
-    private var value: Bool
-    private let lock = NSLock()
-    init(_ value: Bool) { self.value = value }
-    func get() -> Bool { lock.lock(); defer { lock.unlock() }; return value }
-    func set(_ new: Bool) { lock.lock(); value = new; lock.unlock() }
+    init(_ value: Value) { self.value = value }
+    func get() -> Value { lock.lock(); defer { lock.unlock() }; return value }
+    func set(_ new: Value) { lock.lock(); value = new; lock.unlock() }
 }

@@ -34,6 +34,14 @@ func sandboxQemuLikeSession(_ client: BrokerClient) throws {
 
 enum ProcStatus {
     static func read(_ pid: pid_t) -> String { ProcSelf.read("/proc/\(pid)/status") ?? "" }
+    /// The state letter of /proc/PID/stat ("T" stopped, "Z" zombie), nil
+    /// when the process is gone.
+    static func state(_ pid: pid_t) -> Character? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        // "pid (comm) S ...": the state follows the last ')'.
+        return stat[stat.index(after: close)...].drop(while: { $0 == " " }).first
+    }
     static func field(_ pid: pid_t, _ key: String) -> String? { ProcSelf.statusField(key, in: read(pid)) }
 
     /// /proc/PID/fd as fd number -> link target.
