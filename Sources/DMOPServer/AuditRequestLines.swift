@@ -112,19 +112,14 @@ extension BrokerServer {
             audit.info("peer_pid=\(peer.pid) peer_uid=\(peer.uid) domid=\(domid) op=\(op.name) verdict=forward rule=\(Logfmt.quote(rule)) rc=\(rc) latency_us=\(latencyMicros)")
             return
         }
-        guard line.begin(.info, .bulk) else { return }
         let slot = Int(op.number)
-        let start: ForwardLineStart
-        if let known = counters.forwardLineStarts.value[slot], known.peer == peer, known.domid == domid {
-            start = known
-        } else {
-            start = ForwardLineStart(peer, domid, op.name, rule)
-            counters.forwardLineStarts.value[slot] = start
+        // In place: a copy of the start would retain its bytes.
+        if counters.forwardLineStarts.value[slot].map({ $0.peer != peer || $0.domid != domid }) ?? true {
+            counters.forwardLineStarts.value[slot] = ForwardLineStart(peer, domid, op.name, rule)
         }
-        start.bytes.withUnsafeBufferPointer { line.append(bytes: $0) }
-        line.append(rc)
-        line.append(" latency_us="); line.append(latencyMicros)
-        line.end()
+        counters.forwardLineStarts.value[slot]?.bytes.withUnsafeBufferPointer {
+            line.forwardLine(start: $0, rc: rc, latencyMicros: latencyMicros)
+        }
     }
 
     /// "peer_pid=P peer_uid=U domid=D op=NAME": how every request line starts.

@@ -588,7 +588,8 @@ public final class SimulatedXen {
             }
             dirtyVRAM = DirtyVRAM(firstPfn: firstPfn, frames: frames, reads: 1)
         }
-        dirtyFrames.removeAll()
+        // Kept for the next read: a guest that draws dirties as many frames.
+        dirtyFrames.removeAll(keepingCapacity: true)
         return 0
     }
 

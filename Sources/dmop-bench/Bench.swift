@@ -474,8 +474,6 @@ final class Bench {
         return (posted.perSecond, sync.perSecond, "record holds all \(calls), in order, rc 0")
     }
 
-    /// Warms every row up, then runs them round-robin in blocks until each
-    /// has `iterations` samples.
     /// CPU time per round trip (from /proc/.../schedstat): where the time
     /// goes, client side and server side.
     struct CPUShare {
@@ -493,11 +491,17 @@ final class Bench {
         let tracing = config.samplesDirectory != nil
         var starts = rows.map { _ in Samples(capacity: tracing ? config.iterations : 0) }
         var cpu = rows.map { _ in CPUShare() }
-        let block = config.quick ? 500 : 1_000
+        // Short blocks, so that a burst of the host's load (tens to hundreds
+        // of milliseconds) falls on every row alike rather than on one row's
+        // block; each block starts with a few untimed round trips, so that
+        // the switch from the previous row's server is not in the figures.
+        let block = 200, rewarm = 4
         var done = 0
         while done < config.iterations {
             let n = min(block, config.iterations - done)
             for (index, row) in rows.enumerated() {
+                for _ in 0..<rewarm { _ = row.run() }
+                row.settle?()
                 let client = CPUTime.thisThread()
                 let server = CPUTime.process(row.server)
                 if tracing {
