@@ -297,19 +297,25 @@ public final class AuditLineWriter: @unchecked Sendable {
         state.pointee.level = level
         state.pointee.importance = importance
         state.pointee.line.removeAll()
-        state.pointee.clock.appendTimestamp(to: &state.pointee.line)
+        appendHead(level, to: &state.pointee.line)
+        state.pointee.messageStart = state.pointee.line.count
+        return true
+    }
+
+    /// "<timestamp> <label> <level> ", into the line or (forwardLine) the batch.
+    @inline(__always)
+    private func appendHead(_ level: Logger.Level, to out: inout LineBuffer) {
+        state.pointee.clock.appendTimestamp(to: &out)
         // The two levels of the per-request lines without a String; the
         // same bytes as level.rawValue.
         switch level {
-        case .info: infoHead.withUnsafeBufferPointer { state.pointee.line.append($0) }
-        case .notice: noticeHead.withUnsafeBufferPointer { state.pointee.line.append($0) }
+        case .info: infoHead.withUnsafeBufferPointer { out.append($0) }
+        case .notice: noticeHead.withUnsafeBufferPointer { out.append($0) }
         default:
-            label.withUnsafeBufferPointer { state.pointee.line.append($0) }
-            state.pointee.line.append(level.rawValue)
-            state.pointee.line.append(UInt8(ascii: " "))
+            label.withUnsafeBufferPointer { out.append($0) }
+            out.append(level.rawValue)
+            out.append(UInt8(ascii: " "))
         }
-        state.pointee.messageStart = state.pointee.line.count
-        return true
     }
 
     public func append(_ text: StaticString) {
@@ -353,10 +359,16 @@ public final class AuditLineWriter: @unchecked Sendable {
             state.pointee.pending = true
             return
         }
-        if state.pointee.batch.count + state.pointee.line.count > state.pointee.batch.capacity { writeBatch() }
-        if state.pointee.batchLines == 0 { state.pointee.batchStarted = cposix_monotonic_ns() }
+        makeRoom(forLineOf: state.pointee.line.count)
         state.pointee.batch.append(state.pointee.line.bytes)
         state.pointee.batchLines += 1
+    }
+
+    /// Before a batched line of at most `length` bytes: the batch goes out
+    /// first if the line would not fit; a first line starts the time bound.
+    private func makeRoom(forLineOf length: Int) {
+        if state.pointee.batch.count + length > state.pointee.batch.capacity { writeBatch() }
+        if state.pointee.batchLines == 0 { state.pointee.batchStarted = cposix_monotonic_ns() }
     }
 
     /// A forward line in one step: the bytes `begin(.info, .bulk)`, then
@@ -374,11 +386,8 @@ public final class AuditLineWriter: @unchecked Sendable {
         flush()
         // The longest the line can be: the timestamp, the head, the start,
         // then rc, the latency's key and value and the newline (<= 48 bytes).
-        let longest = AuditClock.timestampLength + infoHead.count + start.count + 48
-        if state.pointee.batch.count + longest > state.pointee.batch.capacity { writeBatch() }
-        if state.pointee.batchLines == 0 { state.pointee.batchStarted = cposix_monotonic_ns() }
-        state.pointee.clock.appendTimestamp(to: &state.pointee.batch)
-        infoHead.withUnsafeBufferPointer { state.pointee.batch.append($0) }
+        makeRoom(forLineOf: AuditClock.timestampLength + infoHead.count + start.count + 48)
+        appendHead(.info, to: &state.pointee.batch)
         state.pointee.batch.append(start)
         state.pointee.batch.appendDecimal(Int64(rc))
         let key: StaticString = " latency_us="

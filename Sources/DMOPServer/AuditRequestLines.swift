@@ -113,13 +113,14 @@ extension BrokerServer {
             return
         }
         let slot = Int(op.number)
-        // In place: a copy of the start would retain its bytes.
-        if counters.forwardLineStarts.value[slot].map({ $0.peer != peer || $0.domid != domid }) ?? true {
-            counters.forwardLineStarts.value[slot] = ForwardLineStart(peer, domid, op.name, rule)
+        let start: ForwardLineStart
+        if let known = counters.forwardLineStarts.value[slot], known.peer == peer, known.domid == domid {
+            start = known
+        } else {
+            start = ForwardLineStart(peer, domid, op.name, rule)
+            counters.forwardLineStarts.value[slot] = start
         }
-        counters.forwardLineStarts.value[slot]?.bytes.withUnsafeBufferPointer {
-            line.forwardLine(start: $0, rc: rc, latencyMicros: latencyMicros)
-        }
+        start.bytes.withUnsafeBufferPointer { line.forwardLine(start: $0, rc: rc, latencyMicros: latencyMicros) }
     }
 
     /// "peer_pid=P peer_uid=U domid=D op=NAME": how every request line starts.
