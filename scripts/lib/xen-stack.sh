@@ -1,4 +1,7 @@
 # SPDX-License-Identifier: MIT
+# shellcheck shell=bash
+# (Variables set here are read by the scripts that source this file.)
+# shellcheck disable=SC2034
 # scripts/lib/xen-stack.sh - the Debian release a real-Xen harness boots.
 # Sourced (bash) by scripts/xen-test, scripts/xen-qemu-test and
 # scripts/xen-guest-test. One place knows, per release: the suite, the Xen
