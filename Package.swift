@@ -79,16 +79,15 @@ let package = Package(
         .target(name: "DMOPPosix", dependencies: ["CPosix"]),
         // The trusted core (README "Trusted core"): what decides that only
         // allowed DMOPs for the one domid reach the hypervisor, and the
-        // request handler and privcmd call that carry the decision out.
-        .target(name: "DMOPTrusted", dependencies: ["CXen", "DMOPPosix"]),
+        // request handler and all of privcmd (fd, restriction, proof, DM_OP)
+        // that carry the decision out. It depends on the C headers only.
+        .target(name: "DMOPTrusted", dependencies: ["CXen"]),
         // Pure code beside it, not on the forward path: the policy parser and
         // its printing, reason names, logfmt, Xen releases.
         .target(name: "DMOPCore", dependencies: ["DMOPTrusted"]),
-        // Opening, restricting and proving the real privcmd.
-        .target(name: "DMOPHypervisor", dependencies: ["DMOPCore", "DMOPPosix", "CXen"]),
         // The simulated privcmd and Xen (--hypervisor simulated, tests):
         // outside the broker's trusted code.
-        .target(name: "DMOPSimulation", dependencies: ["DMOPCore", "DMOPPosix", "DMOPHypervisor", "CXen"]),
+        .target(name: "DMOPSimulation", dependencies: ["DMOPCore", "DMOPPosix", "CXen"]),
         // Whole-file reads and child processes for the tools, bench and tests.
         .target(name: "DMOPTooling", dependencies: ["DMOPPosix"]),
         // `dmop-broker policy learn`: a policy from audit logs and records.
@@ -101,7 +100,7 @@ let package = Package(
         .executableTarget(name: "dmop-seccomp-probe", dependencies: ["DMOPSandbox", "DMOPPosix", "CSandbox", "CXen"]),
         // Socket setup, request loop, audit log.
         .target(name: "DMOPServer", dependencies: [
-            "DMOPCore", "DMOPPosix", "DMOPHypervisor",
+            "DMOPCore", "DMOPPosix",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Swift client API and the client's half of the wire codec.
@@ -110,7 +109,7 @@ let package = Package(
         // `serve`: its options, their parser (no ArgumentParser), the
         // start-up sequence; shared by the two executables below.
         .target(name: "DMOPServe", dependencies: [
-            "CPosix", "CVersion", "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSimulation", "DMOPSandbox",
+            "CPosix", "CVersion", "DMOPCore", "DMOPPosix", "DMOPSimulation", "DMOPSandbox",
             "DMOPServer", "DMOPTooling", .product(name: "Logging", package: "swift-log"),
         ]),
         // The broker: serves, and runs dmop-broker-tools for anything else.
@@ -120,7 +119,7 @@ let package = Package(
         // The other commands (demo, policy, seccomp-profile, catalogue), the
         // help and the usage errors, with swift-argument-parser.
         .executableTarget(name: "dmop-broker-tools", dependencies: [
-            "CPosix", "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSimulation", "DMOPSandbox", "DMOPServe", "DMOPServer",
+            "CPosix", "DMOPCore", "DMOPPosix", "DMOPSimulation", "DMOPSandbox", "DMOPServe", "DMOPServer",
             "DMOPClient", "DMOPTooling", "DMOPPolicyLearning",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], linkerSettings: hardenedLink),
@@ -144,7 +143,7 @@ let package = Package(
         // Benchmarks (issue 6): echo floor vs brokered round trip, decision,
         // start-up, memory. Loads the C library with dlopen, so no link to it.
         .executableTarget(name: "dmop-bench", dependencies: [
-            "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSimulation", "DMOPClient", "DMOPServer", "DMOPTooling",
+            "DMOPCore", "DMOPPosix", "DMOPSimulation", "DMOPClient", "DMOPServer", "DMOPTooling",
             "CPosix",
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -154,12 +153,12 @@ let package = Package(
         .executableTarget(name: "dmop-bench-hello"),
         .executableTarget(name: "dmop-fuzz-decoder", dependencies: ["DMOPCore", "DMOPPosix", "DMOPClient", "DMOPTooling"]),
         .executableTarget(name: "dmop-fuzz-request", dependencies: [
-            "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSimulation", "DMOPServer", "DMOPClient", "DMOPTooling",
+            "DMOPCore", "DMOPPosix", "DMOPSimulation", "DMOPServer", "DMOPClient", "DMOPTooling",
             "CXen", .product(name: "Logging", package: "swift-log"),
         ]),
 
         .testTarget(name: "DMOPBrokerTests", dependencies: [
-            "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSimulation", "DMOPSandbox", "DMOPServer", "DMOPClient",
+            "DMOPCore", "DMOPPosix", "DMOPSimulation", "DMOPSandbox", "DMOPServer", "DMOPClient",
             "DMOPTooling", "DMOPPolicyLearning", "CXen", "DMOPServe", "dmop-broker", "dmop-broker-tools",
             "dmop-qemu-wrapper", "CVersion",
         ]),

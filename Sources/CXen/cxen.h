@@ -13,6 +13,7 @@
 #endif
 #include <stdint.h>
 #include <stddef.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <xen/xen.h>
 #include <xen/version.h>
@@ -33,4 +34,9 @@ static inline uint32_t cxen_latest_interface_version(void) { return __XEN_LATEST
 static inline uint32_t cxen_dmop_abi_identifier(void) { return dmop_abi_identifier(); }
 /* A cast, so it does not import: pin_memory_cacheattr's "delete" type. */
 static inline uint32_t cxen_dmop_delete_mem_cacheattr(void) { return XEN_DMOP_DELETE_MEM_CACHEATTR; }
+/* glibc's errno names ("EPERM"; NULL for an unknown value), glibc 2.32 and
+ * later; <string.h> declares it only under _GNU_SOURCE. The trusted core's
+ * messages use it, so that the core needs no module of the project's. */
+extern const char *strerrorname_np(int errnum);
+static inline const char *cxen_errno_name(int value) { return strerrorname_np(value); }
 #endif

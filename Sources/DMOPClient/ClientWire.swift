@@ -140,13 +140,13 @@ extension Wire {
     static func decodeReply(_ bytes: UnsafeRawBufferPointer) throws(ProtocolViolation) -> Reply {
         guard bytes.count >= replyHeaderSize else { throw ProtocolViolation(.truncated, "REPLY of \(bytes.count) bytes") }
         guard let origin = Reply.Origin(rawValue: bytes.le16(at: 16)) else {
-            throw ProtocolViolation(.reservedNonzero, "REPLY origin \(bytes.le16(at: 16))")
+            throw ProtocolViolation(.headerReservedNonzero, "REPLY origin \(bytes.le16(at: 16))")
         }
         let rawReason = bytes.le16(at: 18)
         let reason: ReasonCode?
         switch origin {
         case .hypervisor:
-            guard rawReason == 0 else { throw ProtocolViolation(.reservedNonzero, "REPLY from hypervisor with reason") }
+            guard rawReason == 0 else { throw ProtocolViolation(.headerReservedNonzero, "REPLY from hypervisor with reason") }
             reason = nil
         case .broker:
             guard let code = ReasonCode(rawValue: rawReason) else {
@@ -157,7 +157,7 @@ extension Wire {
         let count = Int(bytes.le16(at: 20))
         guard count <= maxReturnedBuffers else { throw ProtocolViolation(.tooManyBuffers, "REPLY with \(count) buffers") }
         let flags = bytes.le16(at: 22)
-        guard flags & ~replyFlagPostedFailure == 0 else { throw ProtocolViolation(.reservedNonzero, "REPLY flags \(flags)") }
+        guard flags & ~replyFlagPostedFailure == 0 else { throw ProtocolViolation(.headerReservedNonzero, "REPLY flags \(flags)") }
         let end = bytes.count - (flags & replyFlagPostedFailure != 0 ? postedFailureSize : 0)
         var cursor = replyHeaderSize + replyDescriptorSize * count
         guard end >= cursor else { throw ProtocolViolation(.truncated, "REPLY descriptors cut short") }
@@ -175,11 +175,11 @@ extension Wire {
         var postedFailure: PostedFailure?
         if flags & replyFlagPostedFailure != 0 {
             guard let failureOrigin = Reply.Origin(rawValue: bytes.le16(at: end + 12)) else {
-                throw ProtocolViolation(.reservedNonzero, "posted failure origin \(bytes.le16(at: end + 12))")
+                throw ProtocolViolation(.headerReservedNonzero, "posted failure origin \(bytes.le16(at: end + 12))")
             }
             let failureReason = ReasonCode(rawValue: bytes.le16(at: end + 14))
             guard (failureOrigin == .broker) == (failureReason != nil) else {
-                throw ProtocolViolation(.reservedNonzero, "posted failure reason \(bytes.le16(at: end + 14))")
+                throw ProtocolViolation(.headerReservedNonzero, "posted failure reason \(bytes.le16(at: end + 14))")
             }
             postedFailure = PostedFailure(requestID: bytes.le32(at: end), op: bytes.le32(at: end + 4),
                                           result: Int32(bitPattern: bytes.le32(at: end + 8)), origin: failureOrigin,

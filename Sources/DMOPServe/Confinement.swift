@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-import DMOPHypervisor
+import DMOPTrusted
 import DMOPSandbox
 import DMOPServer
 import DMOPSimulation

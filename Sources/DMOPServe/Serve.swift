@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 import CPosix
 import DMOPCore
-import DMOPHypervisor
+import DMOPTrusted
 import DMOPPosix
 import DMOPSandbox
 import DMOPServer

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 import CPosix
 import DMOPCore
-import DMOPHypervisor
+import DMOPTrusted
 import DMOPPosix
 import Glibc
 import Logging
@@ -343,7 +343,7 @@ public final class BrokerServer {
                                                            "REQUEST before HELLO"))
                 }
                 if frame.posted && session.version < Wire.postingVersion {
-                    return violation(fd, ProtocolViolation(.reservedNonzero, requestID: frame.requestID,
+                    return violation(fd, ProtocolViolation(.headerReservedNonzero, requestID: frame.requestID,
                                                            "REQUEST flags 0x1 (posted) in a version \(session.version) session"))
                 }
                 let replyLength = handle(frame, session: &session, received: received)

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 import CXen
 import DMOPCore
-import DMOPHypervisor
+import DMOPTrusted
 import DMOPPosix
 import Glibc
 

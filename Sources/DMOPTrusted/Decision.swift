@@ -1,5 +1,4 @@
 // SPDX-License-Identifier: MIT
-import DMOPPosix
 
 /// A DMOP as the decision sees it: the target domid and the buffers, as
 /// sent. The buffers are views, in storage the caller keeps for as long as
@@ -24,8 +23,8 @@ public struct DMOPRequest {
 }
 
 /// A DMOP the decision allowed: the only thing a hypervisor backend takes.
-/// Its initializer is private to this file, so nothing but `decide` (and
-/// the session-end clean-up below) can make one.
+/// Its initializer is private to this file, so nothing but `decide`,
+/// `admitRequest` and the session-end clean-up below can make one.
 public struct AllowedDMOP: Equatable {
     /// The rule that allowed it.
     public let rule: PolicyRule
@@ -62,12 +61,13 @@ public enum Decision: Equatable {
     case refuse(ReasonCode, String)
 }
 
-/// The gate of the request path: the checks of `decide`, then the rule's
-/// rate limit, then the audit log's state (`auditBlocked`: the errno of an
-/// audit log that can take no more forward lines, nil when it can). A
-/// forward uses up a token.
-public func decide(restrictedDomid: UInt16, policy: Policy, request: DMOPRequest, owned: OwnedIoreqServers,
-                   limiter: RateLimiter, now: UInt64, auditBlocked: Int32?) -> Decision {
+/// The gate of the request path, the one that spends: the checks of
+/// `decide`, then the rule's rate limit, then the audit log's state
+/// (`auditBlocked`: the errno of an audit log that can take no more forward
+/// lines, nil when it can). A forward uses up a rate-limit token; `decide`,
+/// which the tools use to explain a decision, never does.
+public func admitRequest(restrictedDomid: UInt16, policy: Policy, request: DMOPRequest, owned: OwnedIoreqServers,
+                         limiter: RateLimiter, now: UInt64, auditBlocked: Int32?) -> Decision {
     switch evaluate(restrictedDomid: restrictedDomid, policy: policy, request: request, owned: owned) {
     case .refuse(let reason, let detail):
         return .refuse(reason, detail)
@@ -76,7 +76,7 @@ public func decide(restrictedDomid: UInt16, policy: Policy, request: DMOPRequest
             return .refuse(.rateLimited, "\(rule.op.name): over \(rule.location)'s limit")
         }
         if let error = auditBlocked {
-            return .refuse(.auditUnavailable, "the audit log cannot take more forward lines (\(Errno.name(error)))")
+            return .refuse(.auditUnavailable, "the audit log cannot take more forward lines (\(errnoName(error)))")
         }
         return .forward(AllowedDMOP(rule: rule, domid: restrictedDomid, buffers: request.buffers))
     }
@@ -156,10 +156,10 @@ private func evaluate(restrictedDomid: UInt16, policy: Policy, request: DMOPRequ
                        "\(op.name) buffer 0 has \(header.count) bytes, must be \(op.minimumHeaderBufferSize)...\(DMOPABI.opStructSize)")
     }
     if DMOPABI.headerPad.value(in: header) != 0 {
-        return .refuse(.nonzeroReserved, "\(op.name): xen_dm_op.pad is not zero")
+        return .refuse(.payloadFieldNonzero, "\(op.name): xen_dm_op.pad is not zero")
     }
     for field in op.mustBeZeroFields where field.value(in: header) != 0 {
-        return .refuse(.nonzeroReserved, "\(op.name): \(field.name) is not zero")
+        return .refuse(.payloadFieldNonzero, "\(op.name): \(field.name) is not zero")
     }
     if let refusal = checkExtraBuffer(op, header: header, request: request) {
         return refusal
@@ -205,7 +205,7 @@ private func checkExtraBuffer(_ op: OpSpec, header: UnsafeRawBufferPointer, requ
             let extent = UnsafeRawBufferPointer(rebasing: extents[(index * extentSize)..<((index + 1) * extentSize)])
             guard let value = pad.value(in: extent) else { return shortHeader(op, pad, extent) }
             if value != 0 {
-                return .refuse(.nonzeroReserved, "\(op.name): extent \(index) pad is not zero")
+                return .refuse(.payloadFieldNonzero, "\(op.name): extent \(index) pad is not zero")
             }
         }
         return nil

@@ -12,7 +12,7 @@ public enum ReasonCode: UInt16, Sendable, CaseIterable {
     case opNotAllowed = 4
     case badBufferCount = 5
     case badBufferSize = 6
-    case nonzeroReserved = 7
+    case payloadFieldNonzero = 7
     case conditionFailed = 8
     case rateLimited = 9
     case notOwner = 10
@@ -31,7 +31,7 @@ public enum ReasonCode: UInt16, Sendable, CaseIterable {
     case tooManyBuffers = 39
     case bufferTooLarge = 40
     case fdsAttached = 41
-    case reservedNonzero = 42
+    case headerReservedNonzero = 42
     case versionUnsupported = 43
     case xenInterfaceMismatch = 44
     case badHello = 45
@@ -43,7 +43,7 @@ public enum ReasonCode: UInt16, Sendable, CaseIterable {
     /// ENOENT), so a drop-in library answers as the real one would.
     public var errno: Int32 {
         switch self {
-        case .badBufferCount, .badBufferSize, .nonzeroReserved: EINVAL
+        case .badBufferCount, .badBufferSize, .payloadFieldNonzero: EINVAL
         case .rateLimited: EAGAIN
         case .notOwner: ENOENT
         default: EPERM

@@ -44,8 +44,8 @@ public final class RequestHandler {
             // non-empty buffer (it holds at least a REQUEST header).
             for (index, range) in frame.buffers.enumerated() { views.initializeElement(at: index, to: UnsafeRawBufferPointer(start: datagram.baseAddress! + range.lowerBound, count: range.count)) }
             let request = DMOPRequest(domid: frame.domid, buffers: UnsafeBufferPointer(views), posted: frame.posted)
-            let decision = decide(restrictedDomid: domid, policy: policy, request: request, owned: owned,
-                                  limiter: limiter, now: now, auditBlocked: auditBlocked)
+            let decision = admitRequest(restrictedDomid: domid, policy: policy, request: request, owned: owned,
+                                        limiter: limiter, now: now, auditBlocked: auditBlocked)
             switch decision {
             case .refuse(let reason, let detail):
                 let length = frame.posted ? 0

@@ -201,7 +201,7 @@ extension Wire {
             throw ProtocolViolation(.badHello, "HELLO of \(bytes.count) bytes, expected \(helloSize)")
         }
         guard try bytes.checked16(6) == 0 else {
-            throw ProtocolViolation(.reservedNonzero, "HELLO reserved bytes 6..7 not zero")
+            throw ProtocolViolation(.headerReservedNonzero, "HELLO reserved bytes 6..7 not zero")
         }
         let hello = Hello(minVersion: try bytes.checked16(8), maxVersion: try bytes.checked16(10),
                           dmopABI: try bytes.checked32(12))
@@ -221,7 +221,7 @@ extension Wire {
         // server's check: the codec knows no session.
         let flags = try bytes.checked16(14)
         guard flags & ~requestFlagPosted == 0 else {
-            throw ProtocolViolation(.reservedNonzero, requestID: requestID,
+            throw ProtocolViolation(.headerReservedNonzero, requestID: requestID,
                                     "REQUEST flags 0x\(String(flags, radix: 16)) name no defined flag")
         }
         guard count <= DMOPABI.maxBuffers else {

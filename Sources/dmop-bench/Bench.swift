@@ -2,7 +2,7 @@
 import CPosix
 import DMOPClient
 import DMOPCore
-import DMOPHypervisor
+import DMOPTrusted
 import DMOPPosix
 import DMOPSimulation
 import DMOPTooling

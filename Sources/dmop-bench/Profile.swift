@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 import DMOPCore
-import DMOPHypervisor
+import DMOPTrusted
 import DMOPPosix
 import DMOPServer
 import DMOPSimulation

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 import ArgumentParser
 import DMOPCore
-import DMOPHypervisor
+import DMOPTrusted
 import DMOPPolicyLearning
 import DMOPPosix
 import DMOPServe

@@ -18,7 +18,7 @@
 //   then        repeated: u16 LE length, that many bytes (fewer at the end)
 import DMOPClient
 import DMOPCore
-import DMOPHypervisor
+import DMOPTrusted
 import DMOPPosix
 import DMOPServer
 import DMOPSimulation
@@ -409,8 +409,8 @@ final class Model {
                     return .violation(.helloRequired)
                 }
                 if frame.posted && version < Wire.postingVersion {
-                    expectProtocolError(.reservedNonzero, requestID: frame.requestID, what)
-                    return .violation(.reservedNonzero)
+                    expectProtocolError(.headerReservedNonzero, requestID: frame.requestID, what)
+                    return .violation(.headerReservedNonzero)
                 }
                 request(frame, datagram, what)
             }

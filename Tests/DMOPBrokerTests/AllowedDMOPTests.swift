@@ -2,7 +2,7 @@
 import CXen
 import DMOPClient
 import DMOPCore
-import DMOPHypervisor
+import DMOPTrusted
 import DMOPSimulation
 import Glibc
 import Testing
@@ -49,8 +49,8 @@ struct AllowedDMOPTests {
         let reasons: [ReasonCode?] = header.withUnsafeMutableBytes { bytes in [UnsafeRawBufferPointer(bytes)].withUnsafeBufferPointer { views in
             let request = DMOPRequest(domid: 5, buffers: views)
             return [nil, nil].map { (_: Int?) -> ReasonCode? in
-                let decision = decide(restrictedDomid: 5, policy: Self.policy, request: request, owned: OwnedIoreqServers(),
-                                      limiter: limiter, now: 2, auditBlocked: nil)
+                let decision = admitRequest(restrictedDomid: 5, policy: Self.policy, request: request, owned: OwnedIoreqServers(),
+                                            limiter: limiter, now: 2, auditBlocked: nil)
                 if case .refuse(let reason, _) = decision { return reason }
                 return nil
             }
@@ -59,8 +59,8 @@ struct AllowedDMOPTests {
         var irq = TestSupport.op("set_isa_irq_level").encodeHeader()
         let blocked = irq.withUnsafeMutableBytes { bytes in
             [UnsafeRawBufferPointer(bytes)].withUnsafeBufferPointer { views in
-                decide(restrictedDomid: 5, policy: Self.policy, request: DMOPRequest(domid: 5, buffers: views),
-                       owned: OwnedIoreqServers(), limiter: limiter, now: 2, auditBlocked: ENOSPC)
+                admitRequest(restrictedDomid: 5, policy: Self.policy, request: DMOPRequest(domid: 5, buffers: views),
+                             owned: OwnedIoreqServers(), limiter: limiter, now: 2, auditBlocked: ENOSPC)
             }
         }
         #expect(blocked == .refuse(.auditUnavailable, "the audit log cannot take more forward lines (ENOSPC)"))

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 import DMOPClient
 import DMOPCore
-@testable import DMOPHypervisor
+@testable import DMOPTrusted
 @testable import DMOPPosix
 import DMOPSandbox
 @testable import DMOPServer

@@ -235,13 +235,13 @@ struct HostileMalformedTests {
         Hostile.expectRecord(broker, ops: [])
     }
 
-    @Test("REQUEST reserved bytes 14..15 not zero: RESERVED_NONZERO")
+    @Test("REQUEST reserved bytes 14..15 not zero: HEADER_RESERVED_NONZERO")
     func requestReservedNonzero() throws {
         let (broker, peer) = try Hostile.session()
         var bytes = Wire.encodeRequest(domid: 5, requestID: 57, buffers: [Hostile.isaIrq(1)])
         bytes[15] = 1
         try peer.send(bytes)
-        peer.expectProtocolError(.reservedNonzero, requestID: 57)
+        peer.expectProtocolError(.headerReservedNonzero, requestID: 57)
         Hostile.expectExit(broker, 79)
         Hostile.expectRecord(broker, ops: [])
     }
@@ -276,7 +276,7 @@ struct HostileMalformedTests {
         Hostile.expectRecord(broker, ops: [Self.isa])
     }
 
-    @Test("HELLO with min_version > max_version, of 15 bytes, of 17 bytes: BAD_HELLO; reserved bytes set: RESERVED_NONZERO",
+    @Test("HELLO with min_version > max_version, of 15 bytes, of 17 bytes: BAD_HELLO; reserved bytes set: HEADER_RESERVED_NONZERO",
           arguments: ["min>max", "15 bytes", "17 bytes", "reserved"])
     func badHello(shape: String) throws {
         let (broker, peer) = try Hostile.session(hello: false)
@@ -289,7 +289,7 @@ struct HostileMalformedTests {
         default: bytes = good; bytes[6] = 1
         }
         try peer.send(bytes)
-        peer.expectProtocolError(shape == "reserved" ? .reservedNonzero : .badHello)
+        peer.expectProtocolError(shape == "reserved" ? .headerReservedNonzero : .badHello)
         Hostile.expectExit(broker, 79)
         Hostile.expectRecord(broker, ops: [])
     }
@@ -383,7 +383,7 @@ struct HostileRefusalTests {
         Hostile.expectRecord(broker, ops: [])
     }
 
-    @Test("non-zero xen_dm_op.pad and non-zero payload pad: NONZERO_RESERVED")
+    @Test("non-zero xen_dm_op.pad and non-zero payload pad: PAYLOAD_FIELD_NONZERO")
     func nonZeroPad() throws {
         let (broker, peer) = try Hostile.session()
         var padded = Hostile.isaIrq(1)
@@ -393,8 +393,8 @@ struct HostileRefusalTests {
         var createPadded = create.encodeHeader()
         if let pad = create.field(named: "pad") { createPadded[pad.offset] = 0x80 }
         try peer.request(id: 78, [createPadded])
-        peer.expectRefusal(id: 77, .nonzeroReserved)
-        peer.expectRefusal(id: 78, .nonzeroReserved)
+        peer.expectRefusal(id: 77, .payloadFieldNonzero)
+        peer.expectRefusal(id: 78, .payloadFieldNonzero)
         peer.close()
         Hostile.expectExit(broker, 0)
         Hostile.expectRecord(broker, ops: [])
@@ -441,7 +441,7 @@ struct HostileRefusalTests {
         try peer.request(id: 86, [Hostile.header("modified_memory", ["nr_extents": 1]), padded])
         try peer.request(id: 87, [Hostile.header("modified_memory", ["nr_extents": 1]), extent])
         for id in [UInt32(83), 84, 85] { peer.expectRefusal(id: id, .badBufferSize) }
-        peer.expectRefusal(id: 86, .nonzeroReserved)
+        peer.expectRefusal(id: 86, .payloadFieldNonzero)
         peer.expectReply(id: 87, result: 0, reason: nil)
         peer.close()
         Hostile.expectExit(broker, 0)

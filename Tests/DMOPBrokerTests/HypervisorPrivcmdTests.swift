@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 import Foundation
 import CXen
-import DMOPHypervisor
+@testable import DMOPTrusted
 import Glibc
 import Testing
 

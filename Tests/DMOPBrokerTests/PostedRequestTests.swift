@@ -48,7 +48,7 @@ struct PostedRequestTests {
         try peer.request(id: 1, [Hostile.isaIrq(3, level: 1)])
         peer.expectReply(id: 1, result: 0, reason: nil)
         try Self.post(peer, id: 2, Hostile.isaIrq(3))
-        peer.expectProtocolError(.reservedNonzero, requestID: 2)
+        peer.expectProtocolError(.headerReservedNonzero, requestID: 2)
         Hostile.expectExit(broker, 79)
         Hostile.expectRecord(broker, ops: [Self.isa])
     }
@@ -57,7 +57,7 @@ struct PostedRequestTests {
     func unknownFlags() throws {
         let (broker, peer) = try Hostile.session(policy: Self.policy)
         try peer.send(Wire.encodeRequest(domid: 5, requestID: 9, buffers: [Hostile.isaIrq(3)], flags: 0x0002))
-        peer.expectProtocolError(.reservedNonzero, requestID: 9)
+        peer.expectProtocolError(.headerReservedNonzero, requestID: 9)
         Hostile.expectExit(broker, 79)
         Hostile.expectRecord(broker, ops: [])
     }

@@ -2,7 +2,7 @@
 import CXen
 import DMOPClient
 import DMOPCore
-import DMOPHypervisor
+import DMOPTrusted
 import DMOPSimulation
 import Foundation
 import Glibc

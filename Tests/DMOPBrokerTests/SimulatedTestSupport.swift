@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 import CXen
-import DMOPHypervisor
+import DMOPTrusted
 import DMOPSimulation
 import Glibc
 

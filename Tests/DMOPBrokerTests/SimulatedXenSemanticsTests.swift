@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 import CXen
-@testable import DMOPHypervisor
+@testable import DMOPTrusted
 @testable import DMOPSimulation
 import Glibc
 import Testing

@@ -6,7 +6,7 @@ import Testing
 /// stay the whole target, and the target small.
 @Suite("README's trusted core")
 struct TrustedCoreTests {
-    static let bound = 1022
+    static let bound = 1150
     static let directory = "Sources/DMOPTrusted"
 
     static func codeLines(_ path: String) throws -> Int {
@@ -23,7 +23,9 @@ struct TrustedCoreTests {
                                 encoding: .utf8)
         guard let start = readme.range(of: "\n## Trusted core\n") else { return [] }
         let section = readme[start.upperBound...].prefix { _ in true }
-        let body = section.range(of: "\n## ").map { section[..<$0.lowerBound] } ?? section
+        // The list ends where the second ring (read next, not bounded) begins.
+        let end = section.range(of: "\nThe second ring") ?? section.range(of: "\n## ")
+        let body = end.map { section[..<$0.lowerBound] } ?? section
         return body.split(separator: "\n").compactMap { line -> String? in
             guard line.hasPrefix("- `"), let end = line.dropFirst(3).firstIndex(of: "`") else { return nil }
             return String(line[line.index(line.startIndex, offsetBy: 3)..<end])
@@ -47,7 +49,14 @@ struct TrustedCoreTests {
 
     @Test("the trusted core stays within its bound")
     func bounded() throws {
-        let total = try Self.listed().reduce(0) { $0 + (try Self.codeLines($1)) }
+        var total = 0
+        for path in try Self.listed() {
+            let lines = try Self.codeLines(path)
+            total += lines
+            // README keeps no counts: this is where they are read.
+            print("trusted core: \(lines) code lines in \(path)")
+        }
+        print("trusted core: \(total) code lines in all (bound \(Self.bound))")
         #expect(total > 0 && total <= Self.bound, "the trusted core has \(total) code lines, over \(Self.bound)")
     }
 }

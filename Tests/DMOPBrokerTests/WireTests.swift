@@ -111,7 +111,7 @@ struct WireTests {
         #expect(reason(Wire.encodeHello(Hello(minVersion: 3, maxVersion: 2))) == .badHello)
         var reserved = Wire.encodeHello(Hello())
         reserved[6] = 1
-        #expect(reason(reserved) == .reservedNonzero)
+        #expect(reason(reserved) == .headerReservedNonzero)
     }
 
     @Test("more than 16 buffers, including 17 and 65535")
@@ -152,7 +152,7 @@ struct WireTests {
         for bit in 1..<16 {
             bytes[14] = UInt8(truncatingIfNeeded: 1 << bit)
             bytes[15] = UInt8(truncatingIfNeeded: (1 << bit) >> 8)
-            #expect(reason(bytes) == .reservedNonzero, "flag bit \(bit)")
+            #expect(reason(bytes) == .headerReservedNonzero, "flag bit \(bit)")
         }
         bytes[14] = 1
         bytes[15] = 0

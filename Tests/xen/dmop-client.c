@@ -66,7 +66,7 @@ enum {
     R_OP_NOT_ALLOWED = 4,
     R_BAD_BUFFER_COUNT = 5,
     R_BAD_BUFFER_SIZE = 6,
-    R_NONZERO_RESERVED = 7,
+    R_PAYLOAD_FIELD_NONZERO = 7,
     R_CONDITION_FAILED = 8,
     R_NOT_OWNER = 10,
     R_BAD_MAGIC = 32,
@@ -539,7 +539,7 @@ static void session(uint16_t dom, long vcpus, int irq_allowed)
     op.u.set_ioreq_server_state.id = id;
     op.pad = 1;
     call1("nonzero-pad", dom, &op, &r);
-    expect_refused("nonzero-pad", &r, R_NONZERO_RESERVED, -EINVAL);
+    expect_refused("nonzero-pad", &r, R_PAYLOAD_FIELD_NONZERO, -EINVAL);
 
     /* --- teardown, as QEMU does at exit --- */
     op_init(&op, XEN_DMOP_destroy_ioreq_server);

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
 import CXen
-import DMOPPosix
-import DMOPTrusted
 import Glibc
 
-/// The real thing: Linux's `/dev/xen/privcmd` and its ioctls.
+/// The real thing: Linux's `/dev/xen/privcmd` and its ioctls. All of
+/// privcmd lives in this file of the trusted core: the fd, the restriction,
+/// its proof, and the DM_OP call, which nothing outside the core can make
+/// without an `AllowedDMOP` (`ioctlDMOp` is internal).
 ///
 /// The device is opened in `init`, which also asks Xen its version with a
 /// plain hypercall while that is still allowed. After `restrict(to:)` and
@@ -21,14 +22,15 @@ public final class PrivcmdHypervisor: Hypervisor {
     /// The domid the fd is restricted to, once `restrict(to:)` succeeded.
     public private(set) var restrictedDomid: UInt16?
 
-    private let descriptor: FileDescriptor
+    /// The open privcmd fd (O_CLOEXEC), closed with this object.
+    private let descriptor: Int32
     private let zeroLength = ZeroLengthBacking()
 
-    /// The open privcmd fd (O_CLOEXEC).
     /// errno of the XENVER_version query (ENOTTY: the device is not privcmd).
     public let versionQueryErrno: Int32
 
-    public var fileDescriptor: Int32 { descriptor.rawValue }
+    /// The fd's number, for the sandbox's seccomp rule (pinned to it).
+    public var fileDescriptor: Int32 { descriptor }
 
     /// Opens `path` read-write and queries XENVER_version (0 when the query
     /// fails, e.g. on a device that is not privcmd).
@@ -38,13 +40,14 @@ public final class PrivcmdHypervisor: Hypervisor {
         guard fd >= 0 else {
             let error = errno
             throw HypervisorError(step: .open, errno: error,
-                                  detail: "cannot open \(path): \(Errno.name(error)) (\(String(cString: strerror(error))))")
+                                  detail: "cannot open \(path): \(errnoName(error)) (\(String(cString: strerror(error))))")
         }
-        descriptor = FileDescriptor(owning: fd)
+        descriptor = fd
         // A regular file, /dev/null or another device would fail later with
         // ENOTTY; say what is wrong instead.
         var status = stat()
         guard fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFCHR else {
+            close(fd)
             throw HypervisorError(step: .notPrivcmd, errno: ENOTTY,
                                   detail: "\(path) is not a privcmd device (\(Self.kind(of: status)))")
         }
@@ -58,6 +61,8 @@ public final class PrivcmdHypervisor: Hypervisor {
         xenVersion = rc > 0 ? UInt32(rc) : 0
         versionQueryErrno = rc < 0 ? errno : 0
     }
+
+    deinit { close(descriptor) }
 
     static func kind(of status: stat) -> String {
         switch status.st_mode & S_IFMT {
@@ -79,7 +84,7 @@ public final class PrivcmdHypervisor: Hypervisor {
         }
         var value: domid_t = domid
         let rc = withUnsafeMutablePointer(to: &value) {
-            ioctl(descriptor.rawValue, cxen_ioctl_privcmd_restrict(), UnsafeMutableRawPointer($0))
+            ioctl(descriptor, cxen_ioctl_privcmd_restrict(), UnsafeMutableRawPointer($0))
         }
         guard rc == 0 else {
             let error = errno
@@ -88,7 +93,7 @@ public final class PrivcmdHypervisor: Hypervisor {
                                       detail: "\(path) is not a privcmd device (it does not know IOCTL_PRIVCMD_RESTRICT)")
             }
             throw HypervisorError(step: .restrict, errno: error,
-                                  detail: "IOCTL_PRIVCMD_RESTRICT(\(domid)) on \(path): \(Errno.name(error)) (\(String(cString: strerror(error))))")
+                                  detail: "IOCTL_PRIVCMD_RESTRICT(\(domid)) on \(path): \(errnoName(error)) (\(String(cString: strerror(error))))")
         }
         restrictedDomid = domid
     }
@@ -98,7 +103,7 @@ public final class PrivcmdHypervisor: Hypervisor {
         // before reading the argument; an unrestricted one faults on NULL.
         // The int overload passes a literal 0, which reaches the kernel as a
         // zero pointer.
-        let rc = ioctl(descriptor.rawValue, cxen_ioctl_privcmd_hypercall(), CInt(0))
+        let rc = ioctl(descriptor, cxen_ioctl_privcmd_hypercall(), CInt(0))
         let error = errno
         if rc == -1 && error == EPERM { return }
         let detail: String
@@ -107,7 +112,7 @@ public final class PrivcmdHypervisor: Hypervisor {
         } else if error == EFAULT {
             detail = "privcmd restriction check on \(path): HYPERCALL(NULL) gave EFAULT, so the fd is NOT restricted"
         } else {
-            detail = "privcmd restriction check on \(path): HYPERCALL(NULL) gave \(Errno.name(error)) (\(String(cString: strerror(error)))), expected EPERM"
+            detail = "privcmd restriction check on \(path): HYPERCALL(NULL) gave \(errnoName(error)) (\(String(cString: strerror(error)))), expected EPERM"
         }
         throw HypervisorError(step: .verifyRestriction, errno: rc >= 0 ? 0 : error, detail: detail)
     }
@@ -117,9 +122,48 @@ public final class PrivcmdHypervisor: Hypervisor {
         return allowed.withWritableBuffers { ioctlDMOp(domid: domid, buffers: $0) }
     }
 
-    /// IOCTL_PRIVCMD_DM_OP as given, with no check of its own: the kernel's
-    /// answers for tests.
-    public func ioctlDMOp(domid: UInt16, buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) -> Int32 {
-        PrivcmdDMOp.call(fd: descriptor.rawValue, domid: domid, buffers: buffers, zeroLength: zeroLength)
+    /// IOCTL_PRIVCMD_DM_OP as given, with no check of its own: internal, so
+    /// only `dmOp` (and the tests, for the kernel's answers) reach it.
+    func ioctlDMOp(domid: UInt16, buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) -> Int32 {
+        PrivcmdDMOp.call(fd: descriptor, domid: domid, buffers: buffers, zeroLength: zeroLength)
     }
+}
+
+/// IOCTL_PRIVCMD_DM_OP, the one call the broker makes on privcmd while it
+/// serves (the sandbox's seccomp rule is pinned to this fd and ioctl).
+enum PrivcmdDMOp {
+    /// privcmd's dm_op_max_nr_bufs default: more descriptors than this never
+    /// reach the kernel (it would answer E2BIG), so the descriptor array has
+    /// a fixed bound.
+    static let maxBuffers = 16
+
+    /// Issues the ioctl on `fd` for `domid`; 0 or a negative errno.
+    static func call(fd: Int32, domid: UInt16, buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>,
+                            zeroLength: ZeroLengthBacking) -> Int32 {
+        let count = buffers.count
+        guard count <= maxBuffers else { return -E2BIG }
+        // The descriptor array lives on the stack (at most 16 x 16 bytes).
+        return withUnsafeTemporaryAllocation(of: privcmd_dm_op_buf_t.self, capacity: maxBuffers) { descriptors in
+            guard let first = descriptors.baseAddress else { return -ENOMEM }
+            for i in 0..<count {
+                let buffer = buffers[i]
+                // SAFETY: i < count <= maxBuffers, the capacity of `descriptors`.
+                (first + i).initialize(to: privcmd_dm_op_buf_t(uptr: zeroLength.pointer(for: buffer), size: buffer.count))
+            }
+            defer { first.deinitialize(count: count) }
+            // SAFETY: the kernel reads `count` initialized descriptors, each
+            // naming a buffer the caller keeps alive for the call.
+            var op = privcmd_dm_op_t(dom: domid, num: UInt16(count), ubufs: UnsafePointer(first))
+            let rc = withUnsafeMutablePointer(to: &op) {
+                ioctl(fd, cxen_ioctl_privcmd_dm_op(), UnsafeMutableRawPointer($0))
+            }
+            return rc < 0 ? -errno : rc
+        }
+    }
+}
+
+/// errno's symbolic name ("EPERM"), for the core's messages; glibc's table,
+/// so the core needs no module of the project's for it.
+func errnoName(_ value: Int32) -> String {
+    cxen_errno_name(value).map { String(cString: $0) } ?? "errno \(value)"
 }
