@@ -60,6 +60,7 @@ let package = Package(
         .executable(name: "dmop-qemu-wrapper", targets: ["dmop-qemu-wrapper"]),
         .executable(name: "dmop-bench", targets: ["dmop-bench"]),
         .executable(name: "dmop-bench-hello", targets: ["dmop-bench-hello"]),
+        .executable(name: "dmop-bench-broker", targets: ["dmop-bench-broker"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -109,17 +110,21 @@ let package = Package(
         // `serve`: its options, their parser (no ArgumentParser), the
         // start-up sequence; shared by the two executables below.
         .target(name: "DMOPServe", dependencies: [
-            "CPosix", "CVersion", "DMOPCore", "DMOPPosix", "DMOPSimulation", "DMOPSandbox",
+            "CPosix", "CVersion", "DMOPCore", "DMOPPosix", "DMOPSandbox",
             "DMOPServer", "DMOPTooling", .product(name: "Logging", package: "swift-log"),
         ]),
-        // The broker: serves, and runs dmop-broker-tools for anything else.
+        // `serve --hypervisor simulated` for the executables that carry the
+        // simulator; the shipped broker does not link it.
+        .target(name: "DMOPSimulatedServe", dependencies: ["DMOPServe", "DMOPSimulation"]),
+        // The broker: serves, and runs dmop-broker-tools for anything else
+        // (a simulated serve line included).
         // It links neither swift-argument-parser nor the tools, so that
         // starting one per guest stays cheap (README "Performance").
         .executableTarget(name: "dmop-broker", dependencies: ["DMOPServe"], linkerSettings: hardenedLink),
         // The other commands (demo, policy, seccomp-profile, catalogue), the
         // help and the usage errors, with swift-argument-parser.
         .executableTarget(name: "dmop-broker-tools", dependencies: [
-            "CPosix", "DMOPCore", "DMOPPosix", "DMOPSimulation", "DMOPSandbox", "DMOPServe", "DMOPServer",
+            "CPosix", "DMOPCore", "DMOPPosix", "DMOPSimulation", "DMOPSimulatedServe", "DMOPSandbox", "DMOPServe", "DMOPServer",
             "DMOPClient", "DMOPTooling", "DMOPPolicyLearning",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], linkerSettings: hardenedLink),
@@ -151,6 +156,9 @@ let package = Package(
         // (-DDMOP_FUZZING); a plain build gives replay tools for their inputs.
         // The start-up floor of dmop-bench: a Swift program that does nothing.
         .executableTarget(name: "dmop-bench-hello"),
+        // The broker the benchmark starts: dmop-broker plus the simulator.
+        .executableTarget(name: "dmop-bench-broker", dependencies: ["DMOPServe", "DMOPSimulatedServe"],
+                          linkerSettings: hardenedLink),
         .executableTarget(name: "dmop-fuzz-decoder", dependencies: ["DMOPCore", "DMOPPosix", "DMOPClient", "DMOPTooling"]),
         .executableTarget(name: "dmop-fuzz-request", dependencies: [
             "DMOPCore", "DMOPPosix", "DMOPSimulation", "DMOPServer", "DMOPClient", "DMOPTooling",

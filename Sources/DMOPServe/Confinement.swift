@@ -2,7 +2,6 @@
 import DMOPTrusted
 import DMOPSandbox
 import DMOPServer
-import DMOPSimulation
 import Glibc
 import Logging
 
@@ -35,7 +34,7 @@ public struct ConfinementOptions {
     /// Drops privileges, closes every other fd, sets rlimits and loads the
     /// seccomp filter, in that order. Any failure is fatal: the process is
     /// then half-confined and must not serve.
-    func confine(user userSpec: UserSpec?, hypervisor: any Hypervisor, endpoint: ServeOptions.Endpoint, readyFd: Int32?,
+    func confine(user userSpec: UserSpec?, hypervisor: any Hypervisor, record: Int32?, endpoint: ServeOptions.Endpoint, readyFd: Int32?,
                  auditSink: AuditSink, audit: Logger) {
         let auditDescriptors: AuditDescriptors? = switch auditSink.channel {
         case .stderr: nil
@@ -51,7 +50,7 @@ public struct ConfinementOptions {
             privcmd: (hypervisor as? PrivcmdHypervisor)?.fileDescriptor,
             client: client,
             ready: readyFd,
-            record: (hypervisor as? SimulatedHypervisor).flatMap { $0.recordFileDescriptor >= 0 ? $0.recordFileDescriptor : nil },
+            record: record,
             audit: auditDescriptors)
         // The file-size limit the broker runs under is the smaller of the
         // inherited one and its own: the audit file keeps its reserve below it.

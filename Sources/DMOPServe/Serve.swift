@@ -5,13 +5,28 @@ import DMOPTrusted
 import DMOPPosix
 import DMOPSandbox
 import DMOPServer
-import DMOPSimulation
 import Glibc
 import Logging
 
 public enum HypervisorKind: String, CaseIterable, Sendable {
     case privcmd, simulated
 }
+
+/// The simulated hypervisor behind a serve line that asks for it, with its
+/// record file's fd (kept open through the confinement). The shipped broker
+/// links no simulator: the executables that do (the tools, the benchmark's
+/// broker) pass a factory to `ServeOptions.run(simulated:)`.
+public struct SimulatedBackend {
+    public let hypervisor: any Hypervisor
+    public let recordFD: Int32?
+
+    public init(hypervisor: any Hypervisor, recordFD: Int32?) {
+        self.hypervisor = hypervisor
+        self.recordFD = recordFD
+    }
+}
+
+public typealias SimulatedBackendFactory = (ServeOptions) throws(HypervisorError) -> SimulatedBackend
 
 /// `dmop-broker serve`'s options, with their defaults (dmop-broker(8)).
 /// Filled by ServeArguments in the broker, or by ArgumentParser in the
@@ -55,7 +70,12 @@ public struct ServeOptions {
     }
 
     /// Sets up, confines and serves; exits with a status of dmop-broker(8).
-    public func run() -> Never {
+    /// Without `simulated`, a `--hypervisor simulated` line is run by the
+    /// tools executable (the same line, before any side effect).
+    public func run(simulated: SimulatedBackendFactory? = nil) -> Never {
+        if hypervisor == .simulated, simulated == nil {
+            BrokerExecutables.execTools(CommandLine.arguments, why: "the simulated hypervisor is in")
+        }
         guard (listen == nil) != (socketFD == nil) else {
             fail(.usage, "give exactly one of --listen PATH and --socket-fd N")
         }
@@ -75,7 +95,7 @@ public struct ServeOptions {
         let audit = Logger(label: "dmop-broker[\(getpid())]") { AuditLogHandler(label: $0, sink: sink) }
 
         // 2. The hypervisor: open, check its release, restrict, prove the restriction.
-        let hypervisor = makeHypervisor()
+        let (hypervisor, recordFD) = makeHypervisor(simulated: simulated)
         checkXenRelease(hypervisor.xenVersion, audit: audit)
         let unverified: UnverifiedRestriction
         do {
@@ -108,7 +128,8 @@ public struct ServeOptions {
         audit.info("starting version=\(brokerVersion) domid=\(domid.value) hypervisor=\(hypervisor.kind) xen_version=\(hypervisor.xenVersion >> 16).\(hypervisor.xenVersion & 0xffff) policy=\(Logfmt.quote(policy.source)) allowed=\(policy.rules.map(\.op.name).joined(separator: ",")) audit_log=\(Logfmt.quote(auditLog.description)) audit_forwards=\(auditForwards.rawValue) audit_failure=\(auditFailure.rawValue)\(guestName.map { " guest=\(Logfmt.quote($0))" } ?? "")")
 
         // 4-5. Drop privileges, close fds, rlimits, seccomp.
-        confinement.confine(user: user, hypervisor: hypervisor, endpoint: endpoint, readyFd: readyFd, auditSink: sink, audit: audit)
+        confinement.confine(user: user, hypervisor: hypervisor, record: recordFD, endpoint: endpoint, readyFd: readyFd,
+                            auditSink: sink, audit: audit)
         boundSocketPath = nil
 
         // 6. Ready: confined, and no client byte read yet.
@@ -157,7 +178,8 @@ public struct ServeOptions {
         }
     }
 
-    func makeHypervisor() -> any Hypervisor {
+    /// The hypervisor, and the simulated one's record fd.
+    func makeHypervisor(simulated: SimulatedBackendFactory?) -> (any Hypervisor, Int32?) {
         do throws(HypervisorError) {
             switch hypervisor {
             case .privcmd:
@@ -166,11 +188,11 @@ public struct ServeOptions {
                 if device.versionQueryErrno == ENOTTY {
                     fail(.hypervisorOpen, "--privcmd \(privcmd) is not a privcmd device (it does not know IOCTL_PRIVCMD_HYPERCALL)")
                 }
-                return device
+                return (device, nil)
             case .simulated:
-                return try SimulatedHypervisor(guestDomid: domid.value, vcpus: simulatedVcpus,
-                                               xenVersion: (simulatedXenVersion?.release ?? SimulatedXen.defaultRelease).xenVersion,
-                                               recordPath: simulatedRecord)
+                guard let simulated else { fail(.usage, "this executable has no simulated hypervisor") }
+                let backend = try simulated(self)
+                return (backend.hypervisor, backend.recordFD)
             }
         } catch {
             if error.step == .recordFile { fail(.recordFile, "\(error)") }

@@ -27,7 +27,9 @@ public enum BrokerExecutables {
 
     /// Runs the tools in this process, with the same arguments and
     /// environment; exits with the tools-missing status if none can be run.
-    public static func execTools(_ arguments: [String]) -> Never {
+    /// `why` says what the tools have that this executable lacks, when it
+    /// is not the parser.
+    public static func execTools(_ arguments: [String], why: String? = nil) -> Never {
         guard let me = Files.selfExecutable() else {
             fail(.toolsMissing, "cannot find my own executable (/proc/self/exe), so not the tools either")
         }
@@ -41,12 +43,12 @@ public enum BrokerExecutables {
             execv(path, argv)
             tried.append("\(path): \(Errno.name(errno))")
         }
-        let what = switch arguments.dropFirst().first {
+        let parserNeed = switch arguments.dropFirst().first {
         case "serve"?: "this serve command line needs the full parser, for its help or its error; it is in"
         case let word?: "'\(word)' is run by"
         case nil: "the usage text is printed by"
         }
-        fail(.toolsMissing, "\(what) \(tools), which cannot be run: \(tried.joined(separator: "; "))")
+        fail(.toolsMissing, "\(why ?? parserNeed) \(tools), which cannot be run: \(tried.joined(separator: "; "))")
     }
 
     private static func parent(_ path: String) -> String {

@@ -660,7 +660,7 @@ final class Bench {
         let helloSummary = helloSamples.summary()
         Table.section("start-up: posix_spawn to 'ready' read from --ready-fd (unpinned\(realtime ? ", SCHED_FIFO" : ""))")
         Table.header()
-        Table.row("dmop-broker serve --hypervisor simulated", summary, .milliseconds)
+        Table.row("dmop-bench-broker serve --hypervisor simulated", summary, .milliseconds)
         Table.row("static Swift hello-world (spawn to exit)", helloSummary, .milliseconds)
         fflush(nil)
         return (summary, helloSummary)

@@ -55,7 +55,7 @@ struct BenchConfig {
                  (the broker's request loop in-process without seccomp, for valgrind --tool=callgrind)
           --quick            short run for CI: figures printed, no targets enforced
           --check            exit 2 when a target is missed (never with --quick)
-          --broker PATH      dmop-broker to measure (default: next to dmop-bench)
+          --broker PATH      broker to measure (default: dmop-bench-broker, next to dmop-bench)
           --policy PATH      policy the brokers serve (default: policy/qemu-xen.policy)
           --xendevicemodel PATH  the drop-in libxendevicemodel (default: libdmop-xendevicemodel.so next to dmop-bench)
           --iterations N     round trips per row and pinning regime (default 100000; quick 3000)
@@ -78,7 +78,7 @@ struct BenchConfig {
         } else {
             directory = "."
         }
-        var config = BenchConfig(broker: directory + "/dmop-broker",
+        var config = BenchConfig(broker: directory + "/dmop-bench-broker",
                                  library: directory + "/libdmop-xendevicemodel.so")
         var iterations: Int?
         var startupRuns: Int?

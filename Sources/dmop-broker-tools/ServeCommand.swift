@@ -2,6 +2,7 @@
 import ArgumentParser
 import DMOPSandbox
 import DMOPServe
+import DMOPSimulatedServe
 import DMOPServer
 
 /// `serve` as ArgumentParser declares it: its help and its usage errors.
@@ -95,7 +96,7 @@ struct ServeCommand: ParsableCommand {
     }
 
     func run() {
-        options.run()
+        options.run(simulated: SimulatedServe.backend)
     }
 }
 

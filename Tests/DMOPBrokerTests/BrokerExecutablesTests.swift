@@ -21,6 +21,31 @@ struct BrokerExecutablesTests {
         #expect(tools.range(of: Data("14ArgumentParser".utf8)) != nil, "the tools lost ArgumentParser?")
     }
 
+    @Test("the shipped dmop-broker has no simulated hypervisor; the tools and the benchmark's broker do")
+    func noSimulatorInTheBroker() throws {
+        let broker = try Data(contentsOf: URL(fileURLWithPath: TestSupport.brokerPath))
+        // The module's name as every one of its mangled symbols carries it.
+        let simulator = Data("14DMOPSimulation".utf8)
+        #expect(broker.range(of: simulator) == nil, "dmop-broker links DMOPSimulation")
+        for other in [BrokerExecutables.tools, "dmop-bench-broker"] {
+            let data = try Data(contentsOf: TestSupport.productsDirectory.appendingPathComponent(other))
+            #expect(data.range(of: simulator) != nil, "\(other) lost the simulated hypervisor?")
+        }
+    }
+
+    @Test("a simulated serve line given to dmop-broker is served by the tools, with the same outcome")
+    func simulatedServeRunsInTheTools() throws {
+        // Usage errors come out of whichever executable serves the line: the
+        // same text from both shows the hand-over kept every argument.
+        let line = ["serve", "--hypervisor", "simulated", "--domid", "5", "--policy", Self.policy,
+                    "--listen", "/nonexistent/dir/broker.sock", "--allow-root"]
+        let tools = TestSupport.productsDirectory.appendingPathComponent(BrokerExecutables.tools).path
+        let viaBroker = try runBroker(line)
+        let direct = try TestSupport.run(tools, line)
+        #expect(viaBroker.status != 0 && viaBroker.status == direct.status, "\(viaBroker) vs \(direct)")
+        #expect(viaBroker.output.contains("/nonexistent/dir"), "\(viaBroker.output)")
+    }
+
     @Test("the installed layout and a build directory, both ways")
     func candidates() {
         #expect(BrokerExecutables.toolsCandidates(brokerPath: "/usr/sbin/dmop-broker")
@@ -73,10 +98,12 @@ struct BrokerExecutablesTests {
         let lone = directory + "/dmop-broker"
         try FileManager.default.copyItem(atPath: TestSupport.brokerPath, toPath: lone)
 
-        // Parsed by the broker itself: it gets as far as the socket (fd 77 is not open).
-        let serve = try TestSupport.run(lone, ["serve", "--hypervisor", "simulated", "--domid", "5",
+        // Parsed and run by the broker itself: it gets as far as opening
+        // the privcmd device (/dev/null is not one).
+        let serve = try TestSupport.run(lone, ["serve", "--privcmd", "/dev/null", "--domid", "5",
                                                "--policy", Self.policy, "--socket-fd", "77", "--allow-root"])
-        #expect(serve.status == ExitStatus.socket.rawValue, "\(serve)")
+        #expect(serve.status == ExitStatus.hypervisorOpen.rawValue && serve.output.contains("not a privcmd device"),
+                "\(serve)")
         let version = try TestSupport.run(lone, ["--version"])
         #expect(version.status == 0, "\(version)")
 
@@ -84,6 +111,8 @@ struct BrokerExecutablesTests {
         for (arguments, says) in [
             (["policy", "check", Self.policy], "'policy' is run by dmop-broker-tools, which cannot be run"),
             (["serve", "--help"], "this serve command line needs the full parser"),
+            (["serve", "--hypervisor", "simulated", "--domid", "5", "--policy", Self.policy, "--socket-fd", "77"],
+             "the simulated hypervisor is in dmop-broker-tools, which cannot be run"),
             ([], "the usage text is printed by dmop-broker-tools"),
         ] {
             let result = try TestSupport.run(lone, arguments)
