@@ -38,6 +38,10 @@ let hardenedLink: [LinkerSetting] = [
                  .when(configuration: .release)),
 ]
 
+// Every C target of the project builds without a warning, in every
+// configuration: a warning fails the build.
+let strictC: [CSetting] = [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]
+
 // Absolute paths for linker flags: SwiftPM may run the linker elsewhere.
 let packageDirectory = String(#filePath.dropLast("/Package.swift".count))
 
@@ -72,9 +76,9 @@ let package = Package(
         .systemLibrary(name: "CSeccomp", path: "Sources/CSeccomp", pkgConfig: "libseccomp",
                        providers: [.apt(["libseccomp-dev"])]),
         // ucred, accept4, SCM_RIGHTS, signal flag: what Swift cannot import.
-        .target(name: "CPosix", cSettings: hardenedC),
+        .target(name: "CPosix", cSettings: strictC + hardenedC),
         // The version for Swift code (dmop-broker --version, the start line).
-        .target(name: "CVersion", cSettings: [versionDefine] + hardenedC),
+        .target(name: "CVersion", cSettings: [versionDefine] + strictC + hardenedC),
 
         // Typed file descriptors, errno, SEQPACKET datagrams.
         .target(name: "DMOPPosix", dependencies: ["CPosix"]),
@@ -94,7 +98,7 @@ let package = Package(
         // `dmop-broker policy learn`: a policy from audit logs and records.
         .target(name: "DMOPPolicyLearning", dependencies: ["DMOPCore"]),
         // prctl, setres*id, close_range, the SIGSYS reporter: for DMOPSandbox.
-        .target(name: "CSandbox", cSettings: hardenedC),
+        .target(name: "CSandbox", cSettings: strictC + hardenedC),
         // Privilege drop, fd hygiene, rlimits, seccomp.
         .target(name: "DMOPSandbox", dependencies: ["DMOPPosix", "CSeccomp", "CXen", "CSandbox"]),
         // Installs the broker's filter, then does one forbidden thing (tests).
@@ -119,7 +123,7 @@ let package = Package(
         // The broker: serves, and runs dmop-broker-tools for anything else
         // (a simulated serve line included).
         // It links neither swift-argument-parser nor the tools, so that
-        // starting one per guest stays cheap (README "Performance").
+        // starting one per guest stays cheap (docs/PERFORMANCE.md).
         .executableTarget(name: "dmop-broker", dependencies: ["DMOPServe"], linkerSettings: hardenedLink),
         // The other commands (demo, policy, seccomp-profile, catalogue), the
         // help and the usage errors, with swift-argument-parser.
@@ -132,7 +136,7 @@ let package = Package(
         // libxendevicemodel.so.1 for unmodified QEMU (C: no Swift runtime in QEMU).
         // Nothing may depend on this target: its link flags are the library's.
         .target(name: "xendevicemodel", exclude: ["libxendevicemodel.map"],
-                cSettings: [.unsafeFlags(["-fvisibility=hidden"])] + hardenedC,
+                cSettings: [.unsafeFlags(["-fvisibility=hidden"])] + strictC + hardenedC,
                 linkerSettings: hardenedLink + [
                     .linkedLibrary("xentoolcore"),
                     .unsafeFlags(noSwiftRuntime + [
@@ -143,7 +147,7 @@ let package = Package(
                 ]),
         // device_model_override= wrapper: broker, seccomp, exec QEMU.
         .executableTarget(name: "dmop-qemu-wrapper",
-                          cSettings: [versionDefine, libraryDirDefine] + hardenedC,
+                          cSettings: [versionDefine, libraryDirDefine] + strictC + hardenedC,
                           linkerSettings: hardenedLink + [.linkedLibrary("seccomp"), .unsafeFlags(noSwiftRuntime)]),
         // Benchmarks (issue 6): echo floor vs brokered round trip, decision,
         // start-up, memory. Loads the C library with dlopen, so no link to it.
