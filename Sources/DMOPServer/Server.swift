@@ -107,7 +107,7 @@ public final class BrokerServer {
         let started = cposix_monotonic_ns()
         writeSummaries(now: started)
         // Lines of a flood of reconnections are counted, not written.
-        let logged = throttle.value.admitSessionLine()
+        let logged = throttle.value.admitSessionLine(now: started)
         if let allowed = peerUID, peer.uid != allowed {
             if logged { audit.warning("peer refused: peer_pid=\(peer.pid) peer_uid=\(peer.uid) allowed_uid=\(allowed)") }
             return .peerRefused(uid: peer.uid)
@@ -374,7 +374,7 @@ public final class BrokerServer {
         // A synchronous REPLY carries the posted failure kept so far.
         let handled = handler.handle(frame, in: receiveBuffer, owned: &session.owned, now: started,
                                      auditBlocked: auditBlocked, reply: replyBuffer,
-                                     postedFailure: frame.posted ? nil : takePostedFailure(&session))
+                                     postedFailure: frame.posted ? nil : takePostedFailure(&session, now: started))
         counters.requests += 1
         switch handled.outcome {
         case .refused(let reason, let detail):
@@ -386,7 +386,7 @@ public final class BrokerServer {
             if reason == .rateLimited {
                 counters.rateLimited += 1
                 throttle.value.countRateLimited(op: opName)
-            } else if throttle.value.admitRefusalLine(reason) {
+            } else if throttle.value.admitRefusalLine(reason, now: started) {
                 auditRefusal(session.peer, frame.domid, opName, reason, -reason.errno, elapsedMicros(since: started), detail)
             }
             if frame.posted {
@@ -416,11 +416,13 @@ public final class BrokerServer {
     }
 
     /// The kept posted failure, for the REPLY being built; its delivery is
-    /// audited (as a refusal line is: bounded under a flood).
-    private func takePostedFailure(_ session: inout Session) -> PostedFailure? {
+    /// audited, bounded under a flood by a budget of its own (a refusal was
+    /// audited as a refusal already; a hypervisor failure is no refusal).
+    private func takePostedFailure(_ session: inout Session, now: UInt64) -> PostedFailure? {
         guard let failure = session.postedFailure else { return nil }
         session.postedFailure = nil
-        if throttle.value.admitRefusalLine(failure.reason ?? .opNotAllowed) {
+        let kind: AuditThrottle.PostedFailureKind = failure.reason.map { .refused($0) } ?? .hypervisor
+        if throttle.value.admitDeliveryLine(kind, now: now) {
             let opName = Catalogue.op(number: failure.op)?.name ?? (failure.op == UInt32.max ? "-" : "op\(failure.op)")
             audit.notice("posted failure delivered: peer_pid=\(session.peer.pid) domid=\(domid) request_id=\(failure.requestID) op=\(opName) rc=\(failure.result) reason=\(failure.reason?.name ?? "-") later_failures=\(failure.laterFailures)")
         }
