@@ -107,6 +107,33 @@ struct AuditBudgetTests {
         #expect(!lines.contains { $0.contains("suppressed") && $0.contains("OP_NOT_ALLOWED") }, "\(broker.auditLog)")
     }
 
+    /// --listen: 80 connections, each sending one malformed datagram (bad
+    /// magic). Each session's protocol-error line shares the session's
+    /// budget: a burst of 20 sessions, then one a second; the rest counted.
+    @Test("a reconnection flood of malformed datagrams: protocol-error lines within the session budget, the rest counted")
+    func protocolErrorFlood() throws {
+        let broker = try BrokerUnderTest(mode: .listen)
+        let started = Date()
+        let sessions = 80
+        for _ in 0..<sessions {
+            let connection = try broker.rawConnection()
+            try SeqPacket.send(connection.rawValue, [UInt8](repeating: 0xff, count: 16))
+            var buffer = [UInt8](repeating: 0, count: 256)
+            _ = buffer.withUnsafeMutableBytes { read(connection.rawValue, $0.baseAddress, $0.count) }
+            connection.close()
+        }
+        let seconds = Int(Date().timeIntervalSince(started)) + 1
+        kill(broker.pid, SIGTERM)
+        #expect(BrokerUnderTest.exitCode(broker.waitForExit()) == 0)
+        let lines = broker.auditLog.split(separator: "\n")
+        let errors = lines.filter { $0.contains(" protocol error: ") }.count
+        let starts = lines.filter { $0.contains(" session start: ") }.count
+        let counted = lines.map { Self.number(after: "suppressed the start and end lines of ", in: $0) }.reduce(0, +)
+        #expect(errors == starts, "\(errors) protocol-error lines for \(starts) logged sessions")
+        #expect(errors <= AuditThrottle.sessionBurst + seconds, "\(errors) protocol-error lines in \(seconds) s")
+        #expect(starts + counted == sessions, "\(starts) logged + \(counted) counted")
+    }
+
     static func number(after key: String, in line: some StringProtocol) -> Int {
         guard let range = line.range(of: key) else { return 0 }
         return Int(line[range.upperBound...].prefix { $0.isNumber }) ?? 0
