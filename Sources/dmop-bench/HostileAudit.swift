@@ -38,6 +38,7 @@ enum HostileAuditMode {
         }
         let directory = String(cString: made)
         temporaryDirectory = directory
+        // A fresh file: what it holds at the end is what this run added.
         let audit = auditPath ?? directory + "/audit.log"
         unlink(audit)
         var config = BenchConfig(broker: broker, library: "")
@@ -134,6 +135,7 @@ enum HostileAuditMode {
             print("hostile-audit: the audit counts \(deliveryLines + deliveriesSummarized) deliveries, the client got \(deliveries)")
             exact = false
         }
+        _ = rmdirAll(directory)
         exit(exact ? 0 : 1)
     }
 

@@ -52,7 +52,8 @@ struct BenchConfig {
                dmop-bench load --socket PATH [--requests N] [--op intx|vram|mix]
                  (drive a broker started by hand, e.g. under perf record)
                dmop-bench hostile-audit [--seconds N] [--policy PATH] [--audit-log PATH]
-                 (one hostile client for N s (default 60): the audit's growth in bytes per second)
+                 (one hostile client for N s (default 60): the audit's growth in bytes per second;
+                  an --audit-log PATH is replaced, and kept)
                dmop-bench serve-unconfined --listen PATH [--policy PATH]
                  (the broker's request loop in-process without seccomp, for valgrind --tool=callgrind)
           --quick            short run for CI: figures printed, no targets enforced
