@@ -44,10 +44,12 @@ struct LineBudget {
 struct AuditThrottle {
     /// Summaries are written at most once per interval.
     static let interval: UInt64 = 10_000_000_000
-    /// Refusal lines and delivery lines: each a burst of 20, then one per
-    /// 4 s (at most 35 lines in any minute, per kind).
-    static let lineBurst = 20
-    static let lineSpacing: UInt64 = 4_000_000_000
+    /// Refusal lines and delivery lines: each a burst of 50 (a device
+    /// model's start-up with a policy that lacks a few ops, or a hostile
+    /// session probing every refusal, keeps every line), then one per 6 s:
+    /// at most 60 lines in any minute, per kind.
+    static let lineBurst = 50
+    static let lineSpacing: UInt64 = 6_000_000_000
     /// Session start and end lines: a burst of 20, then one session per
     /// second.
     static let sessionBurst = 20

@@ -14,7 +14,7 @@ import Testing
 struct AuditBudgetTests {
     static let second: UInt64 = 1_000_000_000
 
-    @Test("in any minute each budget admits at most burst + 60 s / spacing lines (35), and counts every other line exactly")
+    @Test("in any minute each budget admits at most burst + 60 s / spacing lines (60), and counts every other line exactly")
     func budgetArithmetic() {
         var throttle = AuditThrottle(now: 0)
         var admitted = 0, offered = 0, counted = 0
@@ -36,14 +36,14 @@ struct AuditBudgetTests {
         }
         #expect(admitted + counted == offered, "\(admitted) lines + \(counted) counted of \(offered)")
         let perMinute = AuditThrottle.lineBurst + Int(60 * Self.second / AuditThrottle.lineSpacing)
-        #expect(perMinute == 35)
+        #expect(perMinute == 60)
         // Every window of a minute, starting at any admitted line.
         for (index, start) in admittedAt.enumerated() {
             let inWindow = admittedAt[index...].prefix { $0 < start + 60 * Self.second }.count
             #expect(inWindow <= perMinute, "\(inWindow) lines in the minute from \(start) ns")
         }
-        // The burst at once, then the sustained rate: 20 + 175 s / 4 s.
-        #expect(admitted == 20 + 44, "\(admitted)")
+        // The burst at once, then the sustained rate: one at 6 s, 12 s, ... 174 s.
+        #expect(admitted == 50 + 29, "\(admitted)")
     }
 
     @Test("a flood of posted hypervisor failures uses up neither the refusal budget nor its count")
@@ -58,7 +58,7 @@ struct AuditBudgetTests {
         let refusalAdmitted = throttle.admitRefusalLine(.opNotAllowed, now: 1_000_000_000)
         #expect(refusalAdmitted)
         let lines = throttle.summaries(now: 11 * Self.second)
-        #expect(lines == ["suppressed 9980 posted failure delivery line(s) in the last 11.0 s: hypervisor=9980"], "\(lines)")
+        #expect(lines == ["suppressed 9950 posted failure delivery line(s) in the last 11.0 s: hypervisor=9950"], "\(lines)")
         #expect(!lines.joined().contains("OP_NOT_ALLOWED"))
     }
 
