@@ -119,7 +119,7 @@ let package = Package(
         ]),
         // `serve --hypervisor simulated` for the executables that carry the
         // simulator; the shipped broker does not link it.
-        .target(name: "DMOPSimulatedServe", dependencies: ["DMOPServe", "DMOPSimulation"]),
+        .target(name: "DMOPSimulatedServe", dependencies: ["CSandbox", "DMOPServe", "DMOPSimulation"]),
         // The broker: serves, and runs dmop-broker-tools for anything else
         // (a simulated serve line included).
         // It links neither swift-argument-parser nor the tools, so that

@@ -14,6 +14,7 @@ int csandbox_set_no_new_privs(void) { return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0,
 int csandbox_get_no_new_privs(void) { return prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0); }
 int csandbox_set_dumpable(int value) { return prctl(PR_SET_DUMPABLE, value, 0, 0, 0); }
 int csandbox_get_dumpable(void) { return prctl(PR_GET_DUMPABLE, 0, 0, 0, 0); }
+int csandbox_set_name(const char *name) { return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); }
 
 int csandbox_setresuid(uid_t uid) { return setresuid(uid, uid, uid); }
 int csandbox_setresgid(gid_t gid) { return setresgid(gid, gid, gid); }

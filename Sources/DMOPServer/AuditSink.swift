@@ -304,9 +304,21 @@ public final class AuditSink: @unchecked Sendable {
     /// The journal fields taken from a line's logfmt pairs.
     static let journalFields: [(key: String, field: String)] = [
         ("domid", "DMOP_DOMID"), ("op", "DMOP_OP"), ("verdict", "DMOP_VERDICT"), ("reason", "DMOP_REASON"),
-        ("rule", "DMOP_RULE"), ("rc", "DMOP_RC"), ("count", "DMOP_COUNT"),
+        ("rule", "DMOP_RULE"), ("rc", "DMOP_RC"), ("count", "DMOP_COUNT"), ("failed", "DMOP_FAILED"),
         ("peer_pid", "DMOP_PEER_PID"), ("peer_uid", "DMOP_PEER_UID"),
     ]
+
+    /// The DMOP_* fields of one message. A session end's reason (hang-up,
+    /// signal, ...) is no refusal reason: it goes to DMOP_END_REASON, so
+    /// DMOP_REASON only ever holds the reason names of dmop-broker(8).
+    static func journalFieldPairs(_ message: String) -> [(field: String, value: String)] {
+        guard let pairs = try? Logfmt.parse(message) else { return [] }
+        let sessionEnd = message.hasPrefix("session end:")
+        return journalFields.compactMap { key, field in
+            guard let value = pairs.first(where: { $0.key == key })?.value else { return nil }
+            return (sessionEnd && key == "reason" ? "DMOP_END_REASON" : field, value)
+        }
+    }
 
     /// One journald entry: MESSAGE (the line after its timestamp, label and
     /// level), PRIORITY, SYSLOG_IDENTIFIER, SYSLOG_PID, the DMOP_* fields
@@ -333,11 +345,7 @@ public final class AuditSink: @unchecked Sendable {
         field("SYSLOG_IDENTIFIER", Self.identifier)
         field("SYSLOG_PID", String(pid))
         if let guestName { field("DMOP_GUEST", guestName) }
-        if let pairs = try? Logfmt.parse(message) {
-            for (key, name) in Self.journalFields {
-                if let value = pairs.first(where: { $0.key == key })?.value { field(name, value) }
-            }
-        }
+        for (name, value) in Self.journalFieldPairs(message) { field(name, value) }
         return entry.withUnsafeBytes { send($0) }
     }
 

@@ -107,7 +107,7 @@ public final class BrokerServer {
         let started = cposix_monotonic_ns()
         writeSummaries(now: started)
         // Lines of a flood of reconnections are counted, not written.
-        let logged = throttle.value.admitSessionLine()
+        let logged = throttle.value.admitSessionLine(now: started)
         if let allowed = peerUID, peer.uid != allowed {
             if logged { audit.warning("peer refused: peer_pid=\(peer.pid) peer_uid=\(peer.uid) allowed_uid=\(allowed)") }
             return .peerRefused(uid: peer.uid)
@@ -117,6 +117,7 @@ public final class BrokerServer {
             audit.info("session start: peer_pid=\(peer.pid) peer_uid=\(peer.uid) domid=\(domid) policy=\(Logfmt.quote(policy.source)) hypervisor=\(hypervisor.kind)")
         }
         var session = Session(peer: peer, started: started)
+        session.logged = logged
         let end = loop(fd: fd, session: &session)
         flushForwardCounts(peer, now: cposix_monotonic_ns(), force: true)
         // Before the session end line counts what was lost.
@@ -143,6 +144,10 @@ public final class BrokerServer {
         let peer: SeqPacket.Credentials
         let started: UInt64
         var helloDone = false
+        /// Whether the session's lines (start, end, a protocol error, a
+        /// refused or late hello) are written: its share of the session
+        /// budget. A flood of reconnections is counted instead.
+        var logged = true
         var requests = 0
         var forwarded = 0
         var refused = 0
@@ -210,7 +215,7 @@ public final class BrokerServer {
             if rc == 0 && !helloDeadline { continue }
             if rc == 0 {
                 let seconds = Double(helloTimeoutNanoseconds ?? 0) / 1e9
-                audit.warning("hello timeout: peer_pid=\(session.peer.pid) sent no HELLO within \(seconds) s; disconnecting")
+                if session.logged { audit.warning("hello timeout: peer_pid=\(session.peer.pid) sent no HELLO within \(seconds) s; disconnecting") }
                 return .helloTimeout
             }
             if errno == EINTR {
@@ -306,9 +311,9 @@ public final class BrokerServer {
             case .hangUp:
                 return .hangUp
             case .truncated:
-                return violation(fd, ProtocolViolation(.oversized, "datagram longer than \(Wire.maxRequestSize) bytes"))
+                return violation(fd, ProtocolViolation(.oversized, "datagram longer than \(Wire.maxRequestSize) bytes"), session)
             case .fdsAttached(let count, _):
-                return violation(fd, ProtocolViolation(.fdsAttached, "\(count) file descriptor(s) attached; closed"))
+                return violation(fd, ProtocolViolation(.fdsAttached, "\(count) file descriptor(s) attached; closed"), session)
             case .datagram(let n):
                 length = n
             }
@@ -317,16 +322,18 @@ public final class BrokerServer {
             do {
                 message = try Wire.decodeClientMessage(bytes)
             } catch {
-                return violation(fd, error)
+                return violation(fd, error, session)
             }
             switch message {
             case .hello(let hello):
                 guard !session.helloDone else {
-                    return violation(fd, ProtocolViolation(.duplicateHello, "a second HELLO"))
+                    return violation(fd, ProtocolViolation(.duplicateHello, "a second HELLO"), session)
                 }
                 switch Wire.negotiate(hello) {
                 case .failure(let refusal):
-                    audit.warning("hello refused: peer_pid=\(session.peer.pid) reason=\(refusal.reason.name) detail=\(Logfmt.quote(refusal.detail))")
+                    if session.logged {
+                        audit.warning("hello refused: peer_pid=\(session.peer.pid) reason=\(refusal.reason.name) detail=\(Logfmt.quote(refusal.detail))")
+                    }
                     try? SeqPacket.send(fd, Wire.encodeRefused(refusal.reason, text: refusal.detail), wait: false)
                     return .helloRefused(refusal)
                 case .success(let version):
@@ -340,11 +347,11 @@ public final class BrokerServer {
             case .request(let frame):
                 guard session.helloDone else {
                     return violation(fd, ProtocolViolation(.helloRequired, requestID: frame.requestID,
-                                                           "REQUEST before HELLO"))
+                                                           "REQUEST before HELLO"), session)
                 }
                 if frame.posted && session.version < Wire.postingVersion {
                     return violation(fd, ProtocolViolation(.headerReservedNonzero, requestID: frame.requestID,
-                                                           "REQUEST flags 0x1 (posted) in a version \(session.version) session"))
+                                                           "REQUEST flags 0x1 (posted) in a version \(session.version) session"), session)
                 }
                 let replyLength = handle(frame, session: &session, received: received)
                 // A refusal's line goes out once the reply is sent: before
@@ -374,7 +381,7 @@ public final class BrokerServer {
         // A synchronous REPLY carries the posted failure kept so far.
         let handled = handler.handle(frame, in: receiveBuffer, owned: &session.owned, now: started,
                                      auditBlocked: auditBlocked, reply: replyBuffer,
-                                     postedFailure: frame.posted ? nil : takePostedFailure(&session))
+                                     postedFailure: frame.posted ? nil : takePostedFailure(&session, now: started))
         counters.requests += 1
         switch handled.outcome {
         case .refused(let reason, let detail):
@@ -386,7 +393,7 @@ public final class BrokerServer {
             if reason == .rateLimited {
                 counters.rateLimited += 1
                 throttle.value.countRateLimited(op: opName)
-            } else if throttle.value.admitRefusalLine(reason) {
+            } else if throttle.value.admitRefusalLine(reason, now: started) {
                 auditRefusal(session.peer, frame.domid, opName, reason, -reason.errno, elapsedMicros(since: started), detail)
             }
             if frame.posted {
@@ -416,11 +423,13 @@ public final class BrokerServer {
     }
 
     /// The kept posted failure, for the REPLY being built; its delivery is
-    /// audited (as a refusal line is: bounded under a flood).
-    private func takePostedFailure(_ session: inout Session) -> PostedFailure? {
+    /// audited, bounded under a flood by a budget of its own (a refusal was
+    /// audited as a refusal already; a hypervisor failure is no refusal).
+    private func takePostedFailure(_ session: inout Session, now: UInt64) -> PostedFailure? {
         guard let failure = session.postedFailure else { return nil }
         session.postedFailure = nil
-        if throttle.value.admitRefusalLine(failure.reason ?? .opNotAllowed) {
+        let kind: AuditThrottle.PostedFailureKind = failure.reason.map { .refused($0) } ?? .hypervisor
+        if throttle.value.admitDeliveryLine(kind, now: now) {
             let opName = Catalogue.op(number: failure.op)?.name ?? (failure.op == UInt32.max ? "-" : "op\(failure.op)")
             audit.notice("posted failure delivered: peer_pid=\(session.peer.pid) domid=\(domid) request_id=\(failure.requestID) op=\(opName) rc=\(failure.result) reason=\(failure.reason?.name ?? "-") later_failures=\(failure.laterFailures)")
         }
@@ -431,8 +440,8 @@ public final class BrokerServer {
         session.version < Wire.postingVersion ? "" : " posted=\(session.posted) posted_failed=\(session.postedFailed)"
     }
 
-    private func violation(_ fd: Int32, _ violation: ProtocolViolation) -> SessionEnd {
-        audit.warning("protocol error: reason=\(violation.reason.name) request_id=\(violation.requestID) detail=\(Logfmt.quote(violation.detail)) disconnecting")
+    private func violation(_ fd: Int32, _ violation: ProtocolViolation, _ session: Session) -> SessionEnd {
+        if session.logged { audit.warning("protocol error: reason=\(violation.reason.name) request_id=\(violation.requestID) detail=\(Logfmt.quote(violation.detail)) disconnecting") }
         try? SeqPacket.send(fd, Wire.encodeProtocolError(violation), wait: false)
         return .protocolViolation(violation)
     }

@@ -183,7 +183,10 @@ final class BrokerProcess {
 
     static let domid: UInt16 = 5
 
-    static func start(_ config: BenchConfig, auditLog defaultLog: String, record: String? = nil) -> BrokerProcess {
+    /// `arguments`: more broker options; `forwardsEach`: one audit line per
+    /// forward instead of the default aggregation.
+    static func start(_ config: BenchConfig, auditLog defaultLog: String, record: String? = nil,
+                      arguments extra: [String] = [], forwardsEach: Bool = true) -> BrokerProcess {
         let auditLog = config.auditLog ?? defaultLog
         let pair = Children.seqpacketPair()
         let mine = pair.first, theirs = pair.second
@@ -195,7 +198,8 @@ final class BrokerProcess {
                          "--policy", config.policy, "--socket-fd", "3", "--ready-fd", "4"]
         // One line per request, the costlier audit mode, as the figures
         // before aggregation were measured.
-        arguments += ["--audit-forwards", "each"]
+        if forwardsEach { arguments += ["--audit-forwards", "each"] }
+        arguments += extra
         if let record { arguments += ["--simulated-record", record] }
         if geteuid() == 0 { arguments.append("--allow-root") }
         // What DESIGN.md recommends for the toolstack's environment.

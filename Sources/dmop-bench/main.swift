@@ -51,6 +51,9 @@ struct BenchConfig {
                           [--samples DIR]
                dmop-bench load --socket PATH [--requests N] [--op intx|vram|mix]
                  (drive a broker started by hand, e.g. under perf record)
+               dmop-bench hostile-audit [--seconds N] [--policy PATH] [--audit-log PATH]
+                 (one hostile client for N s (default 60): the audit's growth in bytes per second;
+                  an --audit-log PATH is replaced, and kept)
                dmop-bench serve-unconfined --listen PATH [--policy PATH]
                  (the broker's request loop in-process without seccomp, for valgrind --tool=callgrind)
           --quick            short run for CI: figures printed, no targets enforced
@@ -144,6 +147,11 @@ struct BenchConfig {
         guard access(config.policy, R_OK) == 0 else { fail("no policy at \(config.policy) (run from the package root, or give --policy)") }
         return config
     }
+}
+
+if arguments.count >= 2 && arguments[1] == "hostile-audit" {
+    let directory = Files.selfExecutable().map { String($0[..<($0.lastIndex(of: "/") ?? $0.endIndex)]) } ?? "."
+    HostileAuditMode.run(arguments.dropFirst(2), broker: directory + "/dmop-broker", policy: "policy/qemu-xen.policy")
 }
 
 let config = BenchConfig.parse(Array(arguments.dropFirst()))

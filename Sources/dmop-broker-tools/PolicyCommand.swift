@@ -40,6 +40,7 @@ struct PolicyCommand: ParsableCommand {
                     if policy.rules.isEmpty {
                         printError("\(file): warning: this policy allows no op; a broker serving it refuses every request")
                     }
+                    for warning in PolicyCostWarnings.warnings(policy) { printError(warning) }
                 } catch let error as PolicyError {
                     printError("\(error)")
                     failed = true

@@ -65,7 +65,8 @@ int dmop_session_call(xendevicemodel_handle *dmod, domid_t domid,
 /* Sends one DMOP without waiting when the session may post op `op`
  * (protocol 2, the policy's posted_ops, DMOP_POSTED not 0), else as
  * dmop_session_call. A posted call returns 0 once the request is sent; its
- * failure, if any, fails the next call that waits (see session.c). */
+ * failure, if any, is logged and counted when the reply to the next call
+ * that waits brings it, and changes no other call's result (session.c). */
 int dmop_session_post(xendevicemodel_handle *dmod, domid_t domid,
                       uint32_t op, struct dmop_buf *buf);
 

@@ -20,10 +20,13 @@
  * the call returns 0 at once. The broker serves requests in the order they
  * arrive, so any call that waits is a barrier behind every request posted
  * before it. A posted request that fails comes back in the trailer of the
- * next REPLY: that call then fails with the posted request's errno (unless
- * it failed itself), and the failure is logged. How many posted requests
- * are in flight is bounded by the socket's send buffer: sendmsg blocks
- * while the broker is behind, and nothing is dropped.
+ * next REPLY. It belongs to the posted request alone: it is logged, with a
+ * running count of the process's posted failures, and never changes the
+ * result or errno of the call whose REPLY carried it (each call returns
+ * what the hypervisor or the broker said about that call, as Xen's own
+ * library does). How many posted requests are in flight is bounded by the
+ * socket's send buffer: sendmsg blocks while the broker is behind, and
+ * nothing is dropped.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -100,6 +103,10 @@ static struct {
     uint32_t next_id;
     bool reader_active;
     struct waiter *waiters;
+    /* Posted requests of this process that failed (refused or failed in
+     * the hypervisor), as the broker's trailers counted them: what the
+     * library's log lines report. */
+    uint64_t posted_failures;
     unsigned char rx[RX_CAPACITY];
 } S = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
@@ -678,19 +685,24 @@ static void dispatch(xentoollog_logger *lg, ssize_t n, int recv_errno)
             return;
         }
         posted_error = presult >= -4095 ? -presult : EIO;
+        /* This one and the later ones the trailer counts. */
+        S.posted_failures += 1 + (uint64_t)dmop_get32(t + 16);
         if (porigin == DMOP_WIRE_ORIGIN_BROKER)
             dmop_log(lg, XTL_ERROR, posted_error,
                      "posted request %" PRIu32 " (DMOP op %" PRIu32 ") was "
                      "refused by dmop-broker: reason %u %s; %" PRIu32
-                     " later posted request(s) failed too", dmop_get32(t),
-                     dmop_get32(t + 4), preason, dmop_reason_name(preason),
-                     dmop_get32(t + 16));
+                     " later posted request(s) failed too; %" PRIu64
+                     " posted request(s) of this process failed so far",
+                     dmop_get32(t), dmop_get32(t + 4), preason,
+                     dmop_reason_name(preason), dmop_get32(t + 16),
+                     S.posted_failures);
         else
             dmop_log(lg, XTL_ERROR, posted_error,
                      "posted request %" PRIu32 " (DMOP op %" PRIu32 ") "
                      "failed in the hypervisor; %" PRIu32 " later posted "
-                     "request(s) failed too", dmop_get32(t), dmop_get32(t + 4),
-                     dmop_get32(t + 16));
+                     "request(s) failed too; %" PRIu64 " posted request(s) "
+                     "of this process failed so far", dmop_get32(t),
+                     dmop_get32(t + 4), dmop_get32(t + 16), S.posted_failures);
     }
     for (i = 0; i < nr; i++) {
         const unsigned char *d = m + DMOP_WIRE_REPLY_FIXED +
@@ -710,9 +722,9 @@ static void dispatch(xentoollog_logger *lg, ssize_t n, int recv_errno)
                      "dmop-broker refused request %" PRIu32 ": reason %u %s",
                      id, reason, dmop_reason_name(reason));
     } else {
-        /* privcmd's ioctl returns >= 0 on success; the library reports 0.
-         * A posted failure delivered with it fails this call instead. */
-        w->error = posted_error;
+        /* privcmd's ioctl returns >= 0 on success; the library reports 0,
+         * whatever posted failure came with it (logged above). */
+        w->error = 0;
     }
     w->done = true;
 }

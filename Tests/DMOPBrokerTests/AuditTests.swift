@@ -333,6 +333,9 @@ struct AuditChannelTests {
         #expect(forward["DMOP_GUEST"] as? String == "guest-\(getpid())")
         let refusal = try #require(entries.first { $0["DMOP_VERDICT"] as? String == "refuse" })
         #expect(refusal["DMOP_REASON"] as? String == "OP_NOT_ALLOWED" && refusal["PRIORITY"] as? String == "5")
+        // A session end's reason has a field of its own.
+        let end = try #require(entries.first { ($0["MESSAGE"] as? String)?.hasPrefix("session end:") == true })
+        #expect(end["DMOP_END_REASON"] as? String == "hang-up" && end["DMOP_REASON"] == nil, "\(end)")
         #expect(!broker.auditLog.contains("verdict="), "stderr holds no audit line")
     }
 }

@@ -12,6 +12,7 @@ struct ClientLibraryFixture: Sendable {
     let golden: String
     let e2e: String
     let posted: String
+    let postedResults: String
     let fakeQEMU: String
 
     static let products = TestSupport.productsDirectory
@@ -53,6 +54,7 @@ struct ClientLibraryFixture: Sendable {
             golden: try compile("golden", ["-rdynamic", "-lxendevicemodel", "-lxentoolcore", "-lpthread", "-ldl"]),
             e2e: try compile("e2e", ["-lxendevicemodel", "-lxentoolcore", "-lpthread"]),
             posted: try compile("posted", ["-lxendevicemodel", "-lxentoolcore", "-lpthread"]),
+            postedResults: try compile("posted_results", ["-lxendevicemodel", "-lxentoolcore"]),
             fakeQEMU: try compile("fake_qemu", ["-lxendevicemodel", "-lxentoolcore", "-ldl"]))
     }
 

@@ -110,7 +110,8 @@ struct ClientLibraryTests {
 
     /// Posting (protocol 2): interrupt calls from several threads posted
     /// between synchronous ones reach the hypervisor in order; a refused
-    /// posted call fails the next call that waits, logged; DMOP_POSTED=0.
+    /// posted call is logged and the next call that waits returns its own
+    /// result; DMOP_POSTED=0.
     @Test func postedInterruptsThroughTheLibrary() throws {
         let fixture = try ClientLibraryFixture.get()
         let dir = try fixture.scratch("posted")
@@ -125,6 +126,27 @@ struct ClientLibraryTests {
                 "\(run)")
         #expect(run.output.contains("reason=CONDITION_FAILED"), "the broker's audit of the refusal: \(run)")
         #expect(run.output.contains("posted failure delivered:"), "\(run)")
+    }
+
+    /// Each call returns its own result: refused and Xen-failed posted
+    /// MSIs, INTx and ISA levels, each followed by every kind of call that
+    /// waits; every waiting call's return value and errno are what the
+    /// simulated hypervisor's record says that call got, never the posted
+    /// request's failure (which the library logs, with a running count).
+    @Test func postedFailureNeverBecomesAnotherCallsResult() throws {
+        let fixture = try ClientLibraryFixture.get()
+        let dir = try fixture.scratch("posted-results")
+        let policy = ClientLibraryFixture.clibSources.appendingPathComponent("posted_results.policy").path
+        let run = try ProcessRun.run(fixture.postedResults, [broker, policy, dir.path],
+                                     environment: fixture.ourLibraryEnvironment, timeout: 120)
+        #expect(run.status == 0, "\(run)")
+        let counts = ProcessRun.counts(run.output, program: "posted_results")
+        // 6 failing posts x 16 waiting calls, 5 or 6 checks each.
+        #expect(counts?.failed == 0 && (counts?.passed ?? 0) >= 480, "\(run)")
+        // Both kinds were delivered and logged, and counted.
+        #expect(run.output.contains("was refused by dmop-broker: reason 8 CONDITION_FAILED"), "\(run)")
+        #expect(run.output.contains("failed in the hypervisor; 0 later posted request(s) failed too"), "\(run)")
+        #expect(run.output.contains("; 96 posted request(s) of this process failed so far"), "\(run)")
     }
 
     // MARK: - dmop-qemu-wrapper

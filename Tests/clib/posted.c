@@ -6,8 +6,8 @@
  *   - several threads interleave posted interrupt calls with synchronous
  *     calls; each posted call returns 0 at once, and the simulated record
  *     holds every call, each thread's in its own order;
- *   - a posted call the policy refuses makes the next call that waits fail
- *     with the refusal's errno, and the library logs it;
+ *   - a posted call the policy refuses is logged by the library, and the
+ *     next call that waits returns its own result;
  *   - a posted call for another domid fails at once, as privcmd would;
  *   - DMOP_POSTED=0 turns posting off: the refusal comes back at once.
  * Usage: posted BROKER POLICY WORKDIR (POLICY: Tests/clib/posted.policy).
@@ -126,9 +126,12 @@ static void test_failure_delivery(xendevicemodel_handle *h)
     CHECK_OK(rc, "posted set_isa_irq_level(20)");
     rc = xendevicemodel_inject_msi(h, DOMID, 0xfee00000, 0x4041);
     CHECK_OK(rc, "posted inject_msi after it");
-    /* The next call that waits reports it. */
+    /* The next call that waits carries the failure to the library, which
+     * logs it; the call itself returns its own result. */
+    vcpus = 0;
     rc = xendevicemodel_nr_vcpus(h, DOMID, &vcpus);
-    CHECK_ERR(rc, EPERM, "nr_vcpus after a refused posted call");
+    CHECK(rc == 0 && vcpus > 0, "nr_vcpus after a refused posted call: rc %d errno %d vcpus %u",
+          rc, errno, vcpus);
     rc = xendevicemodel_nr_vcpus(h, DOMID, &vcpus);
     CHECK_OK(rc, "nr_vcpus once the failure was delivered");
     /* Another domid: privcmd's EPERM at once, never posted. */

@@ -17,6 +17,9 @@ int csandbox_set_no_new_privs(void);
 int csandbox_get_no_new_privs(void);
 int csandbox_set_dumpable(int value);
 int csandbox_get_dumpable(void);
+/* PR_SET_NAME: the process's comm (what /proc/PID/comm and journald's
+ * _COMM show), at most 15 bytes. */
+int csandbox_set_name(const char *name);
 
 int csandbox_setresuid(uid_t uid);
 int csandbox_setresgid(gid_t gid);
