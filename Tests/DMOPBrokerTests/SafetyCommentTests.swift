@@ -22,7 +22,7 @@ import Testing
 /// - `unsafeUninitializedCapacity`, `unsafeAddress`, `unsafeMutableAddress`;
 /// - `nonisolated(unsafe)` and `@unchecked Sendable`.
 ///
-/// Where the comment goes: a line comment whose text starts with `SAFETY:`
+/// Where the comment goes: a comment whose text starts with `SAFETY:`
 /// followed by an explanation (`// SAFETY: the buffer outlives the call`)
 /// covers the constructs on its own line and on the lines after it, up to
 /// the first blank line or the first line indented less than the comment's
@@ -32,8 +32,9 @@ import Testing
 ///
 /// Not seen, by design: subscripts and pointer arithmetic on unsafe pointers
 /// and `&value` arguments to C functions (the compiler-managed inout-to-pointer
-/// conversion, valid for the call); the lines around an unsafe construct are
-/// where such code lives, and its comment covers them.
+/// conversion, valid for the call); such code lives beside the constructs
+/// above, whose comment covers it. Code inside string interpolations is read
+/// as part of the string.
 enum SafetyCommentScanner {
     struct Finding: Equatable, CustomStringConvertible {
         /// 1-based.
