@@ -54,6 +54,8 @@ public final class BrokerClient {
     public init(connection: consuming FileDescriptor, hello: Hello = Hello()) throws(ClientError) {
         let fd = connection.rawValue
         self.connection = Optional(connection)
+        // SAFETY: freed in deinit, or below when init throws: that is before
+        // `welcome` is set, so deinit does not run and nothing frees it twice.
         receiveBuffer = .allocate(byteCount: Wire.maxReplySize + 1, alignment: 16)
         do {
             try SeqPacket.send(fd, Wire.encodeHello(hello))
@@ -83,6 +85,7 @@ public final class BrokerClient {
         }
     }
 
+    // SAFETY: init completed, so it kept the buffer; freed once here.
     deinit { receiveBuffer.deallocate() }
 
     public static func connect(path: String, hello: Hello = Hello()) throws(ClientError) -> BrokerClient {
@@ -114,6 +117,8 @@ public final class BrokerClient {
         case .fdsAttached: throw .malformed(ProtocolViolation(.fdsAttached, "broker sent fds"))
         case .datagram(let n):
             do {
+                // SAFETY: n <= buffer.count (a larger datagram is .truncated); the
+                // message copies what it keeps.
                 return try Wire.decodeBrokerMessage(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
             } catch {
                 throw .malformed(error)

@@ -116,6 +116,7 @@ extension Wire {
                 reason: ReasonCode(rawValue: bytes.le16(at: 6)) ?? .versionUnsupported,
                 brokerMinVersion: bytes.le16(at: 8), brokerMaxVersion: bytes.le16(at: 10),
                 dmopABI: bytes.le32(at: 12),
+                // SAFETY: bytes.count >= refusedHeaderSize, checked above; String copies.
                 text: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[refusedHeaderSize...]), as: UTF8.self)))
         case .protocolError:
             guard bytes.count >= protocolErrorHeaderSize else {
@@ -128,6 +129,7 @@ extension Wire {
             return .protocolError(ProtocolErrorMessage(
                 reason: ReasonCode(rawValue: bytes.le16(at: 6)) ?? .unknownType,
                 requestID: bytes.le32(at: 8),
+                // SAFETY: bytes.count >= protocolErrorHeaderSize, checked above; String copies.
                 text: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[protocolErrorHeaderSize...]),
                              as: UTF8.self)))
         case .reply:

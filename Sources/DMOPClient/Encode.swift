@@ -23,6 +23,7 @@ extension OpSpec {
     /// Reads a named field out of a buffer 0 the hypervisor wrote back.
     public func read(_ name: String, from header: [UInt8]) -> UInt64? {
         guard let field = field(named: name) else { return nil }
+        // SAFETY: the view lives for the read, whose range value(in:) checks.
         return header.withUnsafeBytes { field.value(in: $0) }
     }
 }

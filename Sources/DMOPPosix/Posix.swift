@@ -144,10 +144,13 @@ public enum SeqPacket {
         guard !bytes.isEmpty, bytes.count < capacity else {
             throw SystemError("socket path '\(path)' (must be 1...\(capacity - 1) bytes)", errno: ENAMETOOLONG)
         }
+        // SAFETY: bytes.count < capacity (checked above): the path and its NUL fit.
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
             raw.copyBytes(from: bytes)
             raw[bytes.count] = 0
         }
+        // SAFETY: bind and connect take any sockaddr kind by pointer and length;
+        // sockaddr_un is one (family first), and `address` outlives `body`.
         return withUnsafePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 body($0, socklen_t(MemoryLayout<sockaddr_un>.size))
@@ -299,6 +302,7 @@ public enum SeqPacket {
 
     public static func send(_ fd: Int32, _ bytes: [UInt8], passing fdToPass: Int32 = -1, wait: Bool = true) throws(SystemError) {
         var failure: SystemError?
+        // SAFETY: the view lives for sendmsg, which copies the bytes.
         bytes.withUnsafeBytes { raw in
             do throws(SystemError) { try send(fd, raw, passing: fdToPass, wait: wait) } catch { failure = error }
         }

@@ -66,6 +66,7 @@ public enum Syscall {
         var result: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
+            // SAFETY: read writes at most chunk.count bytes, into the chunk it is given.
             let n = try retrying(what(), { chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) } })
             if n == 0 { return result }
             result += chunk[0..<n]

@@ -45,6 +45,7 @@ public enum ProcSelf {
         let own = dirfd(dir)
         var fds: [Int32] = []
         while let entry = readdir(dir) {
+            // SAFETY: a copy of d_name, read within its bytes up to the NUL.
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
             }

@@ -61,6 +61,7 @@ public enum Sandbox {
     /// fd number only).
     public static func signalReady(fd: Int32) throws(SandboxError) {
         let line: [UInt8] = Array("ready\n".utf8)
+        // SAFETY: the view lives for the write, which copies the bytes.
         let failure: SystemError? = line.withUnsafeBytes { raw in
             do throws(SystemError) { try Syscall.writeAll(fd, raw) } catch { return error }
             return nil

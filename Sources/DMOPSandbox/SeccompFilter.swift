@@ -57,6 +57,7 @@ public final class SeccompFilter {
         let conditions = rule.conditions.map(\.libseccomp)
         // seccomp_rule_add_exact: the rule goes in as written or fails;
         // libseccomp must not rewrite it into something broader.
+        // SAFETY: the array lives for the call; libseccomp copies the conditions.
         let rc = conditions.withUnsafeBufferPointer { buffer in
             seccomp_rule_add_exact_array(context, action, nr, UInt32(buffer.count), buffer.baseAddress)
         }
@@ -91,10 +92,14 @@ enum SyscallNameTable {
     /// Covers every x86_64 number in use (about 460 in Linux 6.x) with room.
     static let count = 1024
 
+    // SAFETY: set once by prepare(), on the broker's one thread before the filter
+    // is loaded, and only read after.
     nonisolated(unsafe) private static var table: UnsafeMutablePointer<UnsafePointer<CChar>?>?
 
     /// Builds the table once; it lives as long as the process.
     static func prepare() -> (UnsafePointer<UnsafePointer<CChar>?>, Int) {
+        // SAFETY: `count` slots, each set below before the table is published, and
+        // never freed: the trap handler may read it until the process exits.
         if let table { return (UnsafePointer(table), count) }
         let names = UnsafeMutablePointer<UnsafePointer<CChar>?>.allocate(capacity: count)
         for nr in 0..<count {

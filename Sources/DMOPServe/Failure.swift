@@ -9,11 +9,14 @@ public let brokerVersion = String(cString: dmop_broker_version())
 
 /// The listen socket this process bound, removed by `fail` on a refused
 /// start. Cleared before the seccomp filter is loaded (it forbids unlink).
+// SAFETY: the broker is single-threaded: start-up sets it and `fail` reads it,
+// both on the main thread.
 nonisolated(unsafe) var boundSocketPath: String?
 
 /// Prints one clear line and exits with a status of dmop-broker(8).
 public func fail(_ status: ExitStatus, _ message: String) -> Never {
     var line = "dmop-broker: \(message)\n"
+    // SAFETY: the view lives for the write, which copies the bytes.
     line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
     if let path = boundSocketPath { unlink(path) }
     Glibc.exit(status.rawValue)

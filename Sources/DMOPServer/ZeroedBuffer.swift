@@ -13,10 +13,12 @@ struct ZeroedBuffer {
     init(byteCount: Int) {
         let address = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         if let address, address != MAP_FAILED {
+            // SAFETY: mmap gave byteCount readable, writable, zero-filled bytes.
             bytes = UnsafeMutableRawBufferPointer(start: address, count: byteCount)
             mapped = true
         } else {
             // mmap refused: zeroed heap memory, as before.
+            // SAFETY: byteCount bytes, all zeroed before use.
             bytes = .allocate(byteCount: byteCount, alignment: 16)
             bytes.initializeMemory(as: UInt8.self, repeating: 0)
             mapped = false
@@ -24,6 +26,8 @@ struct ZeroedBuffer {
     }
 
     func deallocate() {
+        // SAFETY: returns the memory the way init got it; the owner calls this once,
+        // when nothing uses the buffer any more.
         if mapped { munmap(bytes.baseAddress, bytes.count) } else { bytes.deallocate() }
     }
 }

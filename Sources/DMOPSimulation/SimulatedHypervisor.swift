@@ -131,6 +131,8 @@ public final class SimulatedHypervisor: Hypervisor {
     public func dmOp(domid: UInt16, buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) -> Int32 {
         // The same substitution PrivcmdHypervisor makes before its ioctl.
         guard buffers.contains(where: { $0.count == 0 }) else { return ioctlDMOp(domid: domid, buffers: buffers) }
+        // SAFETY: an empty view into the backing block `self` owns (nothing is
+        // read or written through it); the list lives for the call.
         let substituted = buffers.map { buffer in
             buffer.count == 0 ? UnsafeMutableRawBufferPointer(start: zeroLength.address, count: 0) : buffer
         }
@@ -172,6 +174,7 @@ public final class SimulatedHypervisor: Hypervisor {
         let recordFd = record.rawValue
         if recordFd >= 0 {
             let line = SimulationRecord.line(domid: domid, buffers: buffers, rc: rc)
+            // SAFETY: the view lives for the write, which copies the bytes.
             let written = line.withUnsafeBytes { write(recordFd, $0.baseAddress, $0.count) }
             if written != line.count { unrecordedCalls += 1 }
         }

@@ -287,16 +287,21 @@ public final class SimulatedXen {
         let header = Self.headerSize
         guard buf0.count >= header, let base0 = buf0.baseAddress else { return -EFAULT }
         var op = xen_dm_op()
+        // SAFETY: buf0 holds `header` bytes (checked above), and `op`, a whole
+        // xen_dm_op, is larger than its header.
         withUnsafeMutableBytes(of: &op) { $0.baseAddress?.copyMemory(from: base0, byteCount: header) }
         guard op.op < UInt32(payloadSizes.count) else { return -EOPNOTSUPP }
         let size = payloadSizes[Int(op.op)]
         guard buf0.count >= header + size else { return -EFAULT }
+        // SAFETY: header + size <= buf0.count (checked above), and `size` is one
+        // member of op.u, so it fits in `op` after the header.
         withUnsafeMutableBytes(of: &op) { $0.baseAddress?.advanced(by: header).copyMemory(from: base0 + header, byteCount: size) }
         guard op.pad == 0 else { return -EINVAL }
 
         var constOp = true
         let rc = dispatch(&op, buffers: buffers, constOp: &constOp)
         if rc == 0 && !constOp {
+            // SAFETY: the same range as the copy in: inside both buf0 and `op`.
             withUnsafeBytes(of: &op) { src in
                 if let from = src.baseAddress { (base0 + header).copyMemory(from: from + header, byteCount: size) }
             }
@@ -566,6 +571,8 @@ public final class SimulatedXen {
             dirtyFrames.removeAll()
             return 0
         }
+        // SAFETY: bytes <= bitmap.count (checked above), and dirtyFrames holds only
+        // frames of the tracked range [firstPfn, firstPfn + frames), so bit / 8 < bytes.
         guard let out = bitmap.baseAddress else { return -EFAULT }
         if let vram = dirtyVRAM, vram.firstPfn == firstPfn, vram.frames == frames {
             // The guest keeps drawing: one stripe of the range per read, so a
@@ -599,6 +606,8 @@ public final class SimulatedXen {
         if UInt64(extents.count / extentSize) < UInt64(data.nr_extents) { return -EINVAL }
         guard let base = extents.baseAddress else { return data.nr_extents == 0 ? 0 : -EFAULT }
         // Last extent first, as Xen walks them.
+        // SAFETY: nr_extents <= extents.count / extentSize (checked above), so each
+        // extent read lies inside the buffer.
         while data.nr_extents > 0 {
             let extent = base.loadUnaligned(fromByteOffset: Int(data.nr_extents - 1) * extentSize,
                                             as: xen_dm_op_modified_memory_extent.self)

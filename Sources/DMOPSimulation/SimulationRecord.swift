@@ -41,6 +41,7 @@ public enum SimulationRecord {
     static func line(domid: UInt16, buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>, rc: Int32) -> [UInt8] {
         var op = -1
         if let first = buffers.first, first.count >= MemoryLayout<UInt32>.size {
+            // SAFETY: `first` holds at least 4 bytes, checked above.
             op = Int(UInt32(littleEndian: first.loadUnaligned(fromByteOffset: 0, as: UInt32.self)))
         }
         let entry = Entry(domid: Int(domid), op: op, nrBufs: buffers.count, sizes: buffers.map(\.count), rc: Int(rc))

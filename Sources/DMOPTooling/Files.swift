@@ -14,6 +14,7 @@ public enum Files {
 
     /// Writes all of `bytes` to `fd`, retrying short writes and EINTR.
     public static func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws(SystemError) {
+        // SAFETY: the view lives for the writes, which copy the bytes.
         let failure: SystemError? = bytes.withUnsafeBytes { raw in
             do throws(SystemError) { try Syscall.writeAll(fd, raw) } catch { return error }
             return nil
@@ -29,6 +30,7 @@ public enum Files {
         defer { closedir(directory) }
         var files: [String] = []
         while let entry = readdir(directory) {
+            // SAFETY: a copy of d_name, read within its bytes up to the NUL.
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
             }
@@ -41,6 +43,8 @@ public enum Files {
     /// Path of the running executable.
     public static func selfExecutable() -> String? {
         var buffer = [UInt8](repeating: 0, count: 4096)
+        // SAFETY: CChar and UInt8 may alias (same size, signedness only differs);
+        // readlink writes at most count - 1 bytes, into the buffer it is given.
         let n = buffer.withUnsafeMutableBytes { readlink("/proc/self/exe", $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count - 1) }
         guard n > 0 else { return nil }
         return String(decoding: buffer[0..<n], as: UTF8.self)

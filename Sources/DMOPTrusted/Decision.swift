@@ -96,6 +96,8 @@ public func allowSessionEndDestroy<R>(restrictedDomid: UInt16, id: UInt16, owned
     header.putLE32(op.number, at: DMOPABI.opOffset)
     header.putLE16(id, at: idField.offset)
     let rule = PolicyRule(op: op, line: 0, conditions: [], location: "session end")
+    // SAFETY: the one-view list lives for `body`; `header` is the caller's,
+    // alive for this call.
     return [UnsafeRawBufferPointer(header)].withUnsafeBufferPointer { body(AllowedDMOP(rule: rule, domid: restrictedDomid, buffers: $0)) }
 }
 

@@ -55,6 +55,8 @@ public final class PrivcmdHypervisor: Hypervisor {
         call.op = UInt64(__HYPERVISOR_xen_version)
         call.arg.0 = UInt64(XENVER_version)
         call.arg.1 = 0  // no argument buffer for XENVER_version
+        // SAFETY: `call` outlives the ioctl, which only copies the struct in
+        // (Linux drivers/xen/privcmd.c, privcmd_ioctl_hypercall).
         let rc = withUnsafeMutablePointer(to: &call) {
             ioctl(fd, cxen_ioctl_privcmd_hypercall(), UnsafeMutableRawPointer($0))
         }
@@ -83,6 +85,7 @@ public final class PrivcmdHypervisor: Hypervisor {
                                   detail: "domid \(domid) is reserved (>= \(firstReserved)); privcmd would not restrict to it")
         }
         var value: domid_t = domid
+        // SAFETY: `value` outlives the ioctl, which copies the domid_t in.
         let rc = withUnsafeMutablePointer(to: &value) {
             ioctl(descriptor, cxen_ioctl_privcmd_restrict(), UnsafeMutableRawPointer($0))
         }
@@ -143,6 +146,8 @@ enum PrivcmdDMOp {
         let count = buffers.count
         guard count <= maxBuffers else { return -E2BIG }
         // The descriptor array lives on the stack (at most 16 x 16 bytes).
+        // SAFETY: `descriptors` is used only inside the closure; count <= maxBuffers,
+        // its capacity (guarded above).
         return withUnsafeTemporaryAllocation(of: privcmd_dm_op_buf_t.self, capacity: maxBuffers) { descriptors in
             guard let first = descriptors.baseAddress else { return -ENOMEM }
             for i in 0..<count {
@@ -150,6 +155,7 @@ enum PrivcmdDMOp {
                 // SAFETY: i < count <= maxBuffers, the capacity of `descriptors`.
                 (first + i).initialize(to: privcmd_dm_op_buf_t(uptr: zeroLength.pointer(for: buffer), size: buffer.count))
             }
+            // SAFETY: the loop above initialized exactly the first `count`.
             defer { first.deinitialize(count: count) }
             // SAFETY: the kernel reads `count` initialized descriptors, each
             // naming a buffer the caller keeps alive for the call.

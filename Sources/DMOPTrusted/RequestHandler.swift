@@ -39,6 +39,8 @@ public final class RequestHandler {
                                 reply: UnsafeMutableRawBufferPointer, postedFailure: PostedFailure? = nil)
         -> (outcome: RequestOutcome, opNumber: UInt32?, replyLength: Int) {
         // The views live on the stack, for this request only.
+        // SAFETY: `views` and the request made of it stay inside the closure (the
+        // result holds no pointer); each of its frame.buffers.count slots is set below.
         return withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: frame.buffers.count) { views in
             // SAFETY: the decoder made every range lie inside the datagram, a
             // non-empty buffer (it holds at least a REQUEST header).

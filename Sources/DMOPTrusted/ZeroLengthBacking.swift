@@ -17,6 +17,7 @@ public final class ZeroLengthBacking {
     public let address: UnsafeMutableRawPointer
 
     public init() {
+        // SAFETY: 2 bytes this object owns, freed once in deinit.
         block = UnsafeMutableRawPointer.allocate(byteCount: 2, alignment: 1)
         // SAFETY: the block was just allocated with 2 bytes.
         block.storeBytes(of: 0 as UInt16, as: UInt16.self)
@@ -25,6 +26,8 @@ public final class ZeroLengthBacking {
         address = Int(bitPattern: block) % pageSize == 0 ? block + 1 : block
     }
 
+    // SAFETY: the block from init, freed once; the hypervisor that hands
+    // `address` to the kernel holds this object.
     deinit { block.deallocate() }
 
     /// The pointer to hand the kernel for `buffer`.

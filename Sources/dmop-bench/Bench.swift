@@ -46,10 +46,12 @@ final class Bench {
     init(_ config: BenchConfig) {
         self.config = config
         var template = Array("/tmp/dmop-bench.XXXXXX".utf8CString)
-        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+        // SAFETY: a NUL-terminated template (utf8CString), non-empty; mkdtemp
+        // rewrites it in place and returns it, copied before the closure ends.
+        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!).map { String(cString: $0) } }) else {
             fail("mkdtemp: \(SystemError("mkdtemp"))")
         }
-        temporary = String(cString: made)
+        temporary = made
         temporaryDirectory = temporary
     }
 
@@ -245,9 +247,12 @@ final class Bench {
 
         // The rows. Request bytes of the echo rows are the Swift client's
         // real requests, so the sizes match byte for byte.
+        // SAFETY: freed by the defer, after the rows that receive into it have run.
         let receive = UnsafeMutableRawBufferPointer.allocate(byteCount: Wire.maxRequestSize, alignment: 16)
         defer { receive.deallocate() }
         func stable(_ bytes: [UInt8]) -> UnsafeRawBufferPointer {
+            // SAFETY: an initialized copy the caller owns (freed at the end of
+            // this function, after the rows that send it).
             let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 16)
             copy.copyBytes(from: bytes)
             return UnsafeRawBufferPointer(copy)
@@ -287,6 +292,8 @@ final class Bench {
         rows.append(RoundTrip(label: "set_pci_intx_level, Swift client", kind: .swiftClient, floor: smallFloor, server: swiftBroker.pid) {
             swiftCall(self.intxBuffers, "set_pci_intx_level", &turns[0])
         })
+        // SAFETY: one bit per VRAM page (32768 is a multiple of 64), written by the
+        // library; freed by the defer, after the rows that use it have run.
         let bitmap = UnsafeMutablePointer<UInt>.allocate(capacity: Int(vramPages) / (8 * MemoryLayout<UInt>.size))
         defer { bitmap.deallocate() }
         if let library, let cHandle {
@@ -418,6 +425,7 @@ final class Bench {
         swiftBroker.stop()
         smallEcho.stop()
         largeEcho.stop()
+        // SAFETY: the rows that sent them have all run; nothing uses them after.
         smallRequest.deallocate()
         largeRequest.deallocate()
         guard let headline else { fail("no regime measured") }
@@ -445,6 +453,8 @@ final class Bench {
                 guard rc == 0 else { fail("set_pci_intx_level \(i): \(rc), errno \(errno)") }
             }
             // Any waiting call is a barrier behind the posted ones.
+            // SAFETY: one bit per VRAM page, written by the library during the call;
+            // freed by the defer after it.
             let bitmap = UnsafeMutablePointer<UInt>.allocate(capacity: Int(vramPages) / (8 * MemoryLayout<UInt>.size))
             defer { bitmap.deallocate() }
             let rc = copy.trackDirtyVram(handle, domid, vramRanges[0], vramPages, bitmap)
@@ -558,6 +568,8 @@ final class Bench {
 
         func timeDecisions(_ buffers: [[UInt8]], forward: Bool) -> Summary {
             var samples = Samples(capacity: batches)
+            // SAFETY: initialized copies and their list, freed by the defer after
+            // the last decision; `request` does not leave this function.
             let views = buffers.map { bytes in
                 let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 16)
                 copy.copyBytes(from: bytes)
@@ -594,6 +606,8 @@ final class Bench {
             fail("simulated hypervisor: \(error)")
         }
         func timeDMOp(_ variants: [[[UInt8]]]) -> Summary {
+            // SAFETY: initialized copies, freed by the defer after the last call;
+            // each list is viewed only for its call.
             let copies = variants.map { buffers in
                 buffers.map { bytes in
                     let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 16)
@@ -749,6 +763,7 @@ extension Summary {
 func rmdirAll(_ path: String) -> Bool {
     guard let directory = opendir(path) else { return false }
     while let entry = readdir(directory) {
+        // SAFETY: a copy of d_name, read within its bytes up to the NUL.
         let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         if name != "." && name != ".." { unlink(path + "/" + name) }
     }

@@ -28,6 +28,7 @@ final class CLibrary {
         if separateCopy {
             // Glibc's module map does not declare dlmopen (a GNU extension).
             guard let address = dlsym(nil, "dlmopen") else { fail("this libc has no dlmopen") }
+            // SAFETY: DLMOpen is dlmopen's C signature (glibc's dlfcn.h).
             loaded = unsafeBitCast(address, to: DLMOpen.self)(-1 /* LM_ID_NEWLM */, path, RTLD_NOW)
         } else {
             loaded = dlopen(path, RTLD_NOW | RTLD_LOCAL)
@@ -37,6 +38,7 @@ final class CLibrary {
         }
         func symbol<T>(_ name: String, _: T.Type) -> T {
             guard let address = dlsym(handle, name) else { fail("\(path) has no \(name)") }
+            // SAFETY: each T below is the C type of its symbol in xendevicemodel.h.
             return unsafeBitCast(address, to: T.self)
         }
         self.path = path

@@ -27,6 +27,8 @@ enum EchoMode {
         }
         // One buffer as large as the broker's; the reply is its first
         // replySize bytes (the request's own bytes, then zeros).
+        // SAFETY: zeroed below, received into within its count, never freed:
+        // the server runs until the process exits.
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Wire.maxRequestSize, alignment: 16)
         buffer.initializeMemory(as: UInt8.self, repeating: 0)
         while true {

@@ -10,6 +10,7 @@ if arguments.count > 1, arguments[1] == "serve", let options = ServeArguments.pa
 }
 if arguments.count == 2, arguments[1] == "--version" {
     var line = "\(BrokerExecutables.broker) \(brokerVersion)\n"
+    // SAFETY: the view lives for the write, which copies the bytes.
     line.withUTF8 { _ = write(1, $0.baseAddress, $0.count) }
     exit(0)
 }

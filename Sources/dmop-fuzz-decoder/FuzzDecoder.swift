@@ -18,6 +18,8 @@ import Glibc
 public func fuzzDecoderOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     // Copied into an exactly sized allocation, so the address sanitizer sees
     // any read past the datagram's end.
+    // SAFETY: `size` bytes, all copied from libFuzzer's input (valid for this
+    // call), and freed by the defer after the checks, which keep no pointer.
     let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 1)
     defer { bytes.deallocate() }
     if size > 0, let data { bytes.copyMemory(from: UnsafeRawBufferPointer(start: data, count: size)) }
@@ -79,6 +81,7 @@ func checkClientDecoder(_ input: UnsafeRawBufferPointer) {
         let encoded = Wire.encodeProtocolError(error)
         invariant(encoded.count <= Wire.protocolErrorHeaderSize + Wire.maxTextLength,
                   "PROTOCOL_ERROR of \(encoded.count) bytes")
+        // SAFETY: the view lives for the decode, which copies what it keeps.
         let decoded = encoded.withUnsafeBytes { raw in Result { () throws(ProtocolViolation) in try Wire.decodeBrokerMessage(raw) } }
         guard case .success(.protocolError(let message)) = decoded else {
             invariant(false, "PROTOCOL_ERROR does not decode: \(decoded)")
@@ -130,6 +133,7 @@ struct ReplayDecoder {
                     printError("dmop-fuzz-decoder: cannot read \(file)")
                     exit(66)
                 }
+                // SAFETY: the array outlives the call, which copies the input first.
                 _ = bytes.withUnsafeBufferPointer { fuzzDecoderOneInput($0.baseAddress, $0.count) }
                 count += 1
             }
@@ -142,5 +146,6 @@ struct ReplayDecoder {
 /// One line on stderr with a single write(2).
 func printError(_ text: String) {
     var line = text + "\n"
+    // SAFETY: the view lives for the write, which copies the bytes.
     line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
 }

@@ -28,6 +28,7 @@ import Logging
 
 let brokerDomid: UInt16 = 5
 /// Replay mode with -v: one summary line per input.
+// SAFETY: set by main before any input runs; inputs run on one thread.
 nonisolated(unsafe) var replayVerbose = false
 /// Most datagrams per input: enough for a QEMU boot sequence's interesting
 /// part, few enough that both socket directions always fit their buffers.
@@ -135,6 +136,20 @@ final class RecordingHypervisor: Hypervisor {
     }
 }
 
+/// The decision's verdict without the request's views, which an
+/// AllowedDMOP holds: it may outlive the buffers they point into.
+enum ExpectedDecision {
+    case refuse(ReasonCode)
+    case forward(PolicyRule)
+
+    init(_ decision: Decision) {
+        switch decision {
+        case .refuse(let reason, _): self = .refuse(reason)
+        case .forward(let allowed): self = .forward(allowed.rule)
+        }
+    }
+}
+
 struct Session {
     var autoHello = false
     var policyIndex = 0
@@ -194,6 +209,8 @@ public func fuzzRequestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> C
     var granted: Int32 = 0
     var length = socklen_t(MemoryLayout<Int32>.size)
     invariant(getsockopt(pair[0], SOL_SOCKET, SO_SNDBUF, &granted, &length) == 0, "getsockopt")
+    // SAFETY: libFuzzer's input, valid for this call; Session copies the
+    // datagrams it keeps.
     let session = Session(UnsafeRawBufferPointer(start: data, count: data == nil ? 0 : size), budget: Int(granted) / 2)
 
     // The client side: everything is sent before the broker runs.
@@ -234,6 +251,7 @@ public func fuzzRequestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> C
 
     // What the broker sent, decoded as a client decodes it.
     var replies: [BrokerMessage] = []
+    // SAFETY: freed by the defer; the messages decoded from it copy what they keep.
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Wire.maxRequestSize + 1, alignment: 16)
     defer { buffer.deallocate() }
     var resets = 0
@@ -251,6 +269,7 @@ public func fuzzRequestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> C
         case .truncated: invariant(false, "the broker sent a datagram over \(buffer.count) bytes")
         case .fdsAttached: invariant(false, "the broker sent file descriptors")
         case .datagram(let n):
+            // SAFETY: n <= buffer.count: a larger datagram is .truncated.
             let bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
             do {
                 let message = try Wire.decodeBrokerMessage(bytes)
@@ -365,6 +384,7 @@ final class Model {
             // recvmsg returns 0 for an empty datagram as for end of file: the
             // broker cannot tell them apart and ends the session.
             if datagram.isEmpty { return .hangUp }
+            // SAFETY: the view lives for the decode; the message holds ranges, no pointer.
             let decoded = datagram.withUnsafeBytes { raw in
                 Result { () throws(ProtocolViolation) in try Wire.decodeClientMessage(raw) }
             }
@@ -420,10 +440,13 @@ final class Model {
 
     private func request(_ frame: RequestFrame, _ datagram: [UInt8], _ what: String) {
         let buffers = frame.buffers.map { Array(datagram[$0]) }
+        // SAFETY: the views live for `decide`; only the pointer-free expectation
+        // leaves the closures (an AllowedDMOP would hold the views).
         let decision = datagram.withUnsafeBytes { raw in
             frame.buffers.map { UnsafeRawBufferPointer(rebasing: raw[$0]) }.withUnsafeBufferPointer { views in
-                decide(restrictedDomid: brokerDomid, policy: policy,
-                       request: DMOPRequest(domid: frame.domid, buffers: views, posted: frame.posted), owned: owned)
+                ExpectedDecision(decide(restrictedDomid: brokerDomid, policy: policy,
+                                        request: DMOPRequest(domid: frame.domid, buffers: views, posted: frame.posted),
+                                        owned: owned))
             }
         }
         if frame.posted {
@@ -440,11 +463,10 @@ final class Model {
                   "\(what): REPLY carries posted failure \(String(describing: reply.postedFailure)), expected \(String(describing: postedFailure))")
         postedFailure = nil
         switch decision {
-        case .refuse(let reason, _):
+        case .refuse(let reason):
             invariant(reply.origin == .broker && reply.reason == reason && reply.result == -reason.errno && reply.buffers.isEmpty,
                       "\(what): refused with \(reason.name) by the decision, the broker replied \(reply)")
-        case .forward(let allowed):
-            let rule = allowed.rule
+        case .forward(let rule):
             if reply.origin == .broker {
                 // The only refusal after a forward decision is the rate limit,
                 // and only once the bucket's burst has been spent.
@@ -468,6 +490,7 @@ final class Model {
             if call.rc == 0 {
                 if rule.op.writesBackPayload { expectedBuffers.append((0, call.output[0])) }
                 if case .dirtyBitmap = rule.op.extraBuffer { expectedBuffers.append((1, call.output[1])) }
+                // SAFETY: the view lives for update(after:), whose reads are range-checked.
                 call.output[0].withUnsafeBytes { owned.update(after: rule.op, header: $0) }
             }
             invariant(reply.buffers.map(\.index) == expectedBuffers.map(\.0)
@@ -484,7 +507,8 @@ final class Model {
     }
 
     /// A posted request: no REPLY; a failure is kept for the next one.
-    private func posted(_ frame: RequestFrame, _ buffers: [[UInt8]], _ decision: Decision, _ what: String) {
+    private func posted(_ frame: RequestFrame, _ buffers: [[UInt8]], _ decision: ExpectedDecision, _ what: String) {
+        // SAFETY: the view lives for the load, which is range-checked.
         let op = buffers.first.flatMap { $0.count >= 4 ? $0.withUnsafeBytes { $0.le32(at: DMOPABI.opOffset) } : nil }
         func failed(_ result: Int32, _ origin: ReplyOrigin, _ reason: ReasonCode?) {
             if postedFailure == nil {
@@ -495,10 +519,9 @@ final class Model {
             }
         }
         switch decision {
-        case .refuse(let reason, _):
+        case .refuse(let reason):
             failed(-reason.errno, .broker, reason)
-        case .forward(let allowed):
-            let rule = allowed.rule
+        case .forward(let rule):
             invariant(rule.mayPost && rule.rateLimit == nil, "\(what): posted \(rule.op.name) forwarded by the decision")
             invariant(nextCall < calls.count, "\(what): a posted \(rule.op.name) did not reach the hypervisor")
             guard nextCall < calls.count else { return }
@@ -523,6 +546,7 @@ final class Model {
         invariant(call.input.allSatisfy { $0.count <= DMOPABI.maxBufferSize }, "\(what): a buffer over the limit")
         let header = call.input[0]
         invariant(header.count >= DMOPABI.opOffset + DMOPABI.opWidth, "\(what): buffer 0 of \(header.count) bytes")
+        // SAFETY: the views live for the checks, whose reads are range-checked.
         let number = header.withUnsafeBytes { $0.le32(at: DMOPABI.opOffset) }
         guard let op = Catalogue.op(number: number), let rule = policy.rule(forOp: number) else {
             invariant(false, "\(what): op \(number), which the policy does not allow, reached the hypervisor")
@@ -577,6 +601,7 @@ struct ReplayRequest {
                 printError("dmop-fuzz-request: cannot read \(file)")
                 exit(66)
             }
+            // SAFETY: the array outlives the call, which copies what it keeps.
             _ = bytes.withUnsafeBufferPointer { fuzzRequestOneInput($0.baseAddress, $0.count) }
             count += 1
         }
@@ -588,5 +613,6 @@ struct ReplayRequest {
 /// One line on stderr with a single write(2).
 func printError(_ text: String) {
     var line = text + "\n"
+    // SAFETY: the view lives for the write, which copies the bytes.
     line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
 }

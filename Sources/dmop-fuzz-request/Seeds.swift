@@ -81,6 +81,7 @@ enum Seeds {
         var oneExtent = xen_dm_op_modified_memory_extent()
         oneExtent.first_pfn = 0x100
         oneExtent.nr = 1
+        // SAFETY: the bytes of a plain C struct, copied into the array.
         let extent = withUnsafeBytes(of: oneExtent) { Array($0) }
         vga.op("modified_memory", ["nr_extents": 1], extra: extent)
         vga.op("set_mem_type", ["nr": 1, "mem_type": 1, "first_pfn": 0xc0])
@@ -186,6 +187,8 @@ enum Seeds {
                                                               maxBufferSize: 4096, allowedOps: 0x7fffe))))
         seeds.append(("refused", Wire.encodeRefused(.versionUnsupported, text: "client speaks versions 2...9")))
         seeds.append(("protocol-error", Wire.encodeProtocolError(ProtocolViolation(.lengthMismatch, requestID: 7, "sizes"))))
+        // SAFETY: maxReplySize bytes, the size encodeReply writes within; freed by
+        // the defer; the views below live for the encode.
         let reply = UnsafeMutableRawBufferPointer.allocate(byteCount: Wire.maxReplySize, alignment: 16)
         defer { reply.deallocate() }
         let payload: [UInt8] = TestOps.header("track_dirty_vram", ["nr": 16])
@@ -238,6 +241,7 @@ enum Seeds {
             return 73
         }
         let dictionaryFD = open(dictionaryPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        // SAFETY: the view lives for the write, which copies the bytes.
         guard dictionaryFD >= 0,
               dictionary.withUnsafeBytes({ Glibc.write(dictionaryFD, $0.baseAddress, $0.count) }) == dictionary.count else {
             printError("dmop-fuzz-request: write \(dictionaryPath): \(String(cString: strerror(errno)))")
@@ -253,6 +257,7 @@ enum Seeds {
             for (name, bytes) in seeds {
                 let file = path + "/" + name + ".bin"
                 let fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+                // SAFETY: the view lives for the write, which copies the bytes.
                 guard fd >= 0, bytes.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress, $0.count) }) == bytes.count else {
                     printError("dmop-fuzz-request: write \(file): \(String(cString: strerror(errno)))")
                     return 73
