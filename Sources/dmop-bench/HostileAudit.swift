@@ -33,10 +33,13 @@ enum HostileAuditMode {
             }
         }
         var template = Array("/tmp/dmop-hostile-audit.XXXXXX".utf8CString)
-        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+        // SAFETY: mkdtemp writes the name into `template`'s own storage,
+        // which the closure borrows; the name is copied out before it ends.
+        guard let directory = template.withUnsafeMutableBufferPointer({ buffer in
+            buffer.baseAddress.flatMap { mkdtemp($0) }.map { String(cString: $0) }
+        }) else {
             fail("mkdtemp: \(SystemError("mkdtemp"))")
         }
-        let directory = String(cString: made)
         temporaryDirectory = directory
         // A fresh file: what it holds at the end is what this run added.
         let audit = auditPath ?? directory + "/audit.log"
