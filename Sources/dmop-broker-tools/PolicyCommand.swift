@@ -103,13 +103,22 @@ struct PolicyCommand: ParsableCommand {
                 }
                 buffers.append([UInt8](repeating: 0, count: min(size, DMOPABI.maxBufferSize)))
             }
-            let decision = withViews(buffers) { views in
-                decide(restrictedDomid: domid.value, policy: policy,
-                       request: views.withUnsafeBufferPointer { DMOPRequest(domid: target ?? domid.value, buffers: $0) })
+            // The answer leaves the closures as plain values: a forward's
+            // AllowedDMOP holds views of `buffers` that end with them.
+            enum Answer { case forward(PolicyRule), refuse(ReasonCode, String) }
+            let answer: Answer = withViews(buffers) { views in
+                // SAFETY: the request's buffer views are used only inside
+                // this closure, which `views` outlives.
+                views.withUnsafeBufferPointer { pointer in
+                    switch decide(restrictedDomid: domid.value, policy: policy,
+                                  request: DMOPRequest(domid: target ?? domid.value, buffers: pointer)) {
+                    case .forward(let allowed): .forward(allowed.rule)
+                    case .refuse(let reason, let detail): .refuse(reason, detail)
+                    }
+                }
             }
-            switch decision {
-            case .forward(let allowed):
-                let rule = allowed.rule
+            switch answer {
+            case .forward(let rule):
                 let conditions = rule.conditions.isEmpty ? "" : " if " + rule.conditions.map(\.description).joined(separator: " and ")
                 print("forward: allowed by \(rule.location): allow \(rule.op.name)\(conditions)")
             case .refuse(let reason, let detail):
