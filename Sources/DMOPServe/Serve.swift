@@ -67,7 +67,7 @@ public struct ServeOptions {
         // The audit channel: every later line goes there.
         let sink: AuditSink
         do {
-            sink = try AuditSink.open(auditLog)
+            sink = try AuditSink.open(auditLog, owner: user.map { (uid: $0.uid, gid: $0.gid) })
         } catch {
             fail(.auditLog, "--audit-log \(auditLog): \(error)")
         }
