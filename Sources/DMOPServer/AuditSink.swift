@@ -219,7 +219,9 @@ public final class AuditSink: @unchecked Sendable {
     /// file behind the broker's back, and rotation (compress, a rotate count
     /// reached, rm) may delete it.
     private func refreshFile() {
-        guard isRegularFile else { return }
+        // Only the FILE channel's fd has an fstat rule in the seccomp filter
+        // (stderr may be a regular file too: its count stays the broker's).
+        guard isRegularFile, case .file = channel else { return }
         var status = stat()
         guard cposix_fstat(fd, &status) == 0 else { return }
         size = UInt64(max(status.st_size, 0))

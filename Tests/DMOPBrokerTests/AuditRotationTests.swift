@@ -189,6 +189,27 @@ struct AuditRotationTests {
         }
     }
 
+    /// stderr may be a regular file too (QEMU's log under the wrapper with
+    /// audit = stderr), but only the FILE channel's fd has an fstat rule:
+    /// its room stays the broker's count, and a full file must not end the
+    /// broker with SIGSYS.
+    @Test("stderr a file at its size limit: forwards refused with AUDIT_UNAVAILABLE, the confined broker alive to the session end")
+    func stderrFileAtItsLimit() throws {
+        let broker = try BrokerUnderTest(extraArguments: ["--audit-forwards", "each"],
+                                         launcher: ["/usr/bin/prlimit", "--fsize=262144", "--"])
+        let client = try broker.connect()
+        var unavailable = 0
+        for i in 0..<3000 {
+            let reply = try client.invoke("set_isa_irq_level", ["isa_irq": UInt64(i % 16), "level": 1])
+            if reply.reason == .auditUnavailable { unavailable += 1 }
+        }
+        client.close()
+        let status = broker.waitForExit()
+        #expect(BrokerUnderTest.exitCode(status) == 0, "\(status.map { Spawn.describe(status: $0) } ?? "still running")")
+        #expect(unavailable > 500, "\(unavailable) refused")
+        #expect(broker.auditLog.contains(" session end: "))
+    }
+
     @Test("a deleted audit file that cannot be made again: forwards refused, lines counted lost; back once the file is",
           .enabled(if: geteuid() == 0))
     func deletedFile() throws {
