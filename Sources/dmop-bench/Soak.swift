@@ -140,6 +140,10 @@ enum SoakMode {
         // The last whole day, not yet compressed (delaycompress).
         let lastDay = (try? Files.read(audit + ".1", limit: 256 << 20)) ?? []
         let lastDayLines = lastDay.reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }
+        // One forwards: line per request, or the interval was not the soak's.
+        guard lastDayLines >= perDay else {
+            fail("soak: one day's file has \(lastDayLines) lines, not \(perDay): forwards were not written one interval each")
+        }
         let lostLines = finalLog.split(separator: "\n").filter { $0.contains(" audit lines lost: ") }.count
         // The broker's own counts of refusals, posted ones included.
         refused = max(refused, (Int(field("refused", in: end)) ?? 0) + (Int(field("posted_failed", in: end)) ?? 0))
