@@ -256,12 +256,19 @@ struct AuditRotationTests {
         // time bound: to the deleted file, which the broker then sees.
         #expect(unlink(audit) == 0)
         usleep(1_000_000)
+        // On a loaded machine the batch may go out a little later: a forward
+        // or two may still pass (their lines are counted lost), then none.
         var refusedForAudit = 0
+        var firstRefused: Int?
         for i in 0..<20 {
             let reply = try client.invoke("set_isa_irq_level", ["isa_irq": UInt64(i % 16), "level": 1])
-            if reply.reason == .auditUnavailable { refusedForAudit += 1 }
+            if reply.reason == .auditUnavailable {
+                refusedForAudit += 1
+                firstRefused = firstRefused ?? i
+            }
         }
-        #expect(refusedForAudit == 20, "forwards went on into a deleted file: \(refusedForAudit) refused of 20")
+        let first = try #require(firstRefused, "forwards went on into a deleted file: none of 20 refused")
+        #expect(first <= 2 && refusedForAudit == 20 - first, "forwards went on into a deleted file: \(refusedForAudit) refused of 20, the first at \(first)")
         // The file is back, the broker's own (as logrotate's create makes it):
         // the next line reopens it by itself.
         #expect(FileManager.default.createFile(atPath: audit, contents: nil) && chown(audit, 65534, 65534) == 0)
