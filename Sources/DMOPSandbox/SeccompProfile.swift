@@ -150,8 +150,8 @@ public struct SeccompProfile: Sendable {
             ], "SIGHUP: open the audit file again by name after rotation (write-only, in its own directory only)"))
             rules.append(SyscallRule("dup3", [ArgumentCondition(1, .equal(fd(audit)), "audit file")],
                                      "SIGHUP: move the reopened audit file onto the fd number the write rule names"))
-            rules.append(SyscallRule("lseek", [ArgumentCondition(0, .equal(fd(audit)), "audit file")],
-                                     "SIGHUP: the reopened file's size, for the room kept for refusals and the session end"))
+            rules.append(SyscallRule("fstat", [ArgumentCondition(0, .equal(fd(audit)), "audit file")],
+                                     "the audit file's size and link count: the room kept for refusals follows the file (copytruncate), and a line written to a deleted file is written again after a reopen"))
         case .socket(let audit):
             rules.append(SyscallRule("sendto", [ArgumentCondition(0, .equal(fd(audit)), "audit socket")],
                                      "audit lines to journald or syslog (--audit-log journal|syslog), one datagram each"))

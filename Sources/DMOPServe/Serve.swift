@@ -47,6 +47,8 @@ public struct ServeOptions {
     public var auditLog: AuditChannel = .stderr
     public var auditForwards: AuditForwards = .aggregate
     public var auditFailure: AuditFailure = .refuse
+    /// --audit-interval-ms: how long aggregated forwards are summed.
+    public var auditIntervalMilliseconds: UInt32 = 10_000
     public var guestName: String?
     public var helloTimeout: UInt32 = 10
     public var confinement = ConfinementOptions()
@@ -87,7 +89,7 @@ public struct ServeOptions {
         // The audit channel: every later line goes there.
         let sink: AuditSink
         do {
-            sink = try AuditSink.open(auditLog)
+            sink = try AuditSink.open(auditLog, owner: user.map { (uid: $0.uid, gid: $0.gid) })
         } catch {
             fail(.auditLog, "--audit-log \(auditLog): \(error)")
         }
@@ -122,7 +124,8 @@ public struct ServeOptions {
         // (QEMU may be idle for as long as its guest is).
         let server = BrokerServer(policy: policy, hypervisor: restricted,
                                   peerUID: peerUid, audit: audit,
-                                  auditOptions: AuditOptions(forwards: auditForwards, failure: auditFailure),
+                                  auditOptions: AuditOptions(forwards: auditForwards, failure: auditFailure,
+                                                            interval: UInt64(auditIntervalMilliseconds) * 1_000_000),
                                   helloTimeoutNanoseconds: listen == nil ? nil : UInt64(helloTimeout) * 1_000_000_000)
         if case .connected = endpoint { server.blockingReceive = true }
         audit.info("starting version=\(brokerVersion) domid=\(domid.value) hypervisor=\(hypervisor.kind) xen_version=\(hypervisor.xenVersion >> 16).\(hypervisor.xenVersion & 0xffff) policy=\(Logfmt.quote(policy.source)) allowed=\(policy.rules.map(\.op.name).joined(separator: ",")) audit_log=\(Logfmt.quote(auditLog.description)) audit_forwards=\(auditForwards.rawValue) audit_failure=\(auditFailure.rawValue)\(guestName.map { " guest=\(Logfmt.quote($0))" } ?? "")")

@@ -58,7 +58,7 @@ public enum ServeArguments {
         static let names = [
             "domid", "listen", "socket-fd", "policy", "hypervisor", "privcmd", "simulated-record", "simulated-vcpus",
             "simulated-xen-version", "accept-xen", "peer-uid", "ready-fd", "audit-log", "audit-forwards",
-            "audit-failure", "guest-name", "hello-timeout", "user", "seccomp",
+            "audit-failure", "audit-interval-ms", "guest-name", "hello-timeout", "user", "seccomp",
         ]
         var slots = [String?](repeating: nil, count: names.count)
 
@@ -91,6 +91,7 @@ public enum ServeArguments {
         switch convert("audit-log", { AuditChannel(argument: $0) }) { case .none: command.auditLog = .stderr; case .some(let v?): command.auditLog = v; default: return nil }
         switch convert("audit-forwards", { AuditForwards(rawValue: $0) }) { case .none: command.auditForwards = .aggregate; case .some(let v?): command.auditForwards = v; default: return nil }
         switch convert("audit-failure", { AuditFailure(rawValue: $0) }) { case .none: command.auditFailure = .refuse; case .some(let v?): command.auditFailure = v; default: return nil }
+        switch convert("audit-interval-ms", { UInt32($0) }) { case .none: command.auditIntervalMilliseconds = 10_000; case .some(let v?): command.auditIntervalMilliseconds = v; default: return nil }
         switch convert("hello-timeout", { UInt32($0) }) { case .none: command.helloTimeout = 10; case .some(let v?): command.helloTimeout = v; default: return nil }
         var confinement = ConfinementOptions()
         confinement.user = values["user"]

@@ -61,6 +61,8 @@ final class RequestCounters {
     let forwarded = Unchecked([UInt64](repeating: 0, count: slots))
     let refused = Unchecked([UInt64](repeating: 0, count: slots))
     var rateLimited: UInt64 = 0
+    /// Posted requests (protocol 2) since start, for the stats line.
+    var posted: UInt64 = 0
     /// Each op's forward line up to its rc, made at its first forward: a
     /// policy has one rule per op and never changes while the broker runs.
     let forwardLineStarts = Unchecked([ForwardLineStart?](repeating: nil, count: slots))
@@ -203,7 +205,7 @@ extension BrokerServer {
     func statsLine(now: UInt64) -> String {
         let forwarded = counters.forwarded.value.reduce(0, +)
         let refused = counters.refused.value.reduce(0, +)
-        var text = "stats: uptime_s=\((now &- counters.started) / 1_000_000_000) sessions=\(counters.sessions) requests=\(counters.requests) forwarded=\(forwarded) refused=\(refused) rate_limited=\(counters.rateLimited) audit_lost=\(auditLines?.sink.lost ?? 0)"
+        var text = "stats: uptime_s=\((now &- counters.started) / 1_000_000_000) sessions=\(counters.sessions) requests=\(counters.requests) forwarded=\(forwarded) refused=\(refused) rate_limited=\(counters.rateLimited) posted=\(counters.posted) audit_lost=\(auditLines?.sink.lost ?? 0)"
         for slot in 0..<RequestCounters.slots where counters.forwarded.value[slot] > 0 {
             text += " forwarded.\(RequestCounters.name(ofSlot: slot))=\(counters.forwarded.value[slot])"
         }

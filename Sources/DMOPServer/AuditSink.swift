@@ -114,8 +114,12 @@ public final class AuditSink: @unchecked Sendable {
     public static func writing(to fd: Int32) -> AuditSink { AuditSink(channel: .stderr, fd: fd) }
 
     /// Opens the channel. FILE is created 0640 if missing and appended to;
-    /// the sockets are checked to exist.
-    public static func open(_ channel: AuditChannel) throws(SystemError) -> AuditSink {
+    /// the sockets are checked to exist. `owner`: the uid and gid the broker
+    /// will drop to. A root broker hands its FILE to them, so that after the
+    /// drop it can open the file logrotate's `create` makes in its place
+    /// (logrotate gives the new file the old one's owner and mode); a file
+    /// with other names (hard links) is never handed over.
+    public static func open(_ channel: AuditChannel, owner: (uid: UInt32, gid: UInt32)? = nil) throws(SystemError) -> AuditSink {
         switch channel {
         case .stderr:
             return AuditSink(channel: channel, fd: 2)
@@ -131,6 +135,23 @@ public final class AuditSink: @unchecked Sendable {
                 let error = SystemError("audit log \(path)")
                 Glibc.close(directoryFd)
                 throw error
+            }
+            if let owner, geteuid() == 0 {
+                var status = stat()
+                if cposix_fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFREG,
+                   status.st_uid != owner.uid || status.st_gid != owner.gid {
+                    guard status.st_nlink == 1 else {
+                        Glibc.close(fd)
+                        Glibc.close(directoryFd)
+                        throw SystemError("audit log \(path): the file has \(status.st_nlink) names (hard links); it is not handed to the broker's user", errno: EMLINK)
+                    }
+                    guard fchown(fd, owner.uid, owner.gid) == 0 else {
+                        let error = SystemError("audit log \(path): fchown to the broker's user \(owner.uid):\(owner.gid)")
+                        Glibc.close(fd)
+                        Glibc.close(directoryFd)
+                        throw error
+                    }
+                }
             }
             return AuditSink(channel: channel, fd: fd, directoryFd: directoryFd, fileName: name)
         case .journal(let socket), .syslog(let socket):
@@ -187,11 +208,29 @@ public final class AuditSink: @unchecked Sendable {
     /// `limitFileSize`. Anything else: no cap.
     private func noteFileSize() {
         var status = stat()
-        if fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFREG {
+        if cposix_fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFREG {
             size = UInt64(max(status.st_size, 0))
             isRegularFile = true
         }
     }
+
+    /// FILE: the file's size and whether it still has a name, from fstat,
+    /// never from a count of what the broker wrote: copytruncate shrinks the
+    /// file behind the broker's back, and rotation (compress, a rotate count
+    /// reached, rm) may delete it.
+    private func refreshFile() {
+        // Only the FILE channel's fd has an fstat rule in the seccomp filter
+        // (stderr may be a regular file too: its count stays the broker's).
+        guard isRegularFile, case .file = channel else { return }
+        var status = stat()
+        guard cposix_fstat(fd, &status) == 0 else { return }
+        size = UInt64(max(status.st_size, 0))
+        fileGone = status.st_nlink == 0
+    }
+
+    /// The file the fd names was deleted and no reopen has worked since:
+    /// what is written there is lost, so every line first tries a reopen.
+    public private(set) var fileGone = false
 
     /// Whether the channel is a regular file (RLIMIT_FSIZE applies).
     public private(set) var isRegularFile = false
@@ -205,6 +244,8 @@ public final class AuditSink: @unchecked Sendable {
     }
 
     /// Whether a line of `count` bytes of `importance` fits the file's room.
+    /// When the known size says no, fstat says whether the file really is
+    /// that large (after copytruncate it is not).
     func fits(_ count: Int, _ importance: AuditImportance) -> Bool {
         guard let sizeLimit else { return true }
         let reserve: UInt64 = switch importance {
@@ -212,6 +253,8 @@ public final class AuditSink: @unchecked Sendable {
         case .refusal: Self.refusalReserve
         case .essential: 0
         }
+        if size + UInt64(count) + reserve <= sizeLimit { return true }
+        refreshFile()
         return size + UInt64(count) + reserve <= sizeLimit
     }
 
@@ -231,7 +274,8 @@ public final class AuditSink: @unchecked Sendable {
         }
         let result: Int32
         switch channel {
-        case .stderr, .file: result = writeAll(line)
+        case .stderr: result = writeAll(line)
+        case .file: result = isRegularFile ? writeFile(line) : writeAll(line)
         case .journal: result = sendJournal(line, messageStart: messageStart, level: level)
         case .syslog: result = sendSyslog(line, messageStart: messageStart, level: level)
         }
@@ -274,6 +318,37 @@ public final class AuditSink: @unchecked Sendable {
         } catch {
             return error.errno
         }
+    }
+
+    /// A regular FILE: 0 once the line is in a file that has a name. A line
+    /// that went to a deleted file is written again to the file reopened by
+    /// name; when no reopen works, the errno (the caller counts it lost).
+    @inline(never)
+    private func writeFile(_ line: UnsafeBufferPointer<UInt8>) -> Int32 {
+        if fileGone, let error = reopenFile() { return error }
+        let result = writeAll(line)
+        guard result == 0 else { return result }
+        refreshFile()
+        guard fileGone else { return 0 }
+        if let error = reopenFile() { return error }
+        return writeAll(line)
+    }
+
+    /// Opens the file again by name in its directory and moves it onto the
+    /// audit fd number: nil, or the errno of the step that failed (the old
+    /// file is then still the one written).
+    private func reopenFile() -> Int32? {
+        let fresh = openat(directoryFd, fileName, Self.fileFlags, 0o640)
+        guard fresh >= 0 else { return errno }
+        guard cposix_dup3_cloexec(fresh, fd) == fd else {
+            let error = errno
+            Glibc.close(fresh)
+            return error
+        }
+        Glibc.close(fresh)
+        // The file may be new (rotated) or the same one: fstat says its size.
+        refreshFile()
+        return nil
     }
 
     private func send(_ bytes: UnsafeRawBufferPointer) -> Int32 {
@@ -365,17 +440,15 @@ public final class AuditSink: @unchecked Sendable {
     /// reopen. Returns what happened, for the audit line.
     public func reopen() -> String {
         guard case .file(let path) = channel else { return "nothing to reopen (\(channel))" }
-        let fresh = openat(directoryFd, fileName, Self.fileFlags, 0o640)
-        guard fresh >= 0 else { return "reopen \(path) failed: \(SystemError("openat")); still writing the old file" }
-        guard cposix_dup3_cloexec(fresh, fd) == fd else {
-            let error = SystemError("dup3")
-            Glibc.close(fresh)
-            return "reopen \(path) failed: \(error); still writing the old file"
+        if let error = reopenFile() {
+            refreshFile()
+            guard fileGone else { return "reopen \(path) failed: \(Errno.name(error)) (\(String(cString: strerror(error)))); still writing the old file" }
+            // Nowhere to write: forwards are refused (--audit-failure
+            // refuse) or their lines counted lost until a reopen works.
+            lastFailed = true
+            lastError = error
+            return "reopen \(path) failed: \(Errno.name(error)) (\(String(cString: strerror(error)))); the old file is deleted, lines are lost until the file can be opened again"
         }
-        Glibc.close(fresh)
-        // The file may be new (rotated) or the same one: its end is its size.
-        let end = lseek(fd, 0, SEEK_END)
-        size = end >= 0 ? UInt64(end) : 0
         lastFailed = false
         return "reopened \(path)"
     }

@@ -374,7 +374,10 @@ public final class BrokerServer {
     /// `received`: when its datagram arrived (monotonic ns).
     func handle(_ frame: RequestFrame, session: inout Session, received started: UInt64) -> Int {
         session.requests += 1
-        if frame.posted { session.posted += 1 }
+        if frame.posted {
+            session.posted += 1
+            counters.posted += 1
+        }
         writeSummaries(now: started)
         flushForwardCounts(session.peer, now: started, force: false)
         let auditBlocked: Int32? = auditRefusesForwards ? (auditLines?.sink.lastError ?? 0) : nil

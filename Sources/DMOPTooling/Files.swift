@@ -22,6 +22,20 @@ public enum Files {
         if let failure { throw failure }
     }
 
+    /// mkdtemp(3): a new directory of mode 0700 named from `template`,
+    /// which ends in XXXXXX.
+    public static func makeTemporaryDirectory(_ template: String) throws(SystemError) -> String {
+        var bytes = Array(template.utf8CString)
+        // SAFETY: a NUL-terminated template (utf8CString, never empty);
+        // mkdtemp rewrites it in place, and the name is copied out before
+        // the closure that lends the storage ends.
+        let made = bytes.withUnsafeMutableBufferPointer { buffer in
+            buffer.baseAddress.flatMap { mkdtemp($0) }.map { String(cString: $0) }
+        }
+        guard let made else { throw SystemError("mkdtemp \(template)") }
+        return made
+    }
+
     /// A directory stands for the (non-hidden) files in it, sorted; any other
     /// path for itself. For tools that take "FILE|DIR" arguments.
     public static func expandDirectory(_ path: String) -> [String] {

@@ -45,13 +45,7 @@ final class Bench {
 
     init(_ config: BenchConfig) {
         self.config = config
-        var template = Array("/tmp/dmop-bench.XXXXXX".utf8CString)
-        // SAFETY: a NUL-terminated template (utf8CString), non-empty; mkdtemp
-        // rewrites it in place and returns it, copied before the closure ends.
-        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!).map { String(cString: $0) } }) else {
-            fail("mkdtemp: \(SystemError("mkdtemp"))")
-        }
-        temporary = made
+        do { temporary = try Files.makeTemporaryDirectory("/tmp/dmop-bench.XXXXXX") } catch { fail("\(error)") }
         temporaryDirectory = temporary
     }
 

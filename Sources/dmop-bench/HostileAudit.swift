@@ -32,14 +32,8 @@ enum HostileAuditMode {
             default: fail("hostile-audit: unknown option \(flag)")
             }
         }
-        var template = Array("/tmp/dmop-hostile-audit.XXXXXX".utf8CString)
-        // SAFETY: mkdtemp writes the name into `template`'s own storage,
-        // which the closure borrows; the name is copied out before it ends.
-        guard let directory = template.withUnsafeMutableBufferPointer({ buffer in
-            buffer.baseAddress.flatMap { mkdtemp($0) }.map { String(cString: $0) }
-        }) else {
-            fail("mkdtemp: \(SystemError("mkdtemp"))")
-        }
+        let directory: String
+        do { directory = try Files.makeTemporaryDirectory("/tmp/dmop-hostile-audit.XXXXXX") } catch { fail("\(error)") }
         temporaryDirectory = directory
         // A fresh file: what it holds at the end is what this run added.
         let audit = auditPath ?? directory + "/audit.log"

@@ -16,6 +16,9 @@ if arguments.count >= 2 && arguments[1] == "echo-server" {
 if arguments.count >= 2 && arguments[1] == "load" {
     LoadMode.run(arguments.dropFirst(2))
 }
+if arguments.count >= 2 && arguments[1] == "soak" {
+    SoakMode.run(arguments.dropFirst(2))
+}
 if arguments.count >= 2 && arguments[1] == "serve-unconfined" {
     UnconfinedServeMode.run(arguments.dropFirst(2))
 }
@@ -54,6 +57,9 @@ struct BenchConfig {
                dmop-bench hostile-audit [--seconds N] [--policy PATH] [--audit-log PATH]
                  (one hostile client for N s (default 60): the audit's growth in bytes per second;
                   an --audit-log PATH is replaced, and kept)
+               dmop-bench soak [--days N] [--broker PATH] [--policy PATH] [--logrotate-config PATH]
+                 (one confined broker, N days (default 90) of aggregated audit lines in minutes, rotated
+                  daily by logrotate; ends on "soak days=D rss_growth_kb=N private_dirty_growth_kb=N lost=N refused=N")
                dmop-bench serve-unconfined --listen PATH [--policy PATH]
                  (the broker's request loop in-process without seccomp, for valgrind --tool=callgrind)
           --quick            short run for CI: figures printed, no targets enforced

@@ -15,7 +15,7 @@ struct DMOPBroker: ParsableCommand {
         abstract: "Forward only the DMOPs a policy allows, for one Xen domain, from a deprivileged device model.",
         version: "dmop-broker \(brokerVersion)",
         subcommands: [ServeCommand.self, DemoCommand.self, PolicyCommand.self, SeccompProfileCommand.self,
-                      CatalogueCommand.self]
+                      CatalogueCommand.self, StatusCommand.self]
     )
 
     static func main() {

@@ -60,6 +60,9 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("audit-failure"), help: "When the audit log cannot take forward lines: refuse (refuse forwards with AUDIT_UNAVAILABLE until it can) or continue (forward, count the lost lines).")
     var auditFailure: AuditFailure = .refuse
 
+    @Option(name: .customLong("audit-interval-ms"), help: "--audit-forwards aggregate: sum forwards over this many milliseconds per line (0: every forward ends its interval; dmop-bench soak uses it to write days of lines in minutes).")
+    var auditIntervalMilliseconds: UInt32 = 10_000
+
     @Option(name: .customLong("guest-name"), help: "The guest's name, for the audit trail (journal field DMOP_GUEST, start line).")
     var guestName: String?
 
@@ -83,6 +86,7 @@ struct ServeCommand: ParsableCommand {
         options.auditLog = auditLog
         options.auditForwards = auditForwards
         options.auditFailure = auditFailure
+        options.auditIntervalMilliseconds = auditIntervalMilliseconds
         options.guestName = guestName
         options.helloTimeout = helloTimeout
         options.confinement.user = confinement.user

@@ -484,18 +484,42 @@ static void choose_per_guest(struct config *c, const struct qemu_args *q)
 }
 
 /*
- * No audit setting: when stderr is a file (libxl's qemu-dm-NAME.log, which
- * QEMU holds and can rewrite), a file of the broker's own next to it;
- * otherwise stderr (a terminal, a pipe, a test).
+ * No audit setting: the journal when journald receives on its socket (it
+ * rotates and bounds its files by itself); else, when the package's
+ * /var/log/dmop-broker exists, a file there per guest, which
+ * /etc/logrotate.d/dmop-broker rotates; else, when stderr is a file
+ * (libxl's qemu-dm-NAME.log, which QEMU holds and can rewrite), a file of the
+ * broker's own next to it; otherwise stderr (a terminal, a pipe, a test).
+ * dmop-qemu-wrapper(8) says the same.
  */
 static const char *default_audit(void)
 {
+    static const char journal_socket[] = "/run/systemd/journal/socket";
+    static const char audit_directory[] = "/var/log/dmop-broker";
     static char path[PATH_MAX];
     char log[PATH_MAX];
     struct stat st;
     ssize_t n;
     char *slash;
+    /* struct sockaddr_un's layout (<sys/un.h>): family, then the path. */
+    struct { sa_family_t family; char path[108]; } journal = { AF_UNIX, { 0 } };
+    int probe;
 
+    /* A socket file outlives its daemon: only a connect says it listens. */
+    if (stat(journal_socket, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        memcpy(journal.path, journal_socket, sizeof journal_socket);
+        probe = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (probe >= 0) {
+            int connected = connect(probe, (const struct sockaddr *)&journal, sizeof journal);
+            close(probe);
+            if (connected == 0)
+                return "journal";
+        }
+    }
+    if (stat(audit_directory, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(path, sizeof path, "%s/%%n.log", audit_directory);
+        return path;
+    }
     if (fstat(2, &st) < 0 || !S_ISREG(st.st_mode))
         return NULL;
     n = readlink("/proc/self/fd/2", log, sizeof log - 1);

@@ -36,7 +36,7 @@ let actions = [
     "execve", "fork", "clone3", "mprotect-exec", "mmap-exec", "ptrace", "kill-other", "sendmsg-other-fd",
     "recvmsg-other-fd", "write-other-fd", "getsockopt-other-option", "shutdown-other-fd", "read-client", "dup-client",
     "accept-other-fd", "dup3-other-target",
-    "audit-openat-other-flags", "audit-openat-other-dir", "audit-dup3-other-target", "audit-lseek-other-fd",
+    "audit-openat-other-flags", "audit-openat-other-dir", "audit-dup3-other-target", "audit-fstat-other-fd",
     "audit-sendto-other-fd",
 ]
 
@@ -226,13 +226,14 @@ func runProbe() -> Never {
         if listening { shutdown(connected, Int32(SHUT_RDWR)) }
         if auditFile {
             // A line, then what SIGHUP does: reopen by name, dup3 onto the
-            // same number, the new file's size.
+            // same number, the new file's size and link count.
             guard csandbox_probe_raw_write(auditFd, "x\n", 2) == 2 else { die("audit write: \(SystemError("write"))", 4) }
             let fresh = openat(auditDirectory, "audit.log", SeccompProfile.auditFileFlags, 0o600)
             guard fresh >= 0 else { die("audit reopen: \(SystemError("openat"))", 4) }
             guard cposix_dup3_cloexec(fresh, auditFd) == auditFd else { die("audit dup3: \(SystemError("dup3"))", 4) }
             close(fresh)
-            guard lseek(auditFd, 0, SEEK_END) == 0 else { die("audit lseek: \(SystemError("lseek"))", 4) }
+            var status = stat()
+            guard cposix_fstat(auditFd, &status) == 0, status.st_size == 0, status.st_nlink == 1 else { die("audit fstat: \(SystemError("fstat"))", 4) }
         }
         if auditSocket, sendAudit(auditFd) != 1 { die("audit sendto: \(SystemError("sendto"))", 4) }
         do { try Sandbox.signalReady(fd: readyPipe[1]) } catch { die("\(error)", 4) }
@@ -295,7 +296,9 @@ func runProbe() -> Never {
     case "audit-openat-other-flags": report(Int(openat(auditDirectory, "audit.log", O_RDWR | O_CLOEXEC)))
     case "audit-openat-other-dir": report(Int(openat(otherNull, "audit.log", SeccompProfile.auditFileFlags, 0o600)))
     case "audit-dup3-other-target": report(Int(cposix_dup3_cloexec(auditFd, 41)))
-    case "audit-lseek-other-fd": report(Int(lseek(otherNull, 0, SEEK_END)))
+    case "audit-fstat-other-fd":
+        var status = stat()
+        report(Int(cposix_fstat(otherNull, &status)))
     case "audit-sendto-other-fd": report(sendAudit(otherNull))
     default: die("unhandled action \(action)")
     }

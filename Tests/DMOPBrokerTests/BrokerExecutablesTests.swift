@@ -88,6 +88,10 @@ struct BrokerExecutablesTests {
         let options = try #require(ServeArguments.parse(wrapperLine[...]))
         #expect(options.domid.value == 7 && options.socketFD == 3 && options.readyFd == 4
                 && options.confinement.user == "dmop-7" && options.guestName == "guest-7")
+        #expect(options.auditIntervalMilliseconds == 10_000)
+        let soak = try #require(ServeArguments.parse((wrapperLine + ["--audit-interval-ms", "0"])[...]))
+        #expect(soak.auditIntervalMilliseconds == 0)
+        #expect(ServeArguments.parse((wrapperLine + ["--audit-interval-ms", "-1"])[...]) == nil)
     }
 
     @Test("the broker alone: serve still runs; anything else exits 83 and names what is missing")

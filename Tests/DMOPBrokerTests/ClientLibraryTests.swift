@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: MIT
+import DMOPServer
 import Foundation
 import Glibc
 import Testing
@@ -209,8 +210,9 @@ struct ClientLibraryTests {
 
     /// wrapper.conf: an audit file of its own (%n, %d), a policy chosen by
     /// the guest's name, the broker's uid from user-range-base; the file is
-    /// not on QEMU's stderr and an unprivileged process (QEMU after -runas)
-    /// can neither write nor truncate it.
+    /// not on QEMU's stderr, belongs to the broker's user, and another
+    /// unprivileged process (QEMU after -runas) can neither write nor
+    /// truncate it.
     @Test(.enabled(if: geteuid() == 0)) func wrapperPerGuestPolicyUserAndAuditFile() throws {
         let fixture = try ClientLibraryFixture.get()
         let dir = try fixture.scratch("perguest")
@@ -239,7 +241,8 @@ struct ClientLibraryTests {
         #expect(!run.output.contains("session start:") && !run.output.contains("confined:"),
                 "audit lines on QEMU's stderr: \(run.output)")
         var status = stat()
-        #expect(stat(auditPath, &status) == 0 && status.st_mode & 0o777 == 0o640 && status.st_uid == 0)
+        // The broker's own user's (it reopens the file after rotation), not QEMU's.
+        #expect(stat(auditPath, &status) == 0 && status.st_mode & 0o777 == 0o640 && status.st_uid == 20005 && status.st_gid == 20005)
         let size = status.st_size
         for attempt in ["echo forged >> '\(auditPath)'", ": > '\(auditPath)'"] {
             let tried = try TestSupport.run("/usr/bin/setpriv", ["--reuid", "65534", "--regid", "65534", "--clear-groups",
@@ -249,25 +252,44 @@ struct ClientLibraryTests {
         #expect(stat(auditPath, &status) == 0 && status.st_size == size)
     }
 
-    /// No audit setting and stderr a file (libxl's qemu-dm-NAME.log): the
-    /// broker audits to dmop-broker-NAME.log next to it, not to QEMU's log.
-    @Test func wrapperDefaultAuditFileIsNextToQEMUsLog() throws {
+    /// No audit setting: the journal where journald listens; else a file in
+    /// /var/log/dmop-broker when the package made it; else, stderr a file
+    /// (libxl's qemu-dm-NAME.log), dmop-broker-NAME.log next to it. Never
+    /// QEMU's log.
+    @Test func wrapperDefaultAudit() throws {
         let fixture = try ClientLibraryFixture.get()
         let dir = try fixture.scratch("defaultaudit")
         let qemuLog = dir.appendingPathComponent("qemu-dm-guest.log").path
-        let argv = [ClientLibraryFixture.wrapperPath] + wrapperArguments(fixture, broker: broker) + ["--"] + Self.libxlArguments
+        // A shim that records the broker's arguments.
+        let argumentsFile = dir.appendingPathComponent("broker.args").path
+        let shim = dir.appendingPathComponent("broker.sh").path
+        try "#!/bin/sh\nprintf '%s\\n' \"$@\" > '\(argumentsFile)'\nexec \(broker) \"$@\"\n"
+            .write(toFile: shim, atomically: true, encoding: .utf8)
+        chmod(shim, 0o755)
+        let argv = [ClientLibraryFixture.wrapperPath] + wrapperArguments(fixture, broker: shim) + ["--"] + Self.libxlArguments
         let quoted = argv.map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
+        let journald = AuditSink.daemonListens(at: AuditChannel.journalSocket)
+        var isDirectory: ObjCBool = false
+        let packageDirectory = FileManager.default.fileExists(atPath: "/var/log/dmop-broker", isDirectory: &isDirectory)
+            && isDirectory.boolValue
+        let expected = journald ? "journal"
+            : packageDirectory ? "/var/log/dmop-broker/guest.log" : dir.appendingPathComponent("dmop-broker-guest.log").path
         let run = try ProcessRun.run("/bin/sh", ["-c", "exec \(quoted) 2>>'\(qemuLog)'"],
                                      environment: ["FAKE_QEMU_LIBDIR": fixture.libraryDirectory.path])
         #expect(run.status == 0, "\(run)")
-        let auditPath = dir.appendingPathComponent("dmop-broker-guest.log").path
-        var audit = ""
-        for _ in 0..<100 {
-            audit = (try? String(contentsOfFile: auditPath, encoding: .utf8)) ?? ""
-            if audit.contains(" session end: ") { break }
-            usleep(50_000)
+        let arguments = ((try? String(contentsOfFile: argumentsFile, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        let channel = arguments.firstIndex(of: "--audit-log").flatMap { $0 + 1 < arguments.count ? arguments[$0 + 1] : nil }
+        #expect(channel == expected, "broker arguments: \(arguments)")
+        if !journald {
+            var audit = ""
+            for _ in 0..<100 {
+                audit = (try? String(contentsOfFile: expected, encoding: .utf8)) ?? ""
+                if audit.contains(" session end: ") { break }
+                usleep(50_000)
+            }
+            #expect(audit.contains(" confined: ") && audit.contains(" session end: "), "audit: \(audit)")
+            if packageDirectory { try? FileManager.default.removeItem(atPath: expected) }
         }
-        #expect(audit.contains(" confined: ") && audit.contains(" session end: "), "audit: \(audit)")
         let log = (try? String(contentsOfFile: qemuLog, encoding: .utf8)) ?? ""
         #expect(log.contains("dmop-qemu-wrapper: "), "\(log)")
         #expect(!log.contains("session start:"), "audit lines in QEMU's log: \(log)")

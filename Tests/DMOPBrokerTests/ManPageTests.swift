@@ -44,7 +44,7 @@ struct ManPageTests {
     }
 
     @Test("every option in the --help of every dmop-broker command is in dmop-broker(8)", arguments: [
-        ["serve"], ["demo"], ["policy", "check"], ["policy", "explain"], ["policy", "learn"], ["seccomp-profile"],
+        ["serve"], ["demo"], ["policy", "check"], ["policy", "explain"], ["policy", "learn"], ["seccomp-profile"], ["status"],
     ])
     func brokerOptionsDocumented(command: [String]) throws {
         let page = try String(contentsOf: TestSupport.packageRoot.appendingPathComponent("man/dmop-broker.8"), encoding: .utf8)

@@ -100,7 +100,7 @@ let sandboxMutations: [Mutation] = [
     Mutation("audit-openat-other-flags", "openat", flags: ["--audit-file"]),
     Mutation("audit-openat-other-dir", "openat", flags: ["--audit-file"]),
     Mutation("audit-dup3-other-target", "dup3", flags: ["--audit-file"]),
-    Mutation("audit-lseek-other-fd", "lseek", flags: ["--audit-file"]),
+    Mutation("audit-fstat-other-fd", "fstat", flags: ["--audit-file"]),
     Mutation("write-other-fd", "write", flags: ["--audit-file"]),
     Mutation("audit-sendto-other-fd", "sendto", flags: ["--audit-socket"]),
 ]

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <sys/stat.h>
 
 typedef struct {
     int32_t pid;
@@ -79,5 +80,7 @@ int cposix_wait(int fd, short events, int64_t timeout_ns, short *revents);
 uint64_t cposix_monotonic_ns(void);
 /* Wall clock, seconds and nanoseconds since the epoch. */
 void cposix_realtime(int64_t *sec, int32_t *nsec);
+/* fstat(2) through SYS_fstat (not glibc's newfstatat): 0 or -1 with errno. */
+int cposix_fstat(int fd, struct stat *out);
 
 #endif
