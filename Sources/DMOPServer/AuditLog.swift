@@ -45,13 +45,18 @@ struct LineBuffer {
     private(set) var count = 0
 
     init(capacity: Int) {
+        // SAFETY: UInt8 is trivial: the bytes need no initialising, and only
+        // the first `count`, each written by an append, are ever read.
         base = .allocate(capacity: capacity)
         self.capacity = capacity
     }
 
-    func deallocate() { base.deallocate() }
+    /// Called once, by the owner, when nothing uses the bytes any more (a
+    /// copy of the struct shares the memory).
+    func deallocate() { base.deallocate() }  // SAFETY: frees what init or grow allocated, once.
 
-    var bytes: UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(start: base, count: count) }
+    /// Valid until the next append (which may move the bytes) or deallocate.
+    var bytes: UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(start: base, count: count) }  // SAFETY: the first `count` bytes are all written.
 
     mutating func removeAll() { count = 0 }
 
@@ -64,6 +69,8 @@ struct LineBuffer {
     /// never shrinks, so the steady state allocates nothing.
     private mutating func grow(to needed: Int) {
         let larger = max(needed, capacity * 2)
+        // SAFETY: larger >= count: the written bytes move whole into the new
+        // block, and the old one is freed once, after the copy.
         let moved = UnsafeMutablePointer<UInt8>.allocate(capacity: larger)
         moved.update(from: base, count: count)
         base.deallocate()
@@ -83,6 +90,8 @@ struct LineBuffer {
     @inline(__always)
     mutating func append(words: (UInt64, UInt64, UInt64, UInt64), count bytes: Int) {
         reserve(32)
+        // SAFETY: reserve(32) made room for all 32 bytes at base + count;
+        // storeBytes of a trivial type needs no alignment.
         UnsafeMutableRawPointer(base + count).storeBytes(of: words, as: (UInt64, UInt64, UInt64, UInt64).self)
         count += min(bytes, 32)
     }
@@ -98,6 +107,7 @@ struct LineBuffer {
     mutating func append(_ text: String) {
         // A native string is contiguous UTF-8 already: one copy, no transcoding.
         var text = text
+        // SAFETY: the bytes are copied inside the closure, not kept.
         text.withUTF8 { append($0) }
     }
 
@@ -170,6 +180,8 @@ struct AuditClock {
             Self.formatPrefix(seconds, into: &text)
             text.append(UInt8(ascii: "."))
             prefixLength = min(text.count, MemoryLayout.size(ofValue: prefix))
+            // SAFETY: prefixLength <= text.count and <= the 32 bytes of
+            // `prefix`; text's bytes are read before it is freed, once.
             withUnsafeMutableBytes(of: &prefix) { raw in
                 raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(text.bytes)[0..<prefixLength]))
             }
@@ -214,6 +226,9 @@ struct AuditClock {
 /// in logfmt, built in one buffer reused from line to line (on the request
 /// path: no String, no Logger.Message, no metadata), handed to the
 /// AuditSink whole.
+// SAFETY: Sendable only because swift-log's LogHandler must be; the state is
+// unsynchronised. A broker process is single-threaded (it starts no thread
+// or task) and uses its writer from that one thread.
 public final class AuditLineWriter: @unchecked Sendable {
     public var logLevel: Logger.Level {
         get { lowestLevel }
@@ -261,6 +276,7 @@ public final class AuditLineWriter: @unchecked Sendable {
         infoHead = Array(" \(label) info ".utf8)
         noticeHead = Array(" \(label) notice ".utf8)
         lowestLevel = logLevel
+        // SAFETY: one State, initialized at once; destroyed and freed once in deinit.
         state = .allocate(capacity: 1)
         state.initialize(to: State(line: LineBuffer(capacity: 512), clock: AuditClock(),
                                    batch: LineBuffer(capacity: sink.isStream ? Self.batchCapacity : 0)))
@@ -269,6 +285,8 @@ public final class AuditLineWriter: @unchecked Sendable {
     deinit {
         flush()
         writeBatch()
+        // SAFETY: the last use of the state: its buffers are freed once (the
+        // State's deinitialize does not free them), then the State itself.
         state.pointee.line.deallocate()
         state.pointee.batch.deallocate()
         state.deinitialize(count: 1)
@@ -308,6 +326,7 @@ public final class AuditLineWriter: @unchecked Sendable {
         state.pointee.clock.appendTimestamp(to: &out)
         // The two levels of the per-request lines without a String; the
         // same bytes as level.rawValue.
+        // SAFETY: each array's bytes are copied inside its closure, not kept.
         switch level {
         case .info: infoHead.withUnsafeBufferPointer { out.append($0) }
         case .notice: noticeHead.withUnsafeBufferPointer { out.append($0) }
@@ -319,6 +338,8 @@ public final class AuditLineWriter: @unchecked Sendable {
     }
 
     public func append(_ text: StaticString) {
+        // SAFETY: a StaticString's UTF-8 is static memory of exactly that
+        // many bytes (utf8Start traps for a one-scalar form; a literal is never one).
         state.pointee.line.append(UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
@@ -391,6 +412,7 @@ public final class AuditLineWriter: @unchecked Sendable {
         state.pointee.batch.append(start)
         state.pointee.batch.appendDecimal(Int64(rc))
         let key: StaticString = " latency_us="
+        // SAFETY: a literal's UTF-8, static and of exactly that many bytes.
         state.pointee.batch.append(UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount))
         state.pointee.batch.appendDecimal(latencyMicros)
         state.pointee.batch.append(UInt8(ascii: "\n"))
@@ -416,6 +438,8 @@ public final class AuditLineWriter: @unchecked Sendable {
             written = false
             var start = 0
             for index in batch.indices where batch[index] == UInt8(ascii: "\n") {
+                // SAFETY: start...index lies in the batch's written bytes,
+                // which nothing appends to (or moves) until removeAll below.
                 let line = UnsafeBufferPointer(rebasing: batch[start...index])
                 if sink.write(line, messageStart: 0, level: .info, importance: .bulk) { written = true }
                 start = index + 1

@@ -122,6 +122,7 @@ extension BrokerServer {
             start = ForwardLineStart(peer, domid, op.name, rule)
             counters.forwardLineStarts.value[slot] = start
         }
+        // SAFETY: forwardLine copies the bytes into its buffers and keeps no pointer.
         start.bytes.withUnsafeBufferPointer { line.forwardLine(start: $0, rc: rc, latencyMicros: latencyMicros) }
     }
 

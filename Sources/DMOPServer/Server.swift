@@ -83,6 +83,9 @@ public final class BrokerServer {
     }
 
     deinit {
+        // SAFETY: the buffers are freed once, with the server: the views of
+        // them (receiveBuffer, replyBuffer) are private and only lent to
+        // calls that end before serve returns.
         bufferMemory.receive.deallocate()
         bufferMemory.reply.deallocate()
     }
@@ -171,6 +174,8 @@ public final class BrokerServer {
     private func destroyOwnedServers(_ session: Session) {
         for id in session.owned.ids {
             var header = [UInt8](repeating: 0, count: DMOPABI.opStructSize)
+            // SAFETY: the header's view and the AllowedDMOP made of it are used
+            // only inside the closure (dmOp returns an rc, no pointer).
             let rc = header.withUnsafeMutableBytes { bytes in
                 allowSessionEndDestroy(restrictedDomid: domid, id: id, owned: session.owned, header: bytes) {
                     hypervisor.dmOp($0)
@@ -317,6 +322,9 @@ public final class BrokerServer {
             case .datagram(let n):
                 length = n
             }
+            // SAFETY: recvmsg wrote `length` bytes, no more than the buffer
+            // holds (a longer datagram is .truncated above); the view is read
+            // before the next receive, and the buffer lives with the server.
             let bytes = UnsafeRawBufferPointer(rebasing: receiveBuffer[0..<length])
             let message: ClientMessage
             do {
@@ -340,6 +348,7 @@ public final class BrokerServer {
                     var welcome = self.welcome
                     welcome.version = version
                     let encoded = Wire.encodeWelcome(welcome)
+                    // SAFETY: the view is sent within the closure and not kept.
                     if let end = encoded.withUnsafeBytes({ send(fd, $0, session: session) }) { return end }
                     session.helloDone = true
                     session.version = version
@@ -358,6 +367,9 @@ public final class BrokerServer {
                 // the next read, never after any later line.
                 defer { auditLines?.flush() }
                 if frame.posted { continue }
+                // SAFETY: encodeReply wrote replyLength bytes, within the
+                // buffer's maxReplySize (its precondition); sent before the
+                // next request reuses the buffer.
                 if let end = send(fd, UnsafeRawBufferPointer(rebasing: replyBuffer[0..<replyLength]), session: session) {
                     return end
                 }

@@ -247,6 +247,8 @@ extension PolicyCommand {
             var out: [UInt8] = []
             var chunk = [UInt8](repeating: 0, count: 65536)
             while true {
+                // SAFETY: fread writes at most $0.count bytes, inside the
+                // closure; n <= chunk.count, so the slice below is in bounds.
                 let n = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, pipe) }
                 if n <= 0 { break }
                 out += chunk[0..<n]
@@ -262,6 +264,8 @@ extension PolicyCommand {
 func withViews<R>(_ buffers: [[UInt8]], _ body: ([UnsafeRawBufferPointer]) -> R) -> R {
     func recurse(_ index: Int, _ views: [UnsafeRawBufferPointer]) -> R {
         if index == buffers.count { return body(views) }
+        // SAFETY: body runs inside every enclosing withUnsafeBytes, so all the
+        // views are valid for it; callers keep none past it.
         return buffers[index].withUnsafeBytes { recurse(index + 1, views + [$0]) }
     }
     return recurse(0, [])
@@ -269,5 +273,6 @@ func withViews<R>(_ buffers: [[UInt8]], _ body: ([UnsafeRawBufferPointer]) -> R)
 
 func printError(_ line: String) {
     var text = line + "\n"
+    // SAFETY: write reads $0.count bytes of the view within the closure.
     text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
 }

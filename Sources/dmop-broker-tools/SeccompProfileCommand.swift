@@ -52,6 +52,7 @@ struct SeccompProfileCommand: ParsableCommand {
             fail(error.category == .usage ? .usage : .seccomp, "\(error)")
         }
         var text = filter.profile.render()
+        // SAFETY: the view is written out within the closure and not kept.
         text.withUTF8 { raw in _ = try? Syscall.writeAll(1, UnsafeRawBufferPointer(raw)) }
         if pfc {
             _ = write(1, "\n", 1)
