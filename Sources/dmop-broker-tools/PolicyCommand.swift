@@ -242,20 +242,11 @@ extension PolicyCommand {
 
         /// The MESSAGE of every journal entry matching all `matches`.
         static func journalMessages(_ matches: [String]) -> String {
-            let command = (["journalctl", "--no-pager", "-q", "-o", "cat"] + matches).joined(separator: " ")
-            guard let pipe = popen(command, "r") else { fail(.usage, "--journal: cannot run journalctl: \(SystemError("popen"))") }
-            var out: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 65536)
-            while true {
-                // SAFETY: fread writes at most $0.count bytes, inside the
-                // closure; n <= chunk.count, so the slice below is in bounds.
-                let n = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, pipe) }
-                if n <= 0 { break }
-                out += chunk[0..<n]
+            guard let (text, status) = Journal.messages(matches) else {
+                fail(.usage, "--journal: cannot run journalctl: \(SystemError("popen"))")
             }
-            let status = pclose(pipe)
             guard status == 0 else { fail(.usage, "--journal: journalctl failed (status \(status >> 8))") }
-            return String(decoding: out, as: UTF8.self)
+            return text
         }
     }
 }

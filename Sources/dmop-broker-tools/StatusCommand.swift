@@ -190,17 +190,7 @@ enum BrokerScan {
     }
 
     static func journal(_ matches: [String]) -> String {
-        let command = (["journalctl", "--no-pager", "-q", "-o", "cat"] + matches).joined(separator: " ")
-        guard let pipe = popen(command, "r") else { return "" }
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, pipe) }
-            if n <= 0 { break }
-            out += chunk[0..<n]
-        }
-        _ = pclose(pipe)
-        return String(decoding: out, as: UTF8.self)
+        Journal.messages(matches)?.text ?? ""
     }
 
     /// The numbers of a `stats:` line.

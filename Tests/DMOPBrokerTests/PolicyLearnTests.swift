@@ -109,7 +109,13 @@ struct PolicyLearnTests {
           .enabled(if: AuditChannelTests.journalRunning || ProcessInfo.processInfo.environment["CI"] != nil))
     func journal() throws {
         try #require(AuditChannelTests.journalRunning, "journald is not running (.ci/run starts it)")
-        let broker = try session(["--audit-log", "journal", "--audit-forwards", "each"])
+        // journald reads _COMM, which the learner selects on, from /proc as
+        // an entry arrives: the broker stays alive until the entries are in.
+        let broker = try BrokerUnderTest(extraArguments: ["--audit-log", "journal", "--audit-forwards", "each"])
+        let client = try broker.connect()
+        _ = try client.createIoreqServer()
+        _ = try client.invoke("set_isa_irq_level", ["isa_irq": 1, "level": 1])
+        _ = try client.invoke("nr_vcpus")
         var rules: [String] = []
         for _ in 0..<50 {
             let learned = try runBroker(["policy", "learn", "--journal", "--journal-pid", String(broker.pid)])
@@ -118,6 +124,8 @@ struct PolicyLearnTests {
             if rules.count == 3 { break }
             usleep(100_000)
         }
+        client.close()
+        _ = broker.waitForExit()
         #expect(rules == ["create_ioreq_server", "set_isa_irq_level", "nr_vcpus"])
         let bare = try runBroker(["policy", "learn", "--journal"])
         #expect(bare.status == 64 && bare.output.contains("--journal-uid"), "\(bare)")
