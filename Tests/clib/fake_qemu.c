@@ -16,6 +16,11 @@
  *   - DMOPs through the library reach the broker: allowed ones succeed, one
  *     the policy denies gives EPERM; xentoolcore_restrict_all works.
  * Exit status 0 when every check passed.
+ *
+ * With FAKE_QEMU_PROBE set it plays QEMU answering a probe (-version,
+ * -help ...): prints its argv and what it finds (no broker, the library
+ * path, no_new_privs, seccomp, its uid), one line on stderr, and exits with
+ * FAKE_QEMU_EXIT (default 0), as QEMU's own status.
  */
 #define __XEN_TOOLS__ 1
 #include "clib_common.h"
@@ -71,6 +76,18 @@ int main(int argc, char **argv)
     ioservid_t id = 0xffff;
     int rc;
 
+    if (getenv("FAKE_QEMU_PROBE")) {
+        const char *status = getenv("FAKE_QEMU_EXIT");
+        printf("fake-qemu probe: argv");
+        for (int i = 1; i < argc; i++)
+            printf(" [%s]", argv[i]);
+        printf("\nfake-qemu probe: broker_fd=%s ld_library_path=%s no_new_privs=%d "
+               "seccomp=%d uid=%d\n", getenv("DMOP_BROKER_FD") ? "set" : "unset",
+               getenv("LD_LIBRARY_PATH") ? "set" : "unset",
+               prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0), seccomp_mode(), (int)getuid());
+        fprintf(stderr, "fake-qemu probe: a line on stderr\n");
+        return status ? atoi(status) : 0;
+    }
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-xen-domid") && i + 1 < argc)
             domid = strtol(argv[++i], NULL, 10);
