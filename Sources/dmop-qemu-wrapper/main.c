@@ -39,6 +39,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -57,6 +58,8 @@
 #define DEFAULT_QEMU         "/usr/libexec/xen-qemu-system-i386"
 #define DEFAULT_LIBRARY_DIR  DMOP_LIBRARY_DIR
 #define DEFAULT_READY_TIMEOUT_MS 10000
+/* libxl's XEN_RUN_DIR: restrict = self makes QEMU's chroot there. */
+#define DEFAULT_RUN_DIR      "/var/run/xen"
 #define LIBRARY_SONAME       "libxendevicemodel.so.1"
 #define MAX_BROKER_ARGS      32
 #define MAX_GUEST_RULES      64
@@ -81,7 +84,12 @@ struct config {
     char *audit_channel;
     /* policy.PATTERN / user.PATTERN: PATTERN is a glob on the guest's name
      * (QEMU's -name) or a domid; the first match in file order wins. */
-    struct { const char *pattern, *value; bool is_policy; } rules[MAX_GUEST_RULES];
+    struct { const char *pattern, *value; enum { RULE_POLICY, RULE_USER, RULE_RESTRICT } kind; }
+        rules[MAX_GUEST_RULES];
+    /* restrict = self: the wrapper restricts QEMU as libxl's dm_restrict
+     * would (toolstack: the toolstack does; the default). */
+    bool restrict_self;
+    const char *run_dir;
     int n_rules;
     /* user-range-base = N: the broker runs as uid and gid N + domid. */
     long user_range_base;
@@ -203,9 +211,22 @@ static bool apply_setting(struct config *c, const char *key, const char *value,
             return false;
         }
         c->audit = value;
-    } else if (!strncmp(key, "policy.", 7) || !strncmp(key, "user.", 5)) {
-        bool is_policy = key[0] == 'p';
-        const char *pattern = key + (is_policy ? 7 : 5);
+    } else if (!strcmp(key, "restrict")) {
+        if (strcmp(value, "self") && strcmp(value, "toolstack")) {
+            *why = "restrict must be toolstack or self";
+            return false;
+        }
+        c->restrict_self = !strcmp(value, "self");
+    } else if (!strcmp(key, "run-dir")) {
+        if (value[0] != '/' || strchr(value, ',')) {
+            *why = "run-dir must be an absolute path without commas";
+            return false;
+        }
+        c->run_dir = value;
+    } else if (!strncmp(key, "policy.", 7) || !strncmp(key, "user.", 5) ||
+               !strncmp(key, "restrict.", 9)) {
+        int kind = key[0] == 'p' ? RULE_POLICY : key[0] == 'u' ? RULE_USER : RULE_RESTRICT;
+        const char *pattern = strchr(key, '.') + 1;
         if (!*pattern) {
             *why = "give a guest name pattern or #domid after the dot";
             return false;
@@ -227,13 +248,17 @@ static bool apply_setting(struct config *c, const char *key, const char *value,
                    "named with digits only is matched by [7] or similar";
             return false;
         }
+        if (kind == RULE_RESTRICT && strcmp(value, "self") && strcmp(value, "toolstack")) {
+            *why = "restrict must be toolstack or self";
+            return false;
+        }
         if (c->n_rules >= MAX_GUEST_RULES) {
             *why = "too many per-guest settings";
             return false;
         }
         c->rules[c->n_rules].pattern = pattern;
         c->rules[c->n_rules].value = value;
-        c->rules[c->n_rules].is_policy = is_policy;
+        c->rules[c->n_rules].kind = kind;
         c->n_rules++;
     } else if (!strcmp(key, "user-range-base")) {
         char *end = NULL;
@@ -710,10 +735,11 @@ static void require_unprivileged_qemu(const struct qemu_args *q, uid_t *qemu_uid
     }
 }
 
-/* policy.PATTERN and user.PATTERN: the first that names this guest. */
+/* policy.PATTERN, user.PATTERN and restrict.PATTERN: for each, the first
+ * that names this guest. */
 static void choose_per_guest(struct config *c, const struct qemu_args *q)
 {
-    bool policy_set = false, user_set = false;
+    bool policy_set = false, user_set = false, restrict_set = false;
     for (int i = 0; i < c->n_rules; i++) {
         const char *pattern = c->rules[i].pattern;
         /* #N names domid N; anything else is a glob on the whole name, so a
@@ -722,12 +748,15 @@ static void choose_per_guest(struct config *c, const struct qemu_args *q)
                                          : q->named && fnmatch(pattern, q->name, 0) == 0;
         if (!matches)
             continue;
-        if (c->rules[i].is_policy && !policy_set) {
+        if (c->rules[i].kind == RULE_POLICY && !policy_set) {
             c->policy = c->rules[i].value;
             policy_set = true;
-        } else if (!c->rules[i].is_policy && !user_set) {
+        } else if (c->rules[i].kind == RULE_USER && !user_set) {
             c->user = c->rules[i].value;
             user_set = true;
+        } else if (c->rules[i].kind == RULE_RESTRICT && !restrict_set) {
+            c->restrict_self = !strcmp(c->rules[i].value, "self");
+            restrict_set = true;
         }
     }
     if (c->user_range_base > 0 && !user_set) {
@@ -1433,6 +1462,188 @@ static void run_probe(const struct config *c, int argc, char **argv, int first, 
     fail(126, "cannot exec %s: %s", c->qemu, strerror(errno));
 }
 
+/* ---------- restrict = self ---------- */
+
+/* QEMU's version from `QEMU -version` ("QEMU emulator version 7.2.19 ..."),
+ * asked of QEMU run confined as a probe. */
+static void qemu_version(const char *qemu, int *major, int *minor)
+{
+    int out[2], status;
+    char text[512];
+    size_t got = 0;
+    ssize_t n;
+    const char *v;
+    pid_t pid;
+
+    if (pipe2(out, O_CLOEXEC) < 0)
+        fail(EX_OSERR, "pipe: %s", strerror(errno));
+    pid = fork();
+    if (pid < 0)
+        fail(EX_OSERR, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR);
+        if (null < 0 || dup2(null, 0) < 0 || dup2(out[1], 1) < 0)
+            _exit(EX_OSERR);
+        confine();
+        execl(qemu, qemu, "-version", (char *)NULL);
+        _exit(126);
+    }
+    close(out[1]);
+    while (got + 1 < sizeof text &&
+           ((n = read(out[0], text + got, sizeof text - 1 - got)) > 0 || (n < 0 && errno == EINTR)))
+        if (n > 0)
+            got += (size_t)n;
+    text[got] = 0;
+    close(out[0]);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    v = strstr(text, "version ");
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !v ||
+        sscanf(v + 8, "%d.%d", major, minor) != 2)
+        fail(EX_CONFIG, "restrict = self: %s -version did not say QEMU's version, so "
+             "the wrapper cannot tell -run-with from -chroot and -runas", qemu);
+}
+
+/*
+ * The user libxl's dm_restrict gives QEMU (libxl_dm.c): uid of
+ * xen-qemuuser-range-base + domid with that user's gid, if no account has
+ * that uid; else xen-qemuuser-shared; never root.
+ */
+static char *libxl_qemu_user(long domid)
+{
+    struct passwd *pw = getpwnam("xen-qemuuser-range-base");
+    char *user;
+
+    if (pw) {
+        unsigned long uid = (unsigned long)pw->pw_uid + (unsigned long)domid;
+        gid_t gid = pw->pw_gid;
+        struct passwd *clash;
+        if (uid >= (uid_t)-1)
+            fail(EX_CONFIG, "restrict = self: xen-qemuuser-range-base's uid + %ld is "
+                 "past the last uid", domid);
+        clash = getpwuid((uid_t)uid);
+        if (clash)
+            fail(EX_CONFIG, "restrict = self: QEMU's uid would be %lu "
+                 "(xen-qemuuser-range-base + %ld), but that is user %s", uid, domid,
+                 clash->pw_name);
+        if (uid == 0 || gid == 0)
+            fail(EX_CONFIG, "restrict = self: xen-qemuuser-range-base + %ld is root",
+                 domid);
+        if (asprintf(&user, "%lu:%lu", uid, (unsigned long)gid) < 0)
+            fail(EX_OSERR, "out of memory");
+        return user;
+    }
+    pw = getpwnam("xen-qemuuser-shared");
+    if (!pw)
+        fail(EX_CONFIG, "restrict = self: neither xen-qemuuser-range-base nor "
+             "xen-qemuuser-shared exists, so QEMU has no user to run as; create "
+             "one as for xl.cfg dm_restrict");
+    if (pw->pw_uid == 0 || pw->pw_gid == 0)
+        fail(EX_CONFIG, "restrict = self: xen-qemuuser-shared is root");
+    return copy_of("xen-qemuuser-shared", 19);
+}
+
+/*
+ * restrict = self, for a toolstack that does not restrict QEMU: the
+ * arguments libxl's dm_restrict adds (-xen-domid-restrict, an empty
+ * per-domid chroot made as libxl makes it, QEMU's user), in the form this
+ * QEMU takes: -run-with chroot= from QEMU 8.1, -run-with user= from 9.1,
+ * else -chroot and -runas. Refuses arguments that already restrict QEMU
+ * (the toolstack does it: restrict = toolstack). Returns the new argv,
+ * argv[0] first and QEMU's arguments from 1.
+ */
+static char **self_restrict_arguments(const struct config *c, const struct qemu_args *q,
+                                      int argc, char **argv, int first, int *new_argc)
+{
+    int major, minor, n = 0;
+    bool run_with_chroot, run_with_user;
+    char *dir, *user, **out;
+
+    for (int i = first; i < argc; i++) {
+        const char *opt = argv[i] + (argv[i][0] == '-' && argv[i][1] == '-' ? 2 : 1);
+        if (argv[i][0] == '-' && (!strcmp(opt, "chroot") || !strcmp(opt, "run-with")))
+            fail(EX_USAGE, "restrict = self for domain %ld, but QEMU's arguments "
+                 "already have %s: the toolstack restricts this QEMU (restrict = "
+                 "toolstack)", q->domid, argv[i]);
+    }
+    if (q->restricted || q->n_users)
+        fail(EX_USAGE, "restrict = self for domain %ld, but QEMU's arguments already "
+             "have %s: the toolstack restricts this QEMU (restrict = toolstack)",
+             q->domid, q->restricted ? "-xen-domid-restrict" : q->user_options[0]);
+
+    qemu_version(c->qemu, &major, &minor);
+    run_with_chroot = major > 8 || (major == 8 && minor >= 1);
+    run_with_user = major > 9 || (major == 9 && minor >= 1);
+    user = libxl_qemu_user(q->domid);
+
+    /* An old chroot should be empty (QEMU could not write to it): rmdir,
+     * and a failure other than "not there" stops the start, as in libxl. */
+    if (asprintf(&dir, "%s/qemu-root-%ld", c->run_dir ? c->run_dir : DEFAULT_RUN_DIR,
+                 q->domid) < 0)
+        fail(EX_OSERR, "out of memory");
+    if (rmdir(dir) < 0 && errno != ENOENT)
+        fail(EX_OSERR, "restrict = self: cannot remove the old chroot %s: %s", dir,
+             strerror(errno));
+    while (mkdir(dir, 0000) < 0)
+        if (errno != EINTR)
+            fail(EX_OSERR, "restrict = self: cannot create the chroot %s: %s", dir,
+                 strerror(errno));
+
+    out = calloc((size_t)(argc - first + 8), sizeof *out);
+    if (!out)
+        fail(EX_OSERR, "out of memory");
+    out[n++] = argv[0];
+    for (int i = first; i < argc; i++)
+        out[n++] = argv[i];
+    out[n++] = "-xen-domid-restrict";
+    if (run_with_chroot) {
+        out[n++] = "-run-with";
+        if (asprintf(&out[n++], "chroot=%s", dir) < 0)
+            fail(EX_OSERR, "out of memory");
+    } else {
+        out[n++] = "-chroot";
+        out[n++] = dir;
+    }
+    if (run_with_user) {
+        out[n++] = "-run-with";
+        /* A user given as UID:GID or a name has no comma to double. */
+        if (asprintf(&out[n++], "user=%s", user) < 0)
+            fail(EX_OSERR, "out of memory");
+    } else {
+        out[n++] = "-runas";
+        out[n++] = user;
+    }
+    *new_argc = n;
+    note("domain %ld: restrict = self: QEMU %d.%d gets -xen-domid-restrict, %s%s and %s%s, "
+         "its own mount and IPC namespaces and libxl's rlimits", q->domid, major,
+         minor, run_with_chroot ? "-run-with chroot=" : "-chroot ", dir,
+         run_with_user ? "-run-with user=" : "-runas ", user);
+    return out;
+}
+
+/* What libxl's libxl__local_dm_preexec_restrict (libxl_linux.c) does for a
+ * restricted device model: its own mount and IPC namespaces (unused by
+ * QEMU), no core files, POSIX message queues, file locks or locked memory.
+ * libxl's RLIMIT_FSIZE of 256 KiB is the display's limit instead (see
+ * set_display_file_size_limit). Done after the broker has started, so the
+ * broker keeps the host's namespaces. */
+static void self_restrict_process(long domid)
+{
+    static const struct { int resource; const char *name; } zero[] = {
+        { RLIMIT_CORE, "RLIMIT_CORE" }, { RLIMIT_MSGQUEUE, "RLIMIT_MSGQUEUE" },
+        { RLIMIT_LOCKS, "RLIMIT_LOCKS" }, { RLIMIT_MEMLOCK, "RLIMIT_MEMLOCK" },
+    };
+    if (unshare(CLONE_NEWNS | CLONE_NEWIPC) < 0)
+        fail(EX_OSERR, "domain %ld: unshare of the mount and IPC namespaces: %s", domid,
+             strerror(errno));
+    for (size_t i = 0; i < sizeof zero / sizeof zero[0]; i++) {
+        struct rlimit none = { 0, 0 };
+        if (setrlimit(zero[i].resource, &none) < 0)
+            fail(EX_OSERR, "domain %ld: setrlimit(%s, 0): %s", domid, zero[i].name,
+                 strerror(errno));
+    }
+}
+
 /* ---------- the file-size limit for QEMU's display surface ---------- */
 
 /* QEMU's console starts on a 640x480 placeholder surface, 4 bytes a pixel. */
@@ -1592,6 +1803,22 @@ int main(int argc, char **argv)
         fail(EX_USAGE, "no -xen-domid in QEMU's arguments: this wrapper serves "
              "Xen device models only (and probes: libxl's -machine none, -help, "
              "-version, -device help ...)");
+    choose_per_guest(&c, &q);
+    if (c.restrict_self) {
+        /* QEMU's arguments from here on are the ones with libxl's
+         * restriction added; read again, they pass the checks below. */
+        int n;
+        char **restricted;
+        if (access(c.qemu, X_OK) < 0)
+            fail(EX_CONFIG, "cannot execute QEMU at %s: %s", c.qemu, strerror(errno));
+        restricted = self_restrict_arguments(&c, &q, argc, argv, first, &n);
+        argv = restricted;
+        argc = n;
+        first = 1;
+        free(q.name);
+        scan_qemu_args(argc, argv, first, &q);
+        choose_per_guest(&c, &q);
+    }
     if (!q.restricted) {
         if (!c.allow_unrestricted)
             fail(EX_USAGE, "QEMU's arguments lack -xen-domid-restrict (xl.cfg "
@@ -1603,7 +1830,6 @@ int main(int argc, char **argv)
              "IOCTL_PRIVCMD_HYPERCALL is not filtered");
     }
     require_unprivileged_qemu(&q, &qemu_uid);
-    choose_per_guest(&c, &q);
     require_separate_broker_uid(&c, &q, qemu_uid);
     if (!c.audit)
         c.audit = default_audit();
@@ -1623,6 +1849,8 @@ int main(int argc, char **argv)
         fail(EX_CONFIG, "cannot execute QEMU at %s: %s", c.qemu, strerror(errno));
 
     fd = start_broker(&c, &q);
+    if (c.restrict_self)
+        self_restrict_process(q.domid);
     set_display_file_size_limit(argc, argv, first, q.domid);
     hint_vkbd(argc, argv, first, &q);
     confine();

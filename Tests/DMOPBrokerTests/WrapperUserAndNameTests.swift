@@ -17,13 +17,14 @@ extension ClientLibraryTests {
 
     /// /etc/passwd with a second uid-0 account and libxl's QEMU users, to be
     /// bind-mounted over /etc/passwd in a mount namespace of the wrapper's own.
-    static func passwdWithLibxlUsers(in dir: URL) throws -> String {
-        let path = dir.appendingPathComponent("passwd").path
+    static func passwdWithLibxlUsers(in dir: URL, rangeBase: Bool = true, shared: Bool = true,
+                                     extra more: [String] = [], file: String = "passwd") throws -> String {
+        let path = dir.appendingPathComponent(file).path
         let system = try String(contentsOfFile: "/etc/passwd", encoding: .utf8)
             .split(separator: "\n").filter { !$0.hasPrefix("toor:") && !$0.hasPrefix("xen-qemuuser-") }
-        let extra = ["toor:x:0:0:root by another name:/root:/bin/sh",
-                     "xen-qemuuser-range-base:x:300000:300000::/nonexistent:/usr/sbin/nologin",
-                     "xen-qemuuser-shared:x:400000:400000::/nonexistent:/usr/sbin/nologin"]
+        let extra = ["toor:x:0:0:root by another name:/root:/bin/sh"]
+            + (rangeBase ? ["xen-qemuuser-range-base:x:300000:300000::/nonexistent:/usr/sbin/nologin"] : [])
+            + (shared ? ["xen-qemuuser-shared:x:400000:400000::/nonexistent:/usr/sbin/nologin"] : []) + more
         try ((system.map(String.init) + extra).joined(separator: "\n") + "\n")
             .write(toFile: path, atomically: true, encoding: .utf8)
         return path
@@ -334,5 +335,87 @@ extension ClientLibraryTests {
         let run = try runWrapper(fixture, broker: broker, config: ranged, qemu: base + ["-runas", "300005:300000"],
                                  passwd: passwd)
         #expect(run.status == 0 && ProcessRun.counts(run.output, program: "fake-qemu")?.failed == 0, "\(run)")
+    }
+
+    // MARK: - restrict = self
+
+    /// restrict = self (per guest): for a toolstack that does not restrict
+    /// QEMU, the wrapper adds what libxl's dm_restrict would, in the form
+    /// the QEMU in use takes (by its -version), makes the empty per-domid
+    /// chroot as libxl does, and gives QEMU its own mount and IPC namespaces
+    /// (not the broker's) and libxl's rlimits; the stand-in QEMU reports
+    /// its argv and its state.
+    @Test(.enabled(if: geteuid() == 0)) func wrapperRestrictsQEMUItselfAsLibxlWould() throws {
+        let fixture = try ClientLibraryFixture.get()
+        let dir = try fixture.scratch("selfrestrict")
+        let runDir = dir.appendingPathComponent("run").path
+        try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
+        let chroot = "\(runDir)/qemu-root-5"
+        let config = dir.appendingPathComponent("wrapper.conf").path
+        try "restrict.self-* = self\nrun-dir = \(runDir)\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let nsFile = dir.appendingPathComponent("broker-ns").path
+        let shim = dir.appendingPathComponent("broker-ns.sh").path
+        try "#!/bin/sh\n{ readlink /proc/self/ns/mnt; readlink /proc/self/ns/ipc; } > '\(nsFile)'\nexec \(broker) \"$@\"\n"
+            .write(toFile: shim, atomically: true, encoding: .utf8)
+        chmod(shim, 0o755)
+        // What libxl passes with dm_restrict = 0: no restriction, no user.
+        let argv = ["-xen-domid", "5", "-no-shutdown", "-name", "self-1", "-nodefaults", "-no-user-config",
+                    "-machine", "xenfv", "-m", "32"]
+        let ranged = try Self.passwdWithLibxlUsers(in: dir)
+        let sharedOnly = try Self.passwdWithLibxlUsers(in: dir, rangeBase: false, file: "passwd-shared")
+        let cases: [(version: String, passwd: String, added: [String])] = [
+            ("7.2.19 (Debian 1:7.2+dfsg-7+deb12u13)", ranged,
+             ["-xen-domid-restrict", "-chroot", chroot, "-runas", "300005:300000"]),
+            ("8.2.2", ranged, ["-xen-domid-restrict", "-run-with", "chroot=\(chroot)", "-runas", "300005:300000"]),
+            ("10.0.2 (Debian 1:10.0.2+ds-1)", ranged,
+             ["-xen-domid-restrict", "-run-with", "chroot=\(chroot)", "-run-with", "user=300005:300000"]),
+            ("10.0.2", sharedOnly,
+             ["-xen-domid-restrict", "-run-with", "chroot=\(chroot)", "-run-with", "user=xen-qemuuser-shared"]),
+        ]
+        for (version, passwd, added) in cases {
+            // A chroot left from an earlier start (empty) is made again, 0000.
+            mkdir(chroot, 0o755)
+            try? FileManager.default.removeItem(atPath: nsFile)
+            let run = try runWrapper(fixture, broker: shim, config: config, qemu: argv, passwd: passwd,
+                                     environment: ["FAKE_QEMU_VERSION": version])
+            #expect(run.status == 0 && ProcessRun.counts(run.output, program: "fake-qemu")?.failed == 0,
+                    "\(version): \(run)")
+            let lines = run.output.split(separator: "\n").map(String.init)
+            #expect(lines.contains("fake-qemu argv:" + (argv + added).map { " [\($0)]" }.joined()), "\(version): \(run)")
+            let state = lines.first { $0.hasPrefix("fake-qemu state: ") }?.split(separator: " ").map(String.init) ?? []
+            let brokerNS = ((try? String(contentsOfFile: nsFile, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+            #expect(state.count == 9 && brokerNS.count == 2, "\(run)\nbroker: \(brokerNS)")
+            if state.count == 9 && brokerNS.count == 2 {
+                #expect(state[2].hasPrefix("mnt:[") && state[2] != brokerNS[0], "QEMU shares the broker's mount namespace: \(state)")
+                #expect(state[3].hasPrefix("ipc:[") && state[3] != brokerNS[1], "QEMU shares the broker's IPC namespace: \(state)")
+                #expect(Array(state[4...]) == ["0:0", "0:0", "0:0", "0:0", "1228800:1228800"],
+                        "core, msgqueue, locks, memlock, fsize: \(state)")
+            }
+            var st = stat()
+            #expect(stat(chroot, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR && st.st_mode & 0o7777 == 0 && st.st_uid == 0)
+            #expect((try? FileManager.default.contentsOfDirectory(atPath: chroot))?.isEmpty == true)
+        }
+
+        // Refused, in one line, and QEMU never runs.
+        let clash = try Self.passwdWithLibxlUsers(in: dir, extra: ["clash:x:300005:300005::/:/bin/sh"], file: "passwd-clash")
+        let none = try Self.passwdWithLibxlUsers(in: dir, rangeBase: false, shared: false, file: "passwd-none")
+        let other = argv.map { $0 == "self-1" ? "other" : $0 }
+        let refused: [(qemu: [String], passwd: String, message: String)] = [
+            (argv, clash, "QEMU's uid would be 300005 (xen-qemuuser-range-base + 5), but that is user clash"),
+            (argv, none, "neither xen-qemuuser-range-base nor xen-qemuuser-shared exists"),
+            (argv + ["-xen-domid-restrict"], ranged, "already have -xen-domid-restrict"),
+            (argv + ["-runas", "nobody"], ranged, "already have -runas"),
+            (argv + ["-run-with", "async-teardown=on"], ranged, "already have -run-with"),
+            (other, ranged, "lack -xen-domid-restrict"),    // restrict = toolstack for it
+        ]
+        for (qemu, passwd, message) in refused {
+            let run = try runWrapper(fixture, broker: shim, config: config, qemu: qemu, passwd: passwd)
+            #expect(run.status == 64 || run.status == 78, "\(qemu): \(run)")
+            #expect(run.output.contains(message) && run.output.split(separator: "\n").count == 1, "\(qemu): \(run)")
+        }
+        try "left behind".write(toFile: "\(chroot)/file", atomically: true, encoding: .utf8)
+        let stale = try runWrapper(fixture, broker: shim, config: config, qemu: argv, passwd: ranged)
+        #expect(stale.status == 71 && stale.output.contains("cannot remove the old chroot \(chroot)"), "\(stale)")
+        #expect(!stale.output.contains("fake-qemu: "), "\(stale)")
     }
 }
