@@ -97,8 +97,11 @@ struct AuditRotationTests {
         let config = scratch.appendingPathComponent("logrotate.conf").path
         let state = scratch.appendingPathComponent("logrotate.state").path
         try Self.configuration(kind, directory: logs.path).write(toFile: config, atomically: true, encoding: .utf8)
-        let broker = try BrokerUnderTest(extraArguments: ["--user", "65534:65534", "--peer-uid", "0", "--audit-log", audit,
-                                                          "--audit-forwards", "each"],
+        // Both spellings the shipped postrotate must find: the wrapper's
+        // --audit-log=FILE, and --audit-log FILE as written by hand.
+        let channel = kind == .compressAndDelete ? ["--audit-log=" + audit] : ["--audit-log", audit]
+        let broker = try BrokerUnderTest(extraArguments: ["--user", "65534:65534", "--peer-uid", "0"] + channel
+                                                          + ["--audit-forwards", "each"],
                                          launcher: ["/usr/bin/prlimit", "--fsize=\(Self.fileSizeLimit)", "--"])
         var status = stat()
         #expect(stat(audit, &status) == 0 && status.st_uid == 65534, "the audit file is not the broker user's")

@@ -84,10 +84,10 @@ struct BrokerExecutablesTests {
         #expect(documented == known, "only in --help: \(documented.subtracting(known)); only in the parser: \(known.subtracting(documented))")
         // What dmop-qemu-wrapper passes: parsed here, no exec of the tools.
         let wrapperLine = ["--domid", "7", "--socket-fd", "3", "--ready-fd", "4", "--policy", Self.policy,
-                           "--user", "dmop-7", "--audit-log", "/var/log/dmop-broker/7.log", "--guest-name", "guest-7"]
+                           "--user", "dmop-7", "--audit-log=/var/log/dmop-broker/-7.log", "--guest-name=-guest,7"]
         let options = try #require(ServeArguments.parse(wrapperLine[...]))
         #expect(options.domid.value == 7 && options.socketFD == 3 && options.readyFd == 4
-                && options.confinement.user == "dmop-7" && options.guestName == "guest-7")
+                && options.confinement.user == "dmop-7" && options.guestName == "-guest,7")
         #expect(options.auditIntervalMilliseconds == 10_000)
         let soak = try #require(ServeArguments.parse((wrapperLine + ["--audit-interval-ms", "0"])[...]))
         #expect(soak.auditIntervalMilliseconds == 0)

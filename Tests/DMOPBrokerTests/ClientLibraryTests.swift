@@ -153,7 +153,7 @@ struct ClientLibraryTests {
     // MARK: - dmop-qemu-wrapper
 
     /// A broker stand-in script that records its pid, then runs the real one.
-    private func brokerShim(in dir: URL, exec target: String) throws -> (script: String, pidFile: String) {
+    func brokerShim(in dir: URL, exec target: String) throws -> (script: String, pidFile: String) {
         let pidFile = dir.appendingPathComponent("broker.pid").path
         let script = dir.appendingPathComponent("broker.sh").path
         try "#!/bin/sh\necho $$ > '\(pidFile)'\nexec \(target) \"$@\"\n"
@@ -162,7 +162,7 @@ struct ClientLibraryTests {
         return (script, pidFile)
     }
 
-    private func wrapperArguments(_ fixture: ClientLibraryFixture, broker: String,
+    func wrapperArguments(_ fixture: ClientLibraryFixture, broker: String,
                                   policy: String = TestSupport.policyPath("qemu-xen.policy"),
                                   extra: [String] = []) -> [String] {
         ["--qemu", fixture.fakeQEMU, "--broker", broker, "--policy", policy,
@@ -171,7 +171,7 @@ struct ClientLibraryTests {
             + rootArguments.map { "--broker-arg=\($0)" } + extra
     }
 
-    private func pid(from file: String) -> pid_t? {
+    func pid(from file: String) -> pid_t? {
         guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return nil }
         return pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines))
     }
@@ -278,7 +278,8 @@ struct ClientLibraryTests {
                                      environment: ["FAKE_QEMU_LIBDIR": fixture.libraryDirectory.path])
         #expect(run.status == 0, "\(run)")
         let arguments = ((try? String(contentsOfFile: argumentsFile, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
-        let channel = arguments.firstIndex(of: "--audit-log").flatMap { $0 + 1 < arguments.count ? arguments[$0 + 1] : nil }
+        // The wrapper passes --audit-log=VALUE (a value may start with '-').
+        let channel = arguments.first { $0.hasPrefix("--audit-log=") }.map { String($0.dropFirst("--audit-log=".count)) }
         #expect(channel == expected, "broker arguments: \(arguments)")
         if !journald {
             var audit = ""
@@ -322,7 +323,7 @@ struct ClientLibraryTests {
         let dir = try fixture.scratch("override")
         let config = dir.appendingPathComponent("wrapper.conf").path
         try "# test\nallow-unrestricted = yes\n".write(toFile: config, atomically: true, encoding: .utf8)
-        let argv = ["-xen-domid", "7", "-nodefaults"]
+        let argv = ["-xen-domid", "7", "-nodefaults", "-runas", "nobody"]
         let run = try ProcessRun.run(ClientLibraryFixture.wrapperPath,
                                      ["--config", config] + wrapperArguments(fixture, broker: broker) + argv,
                                      environment: ["FAKE_QEMU_LIBDIR": fixture.libraryDirectory.path,
@@ -373,7 +374,7 @@ struct ClientLibraryTests {
         let run = try ProcessRun.run(ClientLibraryFixture.wrapperPath,
                                      ["--config", config] + wrapperArguments(fixture, broker: broker)
                                          .map { $0 == fixture.fakeQEMU ? program : $0 }
-                                         + ["-xen-domid", "7", "-nodefaults"])
+                                         + ["-xen-domid", "7", "-nodefaults", "-runas", "nobody"])
         #expect(run.status == SIGSYS, "\(run)")
         #expect(!run.output.contains("returned"), "\(run)")
         #expect(!run.output.contains("process survived"), "\(run)")
@@ -547,7 +548,7 @@ struct ClientLibraryTests {
             let run = try ProcessRun.run(ClientLibraryFixture.wrapperPath,
                                          ["--config", config] + wrapperArguments(fixture, broker: broker)
                                              .map { $0 == fixture.fakeQEMU ? program : $0 }
-                                             + ["-xen-domid", "7", "-nodefaults"] + qemuArguments)
+                                             + ["-xen-domid", "7", "-nodefaults", "-runas", "nobody"] + qemuArguments)
             #expect(run.status == 0, "\(run)")
             return run.output.split(separator: "\n").first { $0.hasPrefix("fsize ") }.map(String.init) ?? run.output
         }
@@ -559,7 +560,7 @@ struct ClientLibraryTests {
         let bad = try ProcessRun.run(ClientLibraryFixture.wrapperPath,
                                      ["--config", config] + wrapperArguments(fixture, broker: broker)
                                          .map { $0 == fixture.fakeQEMU ? program : $0 }
-                                         + ["-xen-domid", "7", "-device", "VGA,vgamem_mb=lots"])
+                                         + ["-xen-domid", "7", "-runas", "nobody", "-device", "VGA,vgamem_mb=lots"])
         #expect(bad.status == 64, "\(bad)")
     }
 

@@ -16,12 +16,20 @@
  *   - DMOPs through the library reach the broker: allowed ones succeed, one
  *     the policy denies gives EPERM; xentoolcore_restrict_all works.
  * Exit status 0 when every check passed.
+ *
+ * With FAKE_QEMU_PROBE set it plays QEMU answering a probe (-version,
+ * -help ...): prints its argv and what it finds (no broker, the library
+ * path, no_new_privs, seccomp, its uid), one line on stderr, and exits with
+ * FAKE_QEMU_EXIT (default 0), as QEMU's own status. Without it, "-version"
+ * alone answers as QEMU does, with FAKE_QEMU_VERSION (default 7.2.19).
+ * Each guest run also prints its argv and its state: namespaces and rlimits.
  */
 #define __XEN_TOOLS__ 1
 #include "clib_common.h"
 
 #include <dlfcn.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -71,6 +79,45 @@ int main(int argc, char **argv)
     ioservid_t id = 0xffff;
     int rc;
 
+    if (getenv("FAKE_QEMU_PROBE")) {
+        const char *status = getenv("FAKE_QEMU_EXIT");
+        printf("fake-qemu probe: argv");
+        for (int i = 1; i < argc; i++)
+            printf(" [%s]", argv[i]);
+        printf("\nfake-qemu probe: broker_fd=%s ld_library_path=%s no_new_privs=%d "
+               "seccomp=%d uid=%d\n", getenv("DMOP_BROKER_FD") ? "set" : "unset",
+               getenv("LD_LIBRARY_PATH") ? "set" : "unset",
+               prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0), seccomp_mode(), (int)getuid());
+        fprintf(stderr, "fake-qemu probe: a line on stderr\n");
+        return status ? atoi(status) : 0;
+    }
+    if (argc == 2 && !strcmp(argv[1], "-version")) {
+        const char *version = getenv("FAKE_QEMU_VERSION");
+        printf("QEMU emulator version %s\nCopyright (c) 2003-2022 Fabrice Bellard and the QEMU "
+               "Project developers\n", version ? version : "7.2.19 (Debian 1:7.2+dfsg-7+deb12u13)");
+        return 0;
+    }
+    printf("fake-qemu argv:");
+    for (int i = 1; i < argc; i++)
+        printf(" [%s]", argv[i]);
+    printf("\n");
+    {
+        static const int resources[] = { RLIMIT_CORE, RLIMIT_MSGQUEUE, RLIMIT_LOCKS, RLIMIT_MEMLOCK,
+                                         RLIMIT_FSIZE };
+        char mnt[64] = "?", ipc[64] = "?";
+        ssize_t n;
+        n = readlink("/proc/self/ns/mnt", mnt, sizeof mnt - 1);
+        mnt[n > 0 ? n : 1] = 0;
+        n = readlink("/proc/self/ns/ipc", ipc, sizeof ipc - 1);
+        ipc[n > 0 ? n : 1] = 0;
+        printf("fake-qemu state: %s %s", mnt, ipc);
+        for (size_t i = 0; i < sizeof resources / sizeof resources[0]; i++) {
+            struct rlimit rl;
+            getrlimit(resources[i], &rl);
+            printf(" %llu:%llu", (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max);
+        }
+        printf("\n");
+    }
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-xen-domid") && i + 1 < argc)
             domid = strtol(argv[++i], NULL, 10);

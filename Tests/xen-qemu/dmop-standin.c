@@ -2,10 +2,13 @@
 /* dmop-standin: stands in for QEMU under dmop-qemu-wrapper (--qemu) to show
  * that the library is the only way a DMOP leaves the wrapped process.
  *
- *   dmop-standin -xen-domid N [-xen-domid-restrict] [direct|library ...]
+ *   dmop-standin -xen-domid N [-xen-domid-restrict] [-runas USER]
+ *                [direct|library ...]
  *
- * direct:  IOCTL_PRIVCMD_DM_OP straight on a fresh /dev/xen/privcmd, as an
- *          unmodified QEMU with Xen's own libxendevicemodel would;
+ * direct:  IOCTL_PRIVCMD_DM_OP straight on /dev/xen/privcmd, as an
+ *          unmodified QEMU with Xen's own libxendevicemodel would; the
+ *          device is opened at start, as root, and with -runas the stand-in
+ *          then drops to USER, as QEMU does after its start-up;
  * library: the same DMOP through xendevicemodel_set_isa_irq_level(), i.e.
  *          whatever libxendevicemodel.so.1 the dynamic linker picked (the
  *          wrapper puts the broker's first on LD_LIBRARY_PATH).
@@ -14,6 +17,8 @@
  * Prints "STANDIN <what> rc=R errno=E (text)" per action; exit status 0. */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,8 +32,7 @@
 
 #define IRQ 3
 
-static int direct(domid_t domid) {
-    int fd = open("/dev/xen/privcmd", O_RDWR | O_CLOEXEC);
+static int direct(int fd, domid_t domid) {
     if (fd < 0) return -1;
     struct xen_dm_op op;
     memset(&op, 0, sizeof op);
@@ -37,11 +41,7 @@ static int direct(domid_t domid) {
     op.u.set_isa_irq_level.level = 0;
     privcmd_dm_op_buf_t buf = { .uptr = &op, .size = sizeof op };
     privcmd_dm_op_t call = { .dom = domid, .num = 1, .ubufs = &buf };
-    int rc = ioctl(fd, IOCTL_PRIVCMD_DM_OP, &call);
-    int e = errno;
-    close(fd);
-    errno = e;
-    return rc;
+    return ioctl(fd, IOCTL_PRIVCMD_DM_OP, &call);
 }
 
 static int library(domid_t domid) {
@@ -57,22 +57,34 @@ static int library(domid_t domid) {
 int main(int argc, char **argv) {
     long domid = -1;
     int first = argc;
+    const char *runas = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-xen-domid") == 0 && i + 1 < argc) {
             char *end;
             domid = strtol(argv[++i], &end, 10);
             if (*end || domid <= 0 || domid >= DOMID_FIRST_RESERVED) domid = -1;
+        } else if (strcmp(argv[i], "-runas") == 0 && i + 1 < argc && first == argc) {
+            runas = argv[++i];
         } else if (strcmp(argv[i], "-xen-domid-restrict") != 0 && first == argc) {
             first = i;
         }
     }
     if (domid < 0 || first == argc) {
-        fprintf(stderr, "usage: dmop-standin -xen-domid N [-xen-domid-restrict] direct|library ...\n");
+        fprintf(stderr, "usage: dmop-standin -xen-domid N [-xen-domid-restrict] [-runas USER] direct|library ...\n");
         return 2;
+    }
+    int privcmd = open("/dev/xen/privcmd", O_RDWR | O_CLOEXEC);
+    if (runas) {
+        struct passwd *pw = getpwnam(runas);
+        if (!pw || setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+            fprintf(stderr, "dmop-standin: cannot become %s: %s\n", runas, strerror(errno));
+            return 2;
+        }
+        printf("STANDIN runas %s uid=%d\n", runas, (int)getuid());
     }
     for (int i = first; i < argc; i++) {
         int rc;
-        if (strcmp(argv[i], "direct") == 0) rc = direct((domid_t)domid);
+        if (strcmp(argv[i], "direct") == 0) rc = direct(privcmd, (domid_t)domid);
         else if (strcmp(argv[i], "library") == 0) rc = library((domid_t)domid);
         else { fprintf(stderr, "dmop-standin: unknown action %s\n", argv[i]); return 2; }
         int e = rc < 0 ? errno : 0;

@@ -11,6 +11,8 @@
 #   xq-vga    SeaBIOS, vga="stdvga", QEMU under dmop-qemu-wrapper
 #   xq-nomap  like xq-brk; wrapper.conf's policy.xq-nomap gives its broker a
 #             policy that lacks map_io_range_to_ioreq_server
+#   xq-root   dm_restrict=0, -xen-domid-restrict in device_model_args: no
+#             user for QEMU, so the wrapper must refuse to start it
 # Each broker must run as uid and gid user-range-base + domid (wrapper.conf)
 # with its guest's policy, and xq-nomap's broker must differ from the others
 # in both.
@@ -18,7 +20,7 @@
 # (also on the console); the host reads /xq-out from the disk image after
 # the VM has powered off. XQ-END on the console marks a complete run.
 # Settings arrive as kernel command-line words: xq_guests (default
-# plain+brk+vga+nomap), xq_wait (seconds a boot may take, default 180),
+# plain+brk+vga+nomap+root), xq_wait (seconds a boot may take, default 180),
 # xq_xen (the Xen branch of the rootfs's xen-utils, default 4.17), xq_stack
 # (the Debian release, for the log).
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/xen-${xq_xen:-4.17}/bin
@@ -284,7 +286,7 @@ guest_hook() {
         fail standin.control "unwrapped in dom0: ${ctl:-no output} (the direct DMOP should work here)"
     fi
     out=$(dmop-qemu-wrapper --qemu /usr/local/lib/xq/dmop-standin -xen-domid $DOMID -xen-domid-restrict \
-        direct library 2>$OUT/standin-wrapper.log)
+        -runas xen-qemuuser-shared direct library 2>$OUT/standin-wrapper.log)
     echo "$out" >$OUT/standin.txt
     if echo "$out" | grep -q 'direct rc=-1 errno=1 '; then
         pass standin.direct-dmop-eperm "under dmop-qemu-wrapper: $(echo "$out" | grep direct)"
@@ -298,14 +300,37 @@ guest_hook() {
     fi
 }
 
+# xq-root: dm_restrict=0 with -xen-domid-restrict smuggled in through
+# device_model_args, so libxl passes no user: the wrapper must refuse to run
+# QEMU as root, start no broker, and say why in qemu-dm-xq-root.log.
+run_root_refusal() {
+    xl -vvv create /etc/xen/xq-root.cfg >/var/log/xen/xl-create-xq-root.log 2>&1
+    rc=$?
+    DOMID=$(xl domid xq-root 2>/dev/null)
+    line=$(grep -m1 'dmop-qemu-wrapper: .*name no user to run as' /var/log/xen/qemu-dm-xq-root.log 2>/dev/null)
+    brokers=$(pgrep -f -- 'dmop-broker serve' | wc -l)
+    qemus=$(pgrep -f -- '^/usr/libexec/xen-qemu-system-i386 .*xq-root' | wc -l)
+    # libxl -vvv lists the device model's arguments: the restriction was there.
+    smuggled=no
+    grep -q -- '-xen-domid-restrict' /var/log/xen/xl-create-xq-root.log && smuggled=yes
+    if [ $rc != 0 ] && [ -n "$line" ] && [ "$brokers" = 0 ] && [ "$qemus" = 0 ] && [ $smuggled = yes ]; then
+        pass xq-root.refused "xl create rc=$rc; no QEMU, no broker; qemu-dm-xq-root.log: ${line#*dmop-qemu-wrapper: }"
+    else
+        fail xq-root.refused "xl create rc=$rc, wrapper line '${line:-none}', brokers $brokers, QEMUs $qemus, -xen-domid-restrict passed: $smuggled (log: qemu-dm-xq-root.log)"
+    fi
+    [ -n "$DOMID" ] && xl destroy xq-root 2>/dev/null
+    cp /var/log/xen/qemu-dm-xq-root.log /var/log/xen/xl-create-xq-root.log $OUT/ 2>/dev/null
+}
+
 RANGE_BASE=$(sed -n 's/^user-range-base *= *//p' /etc/dmop-broker/wrapper.conf)
-for g in $(echo "${xq_guests:-plain+brk+vga+nomap}" | tr + ' '); do
+for g in $(echo "${xq_guests:-plain+brk+vga+nomap+root}" | tr + ' '); do
     case $g in
     # Stock dm_restrict does not boot on trixie (SIGXFSZ): there it is the baseline.
     plain) run_guest xq-plain "${xq_wait:-180}" "$([ "${xq_stack:-bookworm}" = bookworm ] && echo boot || echo observe)" 0 ;;
     brk) run_guest xq-brk "${xq_wait:-180}" boot 1 ;;
     vga) run_guest xq-vga "${xq_wait:-180}" boot 1 ;;
     nomap) run_guest xq-nomap "${xq_wait:-180}" fail 1 ;;
+    root) run_root_refusal ;;
     repeat)
         # xq_repeat consecutive creations of xq-brk, each checked in full.
         ok=0 n=${xq_repeat:-10}
