@@ -102,7 +102,7 @@ let package = Package(
         // Privilege drop, fd hygiene, rlimits, seccomp.
         .target(name: "DMOPSandbox", dependencies: ["DMOPPosix", "CSeccomp", "CXen", "CSandbox"]),
         // Installs the broker's filter, then does one forbidden thing (tests).
-        .executableTarget(name: "dmop-seccomp-probe", dependencies: ["DMOPSandbox", "DMOPPosix", "CSandbox", "CXen"]),
+        .executableTarget(name: "dmop-seccomp-probe", dependencies: ["DMOPSandbox", "DMOPPosix", "DMOPTooling", "CSandbox", "CXen"]),
         // Socket setup, request loop, audit log.
         .target(name: "DMOPServer", dependencies: [
             "DMOPCore", "DMOPPosix",

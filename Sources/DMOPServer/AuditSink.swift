@@ -62,6 +62,9 @@ public enum AuditImportance: Int, Sendable {
 /// The channel's descriptor and what is known of its health: the lines it
 /// lost and whether the last write failed. The broker is single-threaded;
 /// the Logger handler holds this class, hence @unchecked Sendable.
+// SAFETY: each sink is used by one thread only: the broker's single
+// request loop, or the one test, tool or benchmark that made it (the shared
+// `standardError` only in single-threaded programs); no state is shared.
 public final class AuditSink: @unchecked Sendable {
     public let channel: AuditChannel
     /// The descriptor the lines are written to (fixed number, for seccomp).
@@ -105,6 +108,8 @@ public final class AuditSink: @unchecked Sendable {
         if fd >= 0 { noteFileSize() }
     }
 
+    // SAFETY: the address is this sink's alone (handed over by open) and
+    // freed once, here; sockaddr_un is trivial, so it needs no deinitialize.
     deinit { address?.deallocate() }
 
     /// fd 2, for tests and for the messages before a channel is chosen.
@@ -162,22 +167,27 @@ public final class AuditSink: @unchecked Sendable {
             }
             let fd = Glibc.socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { throw SystemError("socket") }
+            // SAFETY: one sockaddr_un, initialised (all zeros) at once; on
+            // every error path below it is freed once, else it belongs to
+            // the sink, whose deinit frees it.
             let address = UnsafeMutablePointer<sockaddr_un>.allocate(capacity: 1)
             address.initialize(to: sockaddr_un())
             address.pointee.sun_family = sa_family_t(AF_UNIX)
             let bytes = Array(socket.utf8)
             guard bytes.count < MemoryLayout.size(ofValue: address.pointee.sun_path) else {
-                address.deallocate()
+                address.deallocate()  // SAFETY: not yet handed to a sink; freed once.
                 Glibc.close(fd)
                 throw SystemError("\(channel) socket \(socket)", errno: ENAMETOOLONG)
             }
+            // SAFETY: bytes.count < sun_path's size (checked above), so the
+            // copy fits and the zeroed bytes after it end the path with a NUL.
             withUnsafeMutableBytes(of: &address.pointee.sun_path) { $0.copyBytes(from: bytes) }
             // A socket file outlives its daemon (a restored snapshot, a
             // crash): say so at start rather than refuse every request.
             guard let refusal = probe(address) else {
                 return AuditSink(channel: channel, fd: fd, address: address)
             }
-            address.deallocate()
+            address.deallocate()  // SAFETY: no sink took it; probe is done with it; freed once.
             Glibc.close(fd)
             throw SystemError("\(channel) socket \(socket): no daemon listens", errno: refusal)
         }
@@ -189,6 +199,9 @@ public final class AuditSink: @unchecked Sendable {
         let fd = Glibc.socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return errno }
         defer { Glibc.close(fd) }
+        // SAFETY: the caller's sockaddr_un is initialised and larger than the
+        // one sockaddr rebound; the kernel reads socklen bytes, all of the
+        // sockaddr_un, only during the call.
         let connected = address.withMemoryRebound(to: sockaddr.self, capacity: 1) {
             connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
         }
@@ -272,6 +285,9 @@ public final class AuditSink: @unchecked Sendable {
             if importance == .bulk { lastFailed = true }
             return lose(EFBIG, lines: lines)
         }
+        // The daemons' senders slice the line from here: keep it inside the
+        // line (unsafe buffer slices are not bounds-checked in release builds).
+        let messageStart = min(max(messageStart, 0), line.count)
         let result: Int32
         switch channel {
         case .stderr: result = writeAll(line)
@@ -313,6 +329,7 @@ public final class AuditSink: @unchecked Sendable {
         var written = 0
         defer { size += UInt64(written) }
         do {
+            // SAFETY: a raw view of the caller's line, which outlives the write.
             try Syscall.writeAll(fd, UnsafeRawBufferPointer(line), written: &written)
             return 0
         } catch {
@@ -353,6 +370,9 @@ public final class AuditSink: @unchecked Sendable {
 
     private func send(_ bytes: UnsafeRawBufferPointer) -> Int32 {
         guard let address else { return EBADF }
+        // SAFETY: the sink's sockaddr_un (initialised in open, freed only in
+        // deinit) is larger than the one sockaddr rebound; sendto reads it and
+        // the caller's bytes only during the call.
         let sent = Syscall.valueOrErrno {
             address.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 sendto(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL), $0, socklen_t(MemoryLayout<sockaddr_un>.size))
@@ -400,6 +420,9 @@ public final class AuditSink: @unchecked Sendable {
     /// of the line and DMOP_GUEST. journald adds _PID, _UID, _COMM itself,
     /// from the kernel.
     private func sendJournal(_ line: UnsafeBufferPointer<UInt8>, messageStart: Int, level: Logger.Level) -> Int32 {
+        // SAFETY: messageStart is within the line (write clamps it), so the
+        // slice, which drops the final newline, lies in the caller's line,
+        // and String copies it.
         let message = String(decoding: UnsafeBufferPointer(rebasing: line[messageStart..<max(messageStart, line.count - 1)]),
                              as: UTF8.self)
         var entry: [UInt8] = []
@@ -408,7 +431,7 @@ public final class AuditSink: @unchecked Sendable {
             if value.utf8.contains(UInt8(ascii: "\n")) {
                 // The binary form: name, newline, little-endian length, value.
                 entry.append(UInt8(ascii: "\n"))
-                withUnsafeBytes(of: UInt64(value.utf8.count).littleEndian) { entry += $0 }
+                withUnsafeBytes(of: UInt64(value.utf8.count).littleEndian) { entry += $0 }  // SAFETY: the 8 bytes are copied inside the closure.
             } else {
                 entry.append(UInt8(ascii: "="))
             }
@@ -421,7 +444,7 @@ public final class AuditSink: @unchecked Sendable {
         field("SYSLOG_PID", String(pid))
         if let guestName { field("DMOP_GUEST", guestName) }
         for (name, value) in Self.journalFieldPairs(message) { field(name, value) }
-        return entry.withUnsafeBytes { send($0) }
+        return entry.withUnsafeBytes { send($0) }  // SAFETY: the view is used only by sendto, inside the closure.
     }
 
     /// RFC 5424: `<PRI>1 TIMESTAMP HOST APP PROCID MSGID SD MSG`, facility
@@ -429,10 +452,12 @@ public final class AuditSink: @unchecked Sendable {
     /// line's own.
     private func sendSyslog(_ line: UnsafeBufferPointer<UInt8>, messageStart: Int, level: Logger.Level) -> Int32 {
         var datagram = Array("<\(3 * 8 + Self.severity(level))>1 ".utf8)
+        // Both slices lie in the line: the first is cut to its length, the
+        // second starts at messageStart, which write keeps within it.
         datagram += line[0..<min(AuditClock.timestampLength, line.count)]
         datagram += Array(" - \(Self.identifier) \(pid) - - ".utf8)
         datagram += line[messageStart..<max(messageStart, line.count - 1)]
-        return datagram.withUnsafeBytes { send($0) }
+        return datagram.withUnsafeBytes { send($0) }  // SAFETY: the view is used only by sendto, inside the closure.
     }
 
     /// SIGHUP: a FILE channel is opened again by name (after rotation) and

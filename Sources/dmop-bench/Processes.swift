@@ -9,19 +9,21 @@ func fail(_ message: String) -> Never {
     fflush(nil)
     if let directory = temporaryDirectory { _ = rmdirAll(directory) }
     var line = "dmop-bench: \(message)\n"
-    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }  // SAFETY: write copies the bytes inside the closure.
     exit(1)
 }
 
 /// The bench's private directory (audit logs), removed on every exit path.
 /// Single-threaded program: set once at start.
+// SAFETY: dmop-bench runs on one thread (its children are processes), so
+// no two accesses can race.
 nonisolated(unsafe) var temporaryDirectory: String?
 
 // MARK: - CPU affinity
 
 enum Affinity {
     /// sched_{get,set}affinity are behind _GNU_SOURCE, which Swift's Glibc
-    /// module does not define (swift-notes.md section 4); glibc exports them
+    /// module does not define; glibc exports them
     /// all the same, so take them from the loaded libc.
     typealias Call = @convention(c) (pid_t, Int, UnsafeMutablePointer<cpu_set_t>?) -> Int32
     static let getAffinity = libc("sched_getaffinity")
@@ -30,6 +32,9 @@ enum Affinity {
     static func libc(_ name: String) -> Call {
         // A nil handle is RTLD_DEFAULT: the symbol as the process resolves it.
         guard let address = dlsym(nil, name) else { fail("libc has no \(name)") }
+        // SAFETY: a data pointer to a C function, both one machine word; Call
+        // is glibc's prototype (int (pid_t, size_t, cpu_set_t *), size_t
+        // being Int's size on the 64-bit targets the bench runs on).
         return unsafeBitCast(address, to: Call.self)
     }
 
@@ -40,6 +45,7 @@ enum Affinity {
             fail("sched_getaffinity: \(SystemError("sched_getaffinity"))")
         }
         var cpus: [Int] = []
+        // SAFETY: reads within the set's own bytes (cpu / 8 < raw.count), inside the closure.
         withUnsafeBytes(of: &set) { raw in
             for cpu in 0..<(raw.count * 8) where raw[cpu / 8] & UInt8(1 << (cpu % 8)) != 0 { cpus.append(cpu) }
         }
@@ -51,6 +57,8 @@ enum Affinity {
     /// n % 8 of byte n / 8; CPU_SET is a macro Swift cannot import.
     static func set(_ pid: pid_t, _ cpus: [Int]) {
         var set = cpu_set_t()
+        // SAFETY: every cpu comes from allowed(), or is checked to be one of
+        // them, so cpu / 8 < the set's size; written inside the closure.
         withUnsafeMutableBytes(of: &set) { raw in
             for cpu in cpus { raw[cpu / 8] |= UInt8(1 << (cpu % 8)) }
         }
@@ -67,6 +75,7 @@ enum Affinity {
         defer { closedir(directory) }
         var tids: [pid_t] = []
         while let entry = readdir(directory) {
+            // SAFETY: a copy of d_name, read within its bytes up to the NUL.
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
             }
@@ -221,6 +230,8 @@ final class BrokerProcess {
             guard case .success(1) = Syscall.valueOrErrno({ poll(&poller, 1, 15_000) }) else {
                 fail("broker not ready within 15 s; audit log \(auditLog)")
             }
+            // SAFETY: got < 6 < the buffer's 8 bytes, so read writes within
+            // it, inside the closure; baseAddress is non-nil (not empty).
             let n = ready.withUnsafeMutableBytes { buffer in
                 (try? Syscall.retrying("read", { read(readEnd.rawValue, buffer.baseAddress! + got, buffer.count - got) })) ?? -1
             }
@@ -256,6 +267,8 @@ enum CPUTime {
         guard fd >= 0 else { return 0 }
         defer { close(fd) }
         var buffer = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        // SAFETY: read fills at most the tuple's 64 contiguous bytes, and only
+        // the n it wrote are parsed, inside the closure.
         return withUnsafeMutableBytes(of: &buffer) { raw -> UInt64 in
             let n = Glibc.read(fd, raw.baseAddress, raw.count)
             guard n > 0 else { return 0 }
@@ -309,6 +322,7 @@ enum Machine {
         }
         var names = utsname()
         uname(&names)
+        // SAFETY: a copy of the release field, read within its bytes up to the NUL.
         let release = withUnsafeBytes(of: names.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         let online = sysconf(Int32(_SC_NPROCESSORS_ONLN))
         var hypervisor = ""

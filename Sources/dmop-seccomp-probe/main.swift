@@ -13,11 +13,12 @@ import CSandbox
 import CXen
 import DMOPPosix
 import DMOPSandbox
+import DMOPTooling
 import Glibc
 
 func say(_ text: String) {
     var line = "probe: " + text + "\n"
-    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }  // SAFETY: write copies the bytes inside the closure.
 }
 
 func die(_ text: String, _ code: Int32 = 2) -> Never {
@@ -146,9 +147,8 @@ func runProbe() -> Never {
     var auditFd: Int32 = -1
     var auditAddress = sockaddr_un()
     if auditFile {
-        var template = Array("/tmp/dmop-seccomp-probe-audit-XXXXXX".utf8CString)
-        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else { die("mkdtemp: \(SystemError("mkdtemp"))") }
-        let directory = String(cString: made)
+        let directory: String
+        do { directory = try Files.makeTemporaryDirectory("/tmp/dmop-seccomp-probe-audit-XXXXXX") } catch { die("\(error)") }
         auditDirectory = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         auditFd = openat(auditDirectory, "audit.log", SeccompProfile.auditFileFlags, 0o600)
         guard auditDirectory >= 0, auditFd >= 0 else { die("audit file: \(SystemError("open"))") }
@@ -161,6 +161,9 @@ func runProbe() -> Never {
         let name = [0] + Array("dmop-seccomp-probe-\(getpid())".utf8)
         let receiver = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         auditAddress.sun_family = sa_family_t(AF_UNIX)
+        // SAFETY: the name (a NUL and under 30 bytes) fits sun_path's 108;
+        // copied inside the closure. The sockaddr_un, initialised, is larger
+        // than the one sockaddr rebound, and bind reads it during the call.
         withUnsafeMutableBytes(of: &auditAddress.sun_path) { $0.copyBytes(from: name) }
         let bound = withUnsafePointer(to: &auditAddress) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(receiver, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
@@ -171,6 +174,8 @@ func runProbe() -> Never {
         audit = .socket(fd: auditFd)
     }
     func sendAudit(_ fd: Int32) -> Int {
+        // SAFETY: auditAddress is an initialised sockaddr_un, larger than the
+        // one sockaddr rebound; sendto reads it only during the call.
         withUnsafePointer(to: &auditAddress) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 sendto(fd, "x", 1, Int32(MSG_NOSIGNAL), $0, socklen_t(MemoryLayout<sockaddr_un>.size))
@@ -193,6 +198,9 @@ func runProbe() -> Never {
     let clientFd = client.clientFd
     func ioctlRC(_ fd: Int32, _ request: UInt) -> Int {
         var scratch = [UInt8](repeating: 0, count: 64)
+        // SAFETY: 64 bytes, more than any of the privcmd arguments the
+        // requests name (and the fds are /dev/null, whose ioctls read none);
+        // used only during the call; baseAddress is non-nil (not empty).
         return Int(scratch.withUnsafeMutableBytes { ioctl(fd, request, $0.baseAddress!) })
     }
 
@@ -217,6 +225,7 @@ func runProbe() -> Never {
         var buffer = [UInt8](repeating: 0, count: 64)
         guard cposix_wait(connected, Int16(POLLIN), 10_000_000_000, &revents) == 1 else { die("ppoll on the client: \(SystemError("ppoll"))", 4) }
         let received: SeqPacket.Received
+        // SAFETY: receive writes at most raw.count bytes, inside the closure.
         do { received = try buffer.withUnsafeMutableBytes { raw throws(SystemError) in try SeqPacket.receive(connected, into: raw) } } catch { die("\(error)", 4) }
         guard received == .datagram(4), buffer.prefix(4).elementsEqual("ping".utf8) else { die("received \(received)", 4) }
         do { try SeqPacket.send(connected, Array("pong".utf8)) } catch { die("\(error)", 4) }
@@ -259,6 +268,8 @@ func runProbe() -> Never {
     case "connect":
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
+        // SAFETY: an initialised sockaddr_un, larger than the one sockaddr
+        // rebound; connect reads only its family, during the call.
         let rc = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(spareSocket, $0, socklen_t(MemoryLayout<sa_family_t>.size)) }
         }
@@ -280,6 +291,7 @@ func runProbe() -> Never {
     case "recvmsg-other-fd":
         var buffer = [UInt8](repeating: 0, count: 16)
         var truncated: Int32 = 0, fds: Int32 = 0
+        // SAFETY: the receive writes at most $0.count bytes, inside the closure.
         report(buffer.withUnsafeMutableBytes { cposix_recv_datagram(peer, $0.baseAddress, $0.count, &truncated, &fds) })
     case "write-other-fd": report(csandbox_probe_raw_write(otherNull, "x", 1))
     case "getsockopt-other-option":
