@@ -149,14 +149,14 @@ let package = Package(
         .executableTarget(name: "dmop-qemu-wrapper",
                           cSettings: [versionDefine, libraryDirDefine] + strictC + hardenedC,
                           linkerSettings: hardenedLink + [.linkedLibrary("seccomp"), .unsafeFlags(noSwiftRuntime)]),
-        // Benchmarks (issue 6): echo floor vs brokered round trip, decision,
+        // Benchmarks: echo floor vs brokered round trip, decision,
         // start-up, memory. Loads the C library with dlopen, so no link to it.
         .executableTarget(name: "dmop-bench", dependencies: [
             "DMOPCore", "DMOPPosix", "DMOPSimulation", "DMOPClient", "DMOPServer", "DMOPTooling",
             "CPosix",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // Fuzz targets (issue 5): scripts/fuzz builds them with libFuzzer
+        // Fuzz targets: scripts/fuzz builds them with libFuzzer
         // (-DDMOP_FUZZING); a plain build gives replay tools for their inputs.
         // The start-up floor of dmop-bench: a Swift program that does nothing.
         .executableTarget(name: "dmop-bench-hello"),

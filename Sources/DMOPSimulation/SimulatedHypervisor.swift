@@ -6,7 +6,8 @@ import DMOPPosix
 import Glibc
 
 /// One open file of a simulated `/dev/xen/privcmd` (Linux
-/// drivers/xen/privcmd.c, xen-abi.md 2.1-2.3) in front of a `SimulatedXen`.
+/// drivers/xen/privcmd.c: privcmd_ioctl_restrict, privcmd_ioctl_dm_op) in
+/// front of a `SimulatedXen`.
 ///
 /// The restriction belongs to the open file, as in the kernel: two
 /// `SimulatedHypervisor`s on the same `SimulatedXen` are two `open()`s, one
@@ -141,7 +142,7 @@ public final class SimulatedHypervisor: Hypervisor {
 
     // MARK: The kernel's side
 
-    /// IOCTL_PRIVCMD_RESTRICT: 0 or -errno (xen-abi.md 2.1).
+    /// IOCTL_PRIVCMD_RESTRICT: 0 or -errno (privcmd_ioctl_restrict()).
     public func ioctlRestrict(_ domid: UInt16) -> Int32 {
         if restrictedTo == cxen_domid_invalid() {
             restrictedTo = domid  // RESTRICT(DOMID_INVALID) leaves it unrestricted
@@ -166,8 +167,8 @@ public final class SimulatedHypervisor: Hypervisor {
         return Int64(xen.configuration.xenVersion)
     }
 
-    /// IOCTL_PRIVCMD_DM_OP in privcmd_ioctl_dm_op()'s order (xen-abi.md
-    /// 2.3), then Xen. Every call is appended to the record, whatever its rc.
+    /// IOCTL_PRIVCMD_DM_OP in privcmd_ioctl_dm_op()'s order (Linux
+    /// drivers/xen/privcmd.c), then Xen. Every call is appended to the record, whatever its rc.
     public func ioctlDMOp(domid: UInt16, buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>) -> Int32 {
         let rc = privcmdDMOp(domid: domid, buffers: buffers)
         calls += 1

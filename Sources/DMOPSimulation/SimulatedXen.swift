@@ -6,7 +6,8 @@ import Glibc
 /// A model of Xen 4.17's `dm_op` hypercall (xen/common/dm.c, xen/arch/x86/hvm/dm.c,
 /// xen/common/ioreq.c) for a host with exactly two domains: dom0, the caller,
 /// and one HVM guest. It checks in Xen's order and fails with Xen's errno
-/// (reference xen-abi.md sections 3.2 and 3.3, FINDINGS.md), and it keeps the
+/// (dm_op()'s generic checks in xen/arch/x86/hvm/dm.c, then each op's, as
+/// scripts/xen-test observes them on real Xen), and it keeps the
 /// guest state those ops change, so a client sees real outputs: ioreq server
 /// ids, event channel ports, gfns, vcpu counts and dirty bitmaps.
 ///

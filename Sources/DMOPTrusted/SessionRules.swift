@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /// The ioreq servers one client session created. A session may name only
 /// these: Xen itself lets any dom0 emulator drive any server of the guest
-/// (xen-abi.md 3.3), so a second or reconnected client could otherwise take
+/// (xen/common/ioreq.c checks only that the caller is the guest's device
+/// model domain), so a second or reconnected client could otherwise take
 /// over the first one's servers.
 public struct OwnedIoreqServers: Equatable, Sendable {
     /// Xen allows 8 servers per domain (MAX_NR_IOREQ_SERVERS); a bound keeps

@@ -5,7 +5,8 @@ import Glibc
 ///
 /// privcmd pins every buffer's pages for writing, and a zero-length buffer at
 /// a page-aligned address (NULL included) needs zero pages, which newer
-/// kernels refuse with EFAULT (xen-abi.md 2.3 step 7): QEMU's
+/// kernels refuse with EFAULT (privcmd_ioctl_dm_op()'s page pinning, Linux
+/// drivers/xen/privcmd.c): QEMU's
 /// track_dirty_vram(nr = 0) to stop tracking hits this. Such a buffer is
 /// passed instead as size 0 at an address inside this small owned block that
 /// is not the first byte of a page: the kernel pins that one page, and Xen,

@@ -211,7 +211,7 @@ final class BrokerProcess {
         arguments += extra
         if let record { arguments += ["--simulated-record", record] }
         if geteuid() == 0 { arguments.append("--allow-root") }
-        // What DESIGN.md recommends for the toolstack's environment.
+        // A toolstack's environment for its helpers: no backtracer, UTC, a fixed PATH.
         let environment = ["SWIFT_BACKTRACE=enable=no", "TZ=UTC", "PATH=/usr/bin:/bin"]
 
         let started = now()

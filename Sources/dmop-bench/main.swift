@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// dmop-bench (issue 6): what a brokered DMOP costs against the bare socket
+// dmop-bench: what a brokered DMOP costs against the bare socket
 // round trip, the decision alone, broker start-up, and broker memory; in
 // one run, as a table with median and p99. The last line is the headline:
 //   ratio brokered/echo median=X p99=Y

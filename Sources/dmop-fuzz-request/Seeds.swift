@@ -5,8 +5,9 @@ import Glibc
 
 /// The committed seed corpus (Tests/fuzz-corpus), encoded with the real
 /// codec and catalogue: the DMOP sequence QEMU issued for real HVM guests
-/// (shared/xen-harness/HVM-FINDINGS.md: boot, stdvga, shutdown), one
-/// well-formed call of every op, and the hostile shapes of issue 5.
+/// (scripts/xen-qemu-test's guests: boot, stdvga, shutdown), one
+/// well-formed call of every op, and the hostile shapes of the hostile-client
+/// tests.
 /// Regenerate with `dmop-fuzz-request --write-seeds Tests/fuzz-corpus`.
 enum Seeds {
     /// Flag bits of the request target's input (see FuzzRequest.swift).

@@ -6,7 +6,7 @@ import Foundation
 import Glibc
 import Testing
 
-/// Issue 5: a compromised QEMU on the socket. Each scenario runs against a
+/// A compromised QEMU on the socket. Each scenario runs against a
 /// real `dmop-broker serve` on the simulated hypervisor and names what the
 /// broker must answer (REPLY with a refusal, PROTOCOL_ERROR then close, or a
 /// plain close), what state it is left in (session goes on; exit status), and

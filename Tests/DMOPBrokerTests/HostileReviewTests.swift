@@ -7,7 +7,7 @@ import Foundation
 import Glibc
 import Testing
 
-/// Issue 17: the findings of a hostile review in the layers around the
+/// The findings of a hostile review in the layers around the
 /// decision (reconnect floods, lost signals, held slots, orphaned ioreq
 /// servers), each against a real broker process.
 @Suite("Hostile review: reconnections, signals, handshake, ioreq servers", .serialized)
@@ -187,7 +187,7 @@ struct HostileReviewTests {
     }
 }
 
-/// Issue 17 finding 5: refusals come before side effects.
+/// Hostile review, finding 5: refusals come before side effects.
 @Suite("Hostile review: a refused start leaves nothing behind")
 struct RefusedStartTests {
     func serve(in directory: URL, _ extra: [String]) throws -> (status: Int32, output: String, left: [String]) {
@@ -242,7 +242,7 @@ enum AuditLimits {
     static let sessionLinesPerSecond = 20
 }
 
-/// Issue 17 finding 1: nothing the broker does as root to its listen socket
+/// Hostile review, finding 1: nothing the broker does as root to its listen socket
 /// follows a path another user can swap.
 @Suite("Hostile review: the listen socket against a local attacker", .serialized)
 struct ListenSocketRaceTests {

@@ -7,7 +7,7 @@ import Foundation
 import Glibc
 import Testing
 
-/// Issue 5, continued: hostile behaviour at the level of the connection and
+/// Hostile clients, continued: hostile behaviour at the level of the connection and
 /// the session (fds, half-close, death, concurrency, peers, floods, ownership
 /// and rate limits), each against a real broker process.
 @Suite("Hostile clients: connections, sessions and floods", .serialized)
@@ -268,7 +268,7 @@ struct HostileSessionTests {
               + "\(auditLines.count) lines (\(refusalLines) single refusal lines); record \(lines.count) lines")
     }
 
-    // MARK: Ownership and rate limits (issue 5, parts 3 and 4)
+    // MARK: Ownership and rate limits
 
     @Test("ownership: a reconnected client cannot take over, enable, map or destroy the previous session's server")
     func ownershipAcrossSessions() throws {

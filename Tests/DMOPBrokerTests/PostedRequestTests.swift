@@ -5,7 +5,7 @@ import Foundation
 import Glibc
 import Testing
 
-/// Protocol version 2 (issue 13): posted requests against a real broker.
+/// Protocol version 2: posted requests against a real broker.
 /// A posted request is decided, rate-limited, audited and ordered like a
 /// synchronous one, gets no REPLY, and its failure rides on the next
 /// synchronous REPLY.

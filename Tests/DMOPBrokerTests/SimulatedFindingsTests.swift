@@ -6,10 +6,11 @@ import Glibc
 import Testing
 
 /// The simulated privcmd + Xen against the errno table observed on real Xen
-/// 4.17 + Linux 6.1 (shared/xen-harness/FINDINGS.md), row by row. "Reached
+/// 4.17 + Linux 6.1 (the table scripts/xen-test's fixture records,
+/// Tests/xen/domain-fixture.c), row by row. "Reached
 /// Xen" is checked through the model's hypercall counter, so a row answered
 /// by privcmd is told apart from the same errno coming from Xen.
-@Suite("Simulated hypervisor vs FINDINGS.md (real Xen 4.17 + Linux 6.1)")
+@Suite("Simulated hypervisor vs the errno table of real Xen 4.17 + Linux 6.1")
 struct SimulatedFindingsTests {
     /// Part 1: domid 1 does not exist (the one guest is elsewhere).
     static func part1() throws -> (SimulatedXen, SimulatedHypervisor) {

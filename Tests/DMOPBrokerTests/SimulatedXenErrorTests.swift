@@ -97,7 +97,7 @@ struct SimulatedXenErrorTests {
 
     static let cases: [XenErrorCase] = {
         var c: [XenErrorCase] = []
-        // Generic order (xen-abi.md 3.2).
+        // Generic order (dm_op() in xen/arch/x86/hvm/dm.c).
         c.append(.init(name: "target is a PV domain", configuration: .init(isHVM: false), op: op(XEN_DMOP_nr_vcpus), expected: -EINVAL))
         c.append(.init(name: "buffer 0 shorter than the header", op: op(XEN_DMOP_nr_vcpus), size0: 7, expected: -EFAULT))
         c.append(.init(name: "buffer 0 empty", op: op(XEN_DMOP_nr_vcpus), size0: 0, expected: -EFAULT))
