@@ -14,7 +14,7 @@ struct DemoCommand: ParsableCommand {
         commandName: "demo",
         abstract: "Run a broker on the simulated hypervisor and a QEMU-like client; print a transcript.")
 
-    @Option(help: "Policy for the demo broker (default: policy/qemu-xen.policy of the source tree, or /etc/dmop-broker/qemu-xen.policy).")
+    @Option(help: "Policy for the demo broker (default: policy/qemu-xen.policy of the source tree, else qemu-xen.policy in /etc/dmop-broker, else in /usr/share/dmop-broker).")
     var policy: String?
 
     @Option(help: "Domid of the simulated guest.")
@@ -159,7 +159,8 @@ struct DemoCommand: ParsableCommand {
     }
 
     /// The shipped policy: in the working directory's source tree, above the
-    /// build directory the executable lives in, or where scripts/install puts it.
+    /// build directory the executable lives in, or installed: the local copy
+    /// in /etc/dmop-broker wins over the package's default (dmop-broker.policy(5)).
     static func defaultPolicy(executable: String) -> String {
         let relative = "policy/qemu-xen.policy"
         var candidates = [relative]
@@ -169,6 +170,7 @@ struct DemoCommand: ParsableCommand {
             candidates.append(directory + "/" + relative)
         }
         candidates.append("/etc/dmop-broker/qemu-xen.policy")
+        candidates.append("/usr/share/dmop-broker/qemu-xen.policy")
         return candidates.first { access($0, R_OK) == 0 } ?? relative
     }
 
