@@ -22,8 +22,9 @@ struct DemoCommand: ParsableCommand {
 
     func run() throws {
         guard let tools = Files.selfExecutable() else { fail(.usage, "cannot find my own executable") }
-        // The broker a toolstack runs, or this executable's own serve.
-        let executable = BrokerExecutables.brokerCandidates(toolsPath: tools).first { access($0, X_OK) == 0 } ?? tools
+        // The broker a toolstack runs, or this executable's own serve. (The
+        // type is written out: Swift 6.2 infers String? here.)
+        let executable: String = BrokerExecutables.brokerCandidates(toolsPath: tools).first { access($0, X_OK) == 0 } ?? tools
         let policy = self.policy ?? Self.defaultPolicy(executable: executable)
         let workDirectory = makeTemporaryDirectory()
         let record = workDirectory + "/record.jsonl"
