@@ -38,6 +38,14 @@ let hardenedLink: [LinkerSetting] = [
                  .when(configuration: .release)),
 ]
 
+// The Swift executables are linked by lld: GNU ld (binutils 2.45, Debian
+// unstable) leaves out the RELRO segment in a --static-swift-stdlib link
+// despite -z relro; lld keeps it. Both toolchains (swift.org's, Debian's
+// swiftlang) ship lld.
+let swiftExecutableLink: [LinkerSetting] = hardenedLink + [
+    .unsafeFlags(["-use-ld=lld"], .when(configuration: .release)),
+]
+
 // Absolute paths for linker flags: SwiftPM may run the linker elsewhere.
 let packageDirectory = String(#filePath.dropLast("/Package.swift".count))
 
@@ -116,14 +124,14 @@ let package = Package(
         // The broker: serves, and runs dmop-broker-tools for anything else.
         // It links neither swift-argument-parser nor the tools, so that
         // starting one per guest stays cheap (README "Performance").
-        .executableTarget(name: "dmop-broker", dependencies: ["DMOPServe"], linkerSettings: hardenedLink),
+        .executableTarget(name: "dmop-broker", dependencies: ["DMOPServe"], linkerSettings: swiftExecutableLink),
         // The other commands (demo, policy, seccomp-profile, catalogue), the
         // help and the usage errors, with swift-argument-parser.
         .executableTarget(name: "dmop-broker-tools", dependencies: [
             "CPosix", "DMOPCore", "DMOPPosix", "DMOPHypervisor", "DMOPSimulation", "DMOPSandbox", "DMOPServe", "DMOPServer",
             "DMOPClient", "DMOPTooling", "DMOPPolicyLearning",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], linkerSettings: hardenedLink),
+        ], linkerSettings: swiftExecutableLink),
 
         // libxendevicemodel.so.1 for unmodified QEMU (C: no Swift runtime in QEMU).
         // Nothing may depend on this target: its link flags are the library's.
