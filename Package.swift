@@ -42,6 +42,14 @@ let hardenedLink: [LinkerSetting] = [
 // configuration: a warning fails the build.
 let strictC: [CSetting] = [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]
 
+// The Swift executables are linked by lld: GNU ld (binutils 2.45, Debian
+// unstable) leaves out the RELRO segment in a --static-swift-stdlib link
+// despite -z relro; lld keeps it. Both toolchains (swift.org's, Debian's
+// swiftlang) ship lld.
+let swiftExecutableLink: [LinkerSetting] = hardenedLink + [
+    .unsafeFlags(["-use-ld=lld"], .when(configuration: .release)),
+]
+
 // Absolute paths for linker flags: SwiftPM may run the linker elsewhere.
 let packageDirectory = String(#filePath.dropLast("/Package.swift".count))
 
@@ -124,14 +132,14 @@ let package = Package(
         // (a simulated serve line included).
         // It links neither swift-argument-parser nor the tools, so that
         // starting one per guest stays cheap (docs/PERFORMANCE.md).
-        .executableTarget(name: "dmop-broker", dependencies: ["DMOPServe"], linkerSettings: hardenedLink),
+        .executableTarget(name: "dmop-broker", dependencies: ["DMOPServe"], linkerSettings: swiftExecutableLink),
         // The other commands (demo, policy, seccomp-profile, catalogue), the
         // help and the usage errors, with swift-argument-parser.
         .executableTarget(name: "dmop-broker-tools", dependencies: [
             "CPosix", "DMOPCore", "DMOPPosix", "DMOPSimulation", "DMOPSimulatedServe", "DMOPSandbox", "DMOPServe", "DMOPServer",
             "DMOPClient", "DMOPTooling", "DMOPPolicyLearning",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], linkerSettings: hardenedLink),
+        ], linkerSettings: swiftExecutableLink),
 
         // libxendevicemodel.so.1 for unmodified QEMU (C: no Swift runtime in QEMU).
         // Nothing may depend on this target: its link flags are the library's.
@@ -162,7 +170,7 @@ let package = Package(
         .executableTarget(name: "dmop-bench-hello"),
         // The broker the benchmark starts: dmop-broker plus the simulator.
         .executableTarget(name: "dmop-bench-broker", dependencies: ["DMOPServe", "DMOPSimulatedServe"],
-                          linkerSettings: hardenedLink),
+                          linkerSettings: swiftExecutableLink),
         .executableTarget(name: "dmop-fuzz-decoder", dependencies: ["DMOPCore", "DMOPPosix", "DMOPClient", "DMOPTooling"]),
         .executableTarget(name: "dmop-fuzz-request", dependencies: [
             "DMOPCore", "DMOPPosix", "DMOPSimulation", "DMOPServer", "DMOPClient", "DMOPTooling",

@@ -14,7 +14,7 @@ struct DemoCommand: ParsableCommand {
         commandName: "demo",
         abstract: "Run a broker on the simulated hypervisor and a QEMU-like client; print a transcript.")
 
-    @Option(help: "Policy for the demo broker (default: policy/qemu-xen.policy of the source tree, or /etc/dmop-broker/qemu-xen.policy).")
+    @Option(help: "Policy for the demo broker (default: policy/qemu-xen.policy of the source tree, else qemu-xen.policy in /etc/dmop-broker, else in /usr/share/dmop-broker).")
     var policy: String?
 
     @Option(help: "Domid of the simulated guest.")
@@ -22,8 +22,9 @@ struct DemoCommand: ParsableCommand {
 
     func run() throws {
         guard let tools = Files.selfExecutable() else { fail(.usage, "cannot find my own executable") }
-        // The broker a toolstack runs, or this executable's own serve.
-        let executable = BrokerExecutables.brokerCandidates(toolsPath: tools).first { access($0, X_OK) == 0 } ?? tools
+        // The broker a toolstack runs, or this executable's own serve. (The
+        // type is written out: Swift 6.2 infers String? here.)
+        let executable: String = BrokerExecutables.brokerCandidates(toolsPath: tools).first { access($0, X_OK) == 0 } ?? tools
         let policy = self.policy ?? Self.defaultPolicy(executable: executable)
         let workDirectory = makeTemporaryDirectory()
         let record = workDirectory + "/record.jsonl"
@@ -44,6 +45,8 @@ struct DemoCommand: ParsableCommand {
         brokerEnd.close()
         close(readyPipe[1])
         var ready = [UInt8](repeating: 0, count: 16)
+        // SAFETY: read writes at most $0.count bytes into the buffer the
+        // closure lends.
         let n = ready.withUnsafeMutableBytes { read(readyPipe[0], $0.baseAddress, $0.count) }
         close(readyPipe[0])
         guard n > 0, String(decoding: ready[0..<n], as: UTF8.self) == "ready\n" else {
@@ -159,7 +162,8 @@ struct DemoCommand: ParsableCommand {
     }
 
     /// The shipped policy: in the working directory's source tree, above the
-    /// build directory the executable lives in, or where scripts/install puts it.
+    /// build directory the executable lives in, or installed: the local copy
+    /// in /etc/dmop-broker wins over the package's default (dmop-broker.policy(5)).
     static func defaultPolicy(executable: String) -> String {
         let relative = "policy/qemu-xen.policy"
         var candidates = [relative]
@@ -169,6 +173,7 @@ struct DemoCommand: ParsableCommand {
             candidates.append(directory + "/" + relative)
         }
         candidates.append("/etc/dmop-broker/qemu-xen.policy")
+        candidates.append("/usr/share/dmop-broker/qemu-xen.policy")
         return candidates.first { access($0, R_OK) == 0 } ?? relative
     }
 
@@ -182,11 +187,7 @@ struct DemoCommand: ParsableCommand {
     }
 
     func makeTemporaryDirectory() -> String {
-        var template = Array("/tmp/dmop-demo.XXXXXX".utf8CString)
-        guard let result = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            fail(.usage, "\(SystemError("mkdtemp"))")
-        }
-        return String(cString: result)
+        do { return try Files.makeTemporaryDirectory("/tmp/dmop-demo.XXXXXX") } catch { fail(.usage, "\(error)") }
     }
 }
 

@@ -736,6 +736,24 @@ static void require_unprivileged_qemu(const struct qemu_args *q, uid_t *qemu_uid
     }
 }
 
+/* A policy named without a '/' is looked up: the local copy in
+ * /etc/dmop-broker wins over the package's default in /usr/share/dmop-broker
+ * (dmop-broker.policy(5)). A path is used as it is. */
+static const char *find_policy(const char *name)
+{
+    static const char *const dirs[] = { "/etc/dmop-broker", "/usr/share/dmop-broker" };
+    static char path[PATH_MAX];
+    if (strchr(name, '/'))
+        return name;
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dirs[i], name);
+        if (access(path, R_OK) == 0)
+            return path;
+    }
+    fail(EX_CONFIG, "no policy %s: neither %s/%s nor %s/%s is readable",
+         name, dirs[0], name, dirs[1], name);
+}
+
 /* policy.PATTERN, user.PATTERN and restrict.PATTERN: for each, the first
  * that names this guest. */
 static void choose_per_guest(struct config *c, const struct qemu_args *q)
@@ -1866,6 +1884,7 @@ int main(int argc, char **argv)
     if (!c.policy)
         fail(EX_CONFIG, "no policy: set policy = FILE in %s or pass --policy",
              config_path ? config_path : DEFAULT_CONFIG);
+    c.policy = find_policy(c.policy);
     snprintf(libfile, sizeof libfile, "%s/%s", c.library_dir, LIBRARY_SONAME);
     if (stat(libfile, &st) < 0 || !S_ISREG(st.st_mode))
         fail(EX_CONFIG, "%s is missing: without it QEMU would load Xen's own "

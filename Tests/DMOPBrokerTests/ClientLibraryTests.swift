@@ -296,6 +296,23 @@ struct ClientLibraryTests {
         #expect(!log.contains("session start:"), "audit lines in QEMU's log: \(log)")
     }
 
+    /// A policy given by name (no '/') is looked up in /etc/dmop-broker, then
+    /// /usr/share/dmop-broker; one in neither is a configuration error that
+    /// names both places, before any broker starts.
+    @Test func wrapperLooksUpAPolicyNameInBothPlaces() throws {
+        let fixture = try ClientLibraryFixture.get()
+        let dir = try fixture.scratch("policyname")
+        let shim = try brokerShim(in: dir, exec: broker)
+        let name = "no-such-dmop-test-\(getpid()).policy"
+        let run = try ProcessRun.run(ClientLibraryFixture.wrapperPath,
+                                     wrapperArguments(fixture, broker: shim.script, policy: name) + Self.libxlArguments,
+                                     environment: ["FAKE_QEMU_LIBDIR": fixture.libraryDirectory.path])
+        #expect(run.status == 78, "\(run)")   // EX_CONFIG
+        #expect(run.output.contains("/etc/dmop-broker/\(name)") && run.output.contains("/usr/share/dmop-broker/\(name)"),
+                "\(run)")
+        #expect(pid(from: shim.pidFile) == nil, "a broker was started without a policy")
+    }
+
     @Test func wrapperRefusesQEMUWithoutItsOwnRestriction() throws {
         let fixture = try ClientLibraryFixture.get()
         let dir = try fixture.scratch("norestrict")

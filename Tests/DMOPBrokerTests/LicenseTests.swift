@@ -56,10 +56,20 @@ enum LicenseHeader {
                 return String(decoding: data, as: UTF8.self).split(separator: "\0").map(String.init)
             }
         }
+        // Left out too: build state (SwiftPM's, quilt's, debhelper's, debian/rules'
+        // own, the package's staging tree) and top-level directories that are Swift
+        // packages of their own (the Debian source package's component tarballs).
         var files: [String] = []
         let enumerator = FileManager.default.enumerator(atPath: root.path)
         while let path = enumerator?.nextObject() as? String {
-            if path.hasPrefix(".build") || path.hasPrefix(".git") || path.hasPrefix("debian/.debhelper") { continue }
+            if path.hasPrefix(".build") || path.hasPrefix(".git") || path.hasPrefix(".swiftpm") || path.hasPrefix(".pc/")
+                || path.hasPrefix("debian/.")
+                || path.hasPrefix("debian/dmop-broker/") { continue }
+            let components = path.split(separator: "/")
+            if components.count > 1,
+               FileManager.default.fileExists(atPath: root.appendingPathComponent("\(components[0])/Package.swift").path) {
+                continue
+            }
             files.append(path)
         }
         return files

@@ -159,17 +159,6 @@ enum SafetyCommentScanner {
 
 @Suite("// SAFETY: on every unsafe construct")
 struct SafetyCommentTests {
-    /// Files other changes are annotating now; they join the check when
-    /// those land (this list is then emptied). A path ending in "/" names a
-    /// directory's files.
-    static let pendingFiles: Set<String> = [
-        "Sources/dmop-broker-tools/DemoCommand.swift",
-    ]
-
-    static func isPending(_ path: String) -> Bool {
-        pendingFiles.contains(path) || pendingFiles.contains { $0.hasSuffix("/") && path.hasPrefix($0) }
-    }
-
     /// Every Swift file under Sources/, relative to the package root, sorted.
     static func sourceFiles() throws -> [String] {
         let root = TestSupport.packageRoot
@@ -184,7 +173,7 @@ struct SafetyCommentTests {
         #expect(files.count > 50, "found only \(files.count) Swift files under Sources/")
         var missing: [String] = []
         var checked = 0
-        for path in files where !Self.isPending(path) {
+        for path in files {
             let text = try String(contentsOfFile: TestSupport.packageRoot.appendingPathComponent(path).path, encoding: .utf8)
             checked += 1
             missing += SafetyCommentScanner.uncovered(in: text).map { "\(path):\($0.line): \($0.construct)" }

@@ -165,7 +165,7 @@ struct SimulatedXenSemanticsTests {
         #expect(first.rc == 0)
         #expect(first.buffer1 == [0xff, 0xff, 0x0f, 0x55])  // only ceil(20/8) bytes written
 
-        fd.xen.guestWrote(frames: [0x100 + 17, 0x100 + 100])  // the second is outside the range
+        fd.xen.guestWrote(frames: [0x100 + 17, 0x100 + 100] as [UInt64])  // the second is outside the range
         let second = call(fd, E.vram(nr: nr, first: 0x100), extra: [0, 0, 0])
         #expect(second.rc == 0)
         let bits = try #require(second.buffer1)

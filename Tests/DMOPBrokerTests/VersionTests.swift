@@ -38,12 +38,17 @@ struct VersionTests {
         #expect(start?.contains("starting version=\(version) ") == true, "start line: \(start ?? "none")")
     }
 
-    @Test("debian/changelog's newest entry is Package.swift's version")
+    /// The Debian version is the upstream version and a Debian revision
+    /// (3.0 (quilt) source package): VERSION-N.
+    @Test("debian/changelog's newest entry is Package.swift's version with a Debian revision")
     func changelogNamesTheVersion() throws {
         let version = try Self.packageVersion()
         let changelog = try String(contentsOfFile: TestSupport.packageRoot.appendingPathComponent("debian/changelog").path,
                                    encoding: .utf8)
         let first = changelog.prefix(while: { $0 != "\n" })
-        #expect(first.hasPrefix("dmop-broker (\(version)) "), "debian/changelog starts with: \(first)")
+        let prefix = "dmop-broker (\(version)-"
+        let revision = first.hasPrefix(prefix) ? first.dropFirst(prefix.count).prefix(while: { $0 != ")" }) : ""
+        #expect(!revision.isEmpty && revision.allSatisfy { $0.isNumber || $0 == "." || $0 == "~" || $0 == "+" },
+                "debian/changelog starts with: \(first)")
     }
 }

@@ -230,7 +230,7 @@ audit_checks() {
     # wrapper.conf gives this guest.
     case $name in
     xq-nomap) want_policy=/etc/dmop-broker/xq-nomap.policy ;;
-    *) want_policy=/etc/dmop-broker/qemu-xen.policy ;;
+    *) want_policy=/usr/share/dmop-broker/qemu-xen.policy ;;
     esac
     started=$(grep -m1 'starting version=' $f | sed -n 's/.* policy=\("[^"]*"\|[^ ]*\) .*/\1/p' | tr -d '"')
     if [ -n "$started" ] && [ "$started" = "$want_policy" ]; then

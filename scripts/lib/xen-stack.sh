@@ -201,7 +201,7 @@ stack_module() {
 # xen-utils (pinned to the hypervisor's version: the suite's main archive
 # may be older than its -security, and the utils must match the hypervisor).
 stack_rootfs_packages() {
-    echo "xen-utils-$STACK_XEN=$XENVER xen-utils-common qemu-system-xen seabios libseccomp2 kmod procps iproute2 strace"
+    echo "xen-utils-$STACK_XEN=$XENVER xen-utils-common qemu-system-xen seabios libseccomp2 kmod procps iproute2 strace systemd-standalone-sysusers"
 }
 
 # stack_debootstrap ROOTFS REBUILD EXTRA-PKGS: a minbase rootfs of this release
