@@ -7,7 +7,7 @@ import PackageDescription
 // The release version, written only here: the C targets get it as
 // DMOP_BROKER_VERSION, Swift through CVersion; debian/changelog's newest entry
 // must name it (VersionTests).
-let version = "0.2.0"
+let version = "0.3.0"
 let versionDefine = CSetting.define("DMOP_BROKER_VERSION", to: "\"\(version)\"")
 
 // Where the wrapper looks for the drop-in library unless told otherwise:
