@@ -176,4 +176,20 @@ struct SeccompProfileCommandTests {
         #expect(simulated.status == 0 && !simulated.output.contains("\n  ioctl "), "\(simulated.output)")
         #expect(simulated.output.contains("client=3 (inherited)"), "\(simulated.output)")
     }
+
+    /// The allow-list is reviewed data: a change to it shows in the diff of
+    /// these files, rule by rule with its reason.
+    @Test("the allow-list of --listen and of the wrapper's --socket-fd line is what the golden files hold",
+          arguments: [
+              ([String](), "seccomp-profile.txt"),
+              (["--socket-fd", "3", "--ready-fd", "4", "--privcmd-fd", "5"], "seccomp-profile-socket-fd.txt"),
+          ])
+    func golden(arguments: [String], file: String) throws {
+        let golden = try String(contentsOfFile: TestSupport.packageRoot.appendingPathComponent("Tests/golden/\(file)").path,
+                                encoding: .utf8)
+        let result = try runBroker(["seccomp-profile"] + arguments)
+        #expect(result.status == 0)
+        #expect(result.output == golden,
+                "regenerate with: dmop-broker seccomp-profile \(arguments.joined(separator: " ")) > Tests/golden/\(file)")
+    }
 }
