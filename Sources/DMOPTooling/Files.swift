@@ -64,3 +64,17 @@ public enum Files {
         return String(decoding: buffer[0..<n], as: UTF8.self)
     }
 }
+
+extension String {
+    /// Every occurrence of `target` replaced (Foundation's
+    /// replacingOccurrences, without linking Foundation).
+    public func replacingAll(_ target: String, with replacement: String) -> String {
+        var out = ""
+        var rest = self[...]
+        while let range = rest.firstRange(of: target) {
+            out += rest[..<range.lowerBound] + replacement
+            rest = rest[range.upperBound...]
+        }
+        return out + rest
+    }
+}

@@ -217,15 +217,3 @@ enum SoakMode {
         return line[range.upperBound...].prefix(while: { $0 != " " })
     }
 }
-
-private extension String {
-    func replacingAll(_ target: String, with replacement: String) -> String {
-        var out = ""
-        var rest = self[...]
-        while let range = rest.firstRange(of: target) {
-            out += rest[..<range.lowerBound] + replacement
-            rest = rest[range.upperBound...]
-        }
-        return out + rest
-    }
-}

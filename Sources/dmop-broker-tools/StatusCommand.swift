@@ -276,7 +276,7 @@ enum StatusOutput {
 
     /// A label value in the exposition format: backslash, quote, newline escaped.
     static func label(_ text: String) -> String {
-        "\"" + text.replacingAll("\\", "\\\\").replacingAll("\"", "\\\"").replacingAll("\n", "\\n") + "\""
+        "\"" + text.replacingAll("\\", with: "\\\\").replacingAll("\"", with: "\\\"").replacingAll("\n", with: "\\n") + "\""
     }
 
     static func prometheus(_ brokers: [BrokerStatus], _ unbrokered: [DeviceModel]) -> String {
@@ -307,17 +307,5 @@ enum StatusOutput {
             out += "dmop_device_model_unbrokered{domid=\(label(String(qemu.domid))),pid=\(label(String(qemu.pid)))} 1\n"
         }
         return out
-    }
-}
-
-private extension String {
-    func replacingAll(_ target: String, _ replacement: String) -> String {
-        var out = ""
-        var rest = self[...]
-        while let range = rest.firstRange(of: target) {
-            out += rest[..<range.lowerBound] + replacement
-            rest = rest[range.upperBound...]
-        }
-        return out + rest
     }
 }
