@@ -41,6 +41,12 @@ let hardenedLink: [LinkerSetting] = [
 // Every C target of the project builds without a warning, in every
 // configuration: a warning fails the build.
 let strictC: [CSetting] = [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])]
+// Each C target's settings, written out here: sums of arrays inside the
+// Package(...) expression take Swift 6.2's type checker too long.
+let plainC: [CSetting] = strictC + hardenedC
+let versionC: [CSetting] = [versionDefine] + plainC
+let libraryC: [CSetting] = [.unsafeFlags(["-fvisibility=hidden"])] + plainC
+let wrapperC: [CSetting] = [versionDefine, libraryDirDefine] + plainC
 
 // The Swift executables are linked by lld: GNU ld (binutils 2.45, Debian
 // unstable) leaves out the RELRO segment in a --static-swift-stdlib link
@@ -58,6 +64,17 @@ let packageDirectory = String(#filePath.dropLast("/Package.swift".count))
 // Embedded mode drops -lswiftCore and its rpath (link step only; no Swift
 // code is compiled in these targets).
 let noSwiftRuntime: [String] = ["-nostartfiles", "-enable-experimental-feature", "Embedded"]
+
+// The drop-in library's and the wrapper's links (no Swift runtime).
+let libraryLink: [LinkerSetting] = hardenedLink + [
+    .linkedLibrary("xentoolcore"),
+    .unsafeFlags(noSwiftRuntime + [
+        "-Xlinker", "-soname=libxendevicemodel.so.1",
+        "-Xlinker", "--version-script=\(packageDirectory)/Sources/xendevicemodel/libxendevicemodel.map",
+        "-Xlinker", "-z", "-Xlinker", "defs",
+    ]),
+]
+let wrapperLink: [LinkerSetting] = hardenedLink + [.linkedLibrary("seccomp"), .unsafeFlags(noSwiftRuntime)]
 
 let package = Package(
     name: "dmop-broker",
@@ -84,9 +101,9 @@ let package = Package(
         .systemLibrary(name: "CSeccomp", path: "Sources/CSeccomp", pkgConfig: "libseccomp",
                        providers: [.apt(["libseccomp-dev"])]),
         // ucred, accept4, SCM_RIGHTS, signal flag: what Swift cannot import.
-        .target(name: "CPosix", cSettings: strictC + hardenedC),
+        .target(name: "CPosix", cSettings: plainC),
         // The version for Swift code (dmop-broker --version, the start line).
-        .target(name: "CVersion", cSettings: [versionDefine] + strictC + hardenedC),
+        .target(name: "CVersion", cSettings: versionC),
 
         // Typed file descriptors, errno, SEQPACKET datagrams.
         .target(name: "DMOPPosix", dependencies: ["CPosix"]),
@@ -106,7 +123,7 @@ let package = Package(
         // `dmop-broker policy learn`: a policy from audit logs and records.
         .target(name: "DMOPPolicyLearning", dependencies: ["DMOPCore"]),
         // prctl, setres*id, close_range, the SIGSYS reporter: for DMOPSandbox.
-        .target(name: "CSandbox", cSettings: strictC + hardenedC),
+        .target(name: "CSandbox", cSettings: plainC),
         // Privilege drop, fd hygiene, rlimits, seccomp.
         .target(name: "DMOPSandbox", dependencies: ["DMOPPosix", "CSeccomp", "CXen", "CSandbox"]),
         // Installs the broker's filter, then does one forbidden thing (tests).
@@ -144,19 +161,12 @@ let package = Package(
         // libxendevicemodel.so.1 for unmodified QEMU (C: no Swift runtime in QEMU).
         // Nothing may depend on this target: its link flags are the library's.
         .target(name: "xendevicemodel", exclude: ["libxendevicemodel.map"],
-                cSettings: [.unsafeFlags(["-fvisibility=hidden"])] + strictC + hardenedC,
-                linkerSettings: hardenedLink + [
-                    .linkedLibrary("xentoolcore"),
-                    .unsafeFlags(noSwiftRuntime + [
-                        "-Xlinker", "-soname=libxendevicemodel.so.1",
-                        "-Xlinker", "--version-script=\(packageDirectory)/Sources/xendevicemodel/libxendevicemodel.map",
-                        "-Xlinker", "-z", "-Xlinker", "defs",
-                    ]),
-                ]),
+                cSettings: libraryC,
+                linkerSettings: libraryLink),
         // device_model_override= wrapper: broker, seccomp, exec QEMU.
         .executableTarget(name: "dmop-qemu-wrapper",
-                          cSettings: [versionDefine, libraryDirDefine] + strictC + hardenedC,
-                          linkerSettings: hardenedLink + [.linkedLibrary("seccomp"), .unsafeFlags(noSwiftRuntime)]),
+                          cSettings: wrapperC,
+                          linkerSettings: wrapperLink),
         // Benchmarks: echo floor vs brokered round trip, decision,
         // start-up, memory. Loads the C library with dlopen, so no link to it.
         .executableTarget(name: "dmop-bench", dependencies: [
