@@ -217,10 +217,12 @@ enum StatusOutput {
         var rows = [["DOMID", "GUEST", "PID", "UID:GID", "SECCOMP", "NNP", "UPTIME", "REQUESTS", "FORWARDED", "REFUSED",
                      "POSTED", "LOST", "QEMU", "POLICY", "AUDIT"]]
         for broker in brokers {
-            rows.append([String(broker.domid), broker.guest ?? "-", String(broker.pid), "\(broker.uid):\(broker.gid)",
-                         broker.seccomp, broker.noNewPrivs, "\(broker.uptimeSeconds)s"]
-                        + counterKeys.map { value(broker, $0.1) }
-                        + [broker.qemuPid.map(String.init) ?? "-", broker.policy, broker.audit])
+            // In three typed parts: one sum of them is too much for Swift 6.2's type checker.
+            let who: [String] = [String(broker.domid), broker.guest ?? "-", String(broker.pid), "\(broker.uid):\(broker.gid)",
+                                 broker.seccomp, broker.noNewPrivs, "\(broker.uptimeSeconds)s"]
+            let counters: [String] = counterKeys.map { value(broker, $0.1) }
+            let rest: [String] = [broker.qemuPid.map(String.init) ?? "-", broker.policy, broker.audit]
+            rows.append(who + counters + rest)
         }
         for qemu in unbrokered {
             rows.append([String(qemu.domid), "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", String(qemu.pid),
