@@ -133,9 +133,12 @@ enum BrokerScan {
     static func withCounters(_ broker: BrokerStatus, timeoutMs: UInt32) -> BrokerStatus {
         var broker = broker
         var file: String?
+        // Read through the broker's own open file (/proc/PID/fd/N), never by
+        // the path its command line names: any user can start a process that
+        // calls itself dmop-broker and names a file only root may read.
         switch AuditChannel(argument: broker.audit) {
-        case .file(let path): file = path
-        case .stderr: file = readlink("/proc/\(broker.pid)/fd/2")
+        case .file(let path): file = openFile(of: broker.pid, named: path)
+        case .stderr: file = "/proc/\(broker.pid)/fd/2"
         case .journal, .syslog, nil: file = nil
         }
         if broker.audit == "journal" {
@@ -167,6 +170,23 @@ enum BrokerScan {
             }
         }
         return broker
+    }
+
+    /// /proc/PID/fd/N for the fd of `pid` open on `path`, if any.
+    static func openFile(of pid: Int32, named path: String) -> String? {
+        let directory = "/proc/\(pid)/fd"
+        // A relative --audit-log names a file in the broker's working directory.
+        let path = path.hasPrefix("/") ? path : (readlink("/proc/\(pid)/cwd") ?? "") + "/" + path
+        guard let handle = opendir(directory) else { return nil }
+        defer { closedir(handle) }
+        while let entry = readdir(handle) {
+            // SAFETY: d_name is a NUL-terminated array inside the entry, read
+            // before the next readdir.
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard name.first?.isNumber == true else { continue }
+            if readlink(directory + "/" + name) == path { return directory + "/" + name }
+        }
+        return nil
     }
 
     static func readlink(_ path: String) -> String? {
